@@ -1,0 +1,32 @@
+"""svd_core: Stability's Stable Video Diffusion checkpoints in diffusers, sampled with micro-conditioning.
+
+No Streamlit here; the app and the CLI use only this public API.
+"""
+
+from .checkpoints import (
+                          CheckpointInfo,
+                          Variant,
+                          file_sha256,
+                          get_variant,
+                          inspect_checkpoint,
+                          list_checkpoints,
+                          list_variants,
+)
+from .errors import Cancelled, CheckpointError, ImageError, OutOfMemory, SVDError
+from .export import contact_sheet, export_frames, grid_frames, to_frames_zip, to_gif, to_mp4, to_webp
+from .images import ImageSpec, PreparedImage, prepare_image
+from .loader import load_pipeline
+from .params import RANGES, RESIZE_MODES, SamplingParams
+from .runs import RunInfo, delete_run, list_runs, load_run, save_run
+from .sampler import MEMORY_MODES, Sampler, SampleResult
+from .sweep import SweepResult, grid_cells, parse_vary, run_sweep
+from .tiny import make_tiny
+
+__all__ = [
+    "Cancelled", "CheckpointError", "CheckpointInfo", "ImageError", "ImageSpec", "MEMORY_MODES", "OutOfMemory",
+    "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError", "SampleResult", "Sampler", "SamplingParams",
+    "SweepResult", "Variant", "contact_sheet", "delete_run", "export_frames", "file_sha256", "get_variant",
+    "grid_cells", "grid_frames", "inspect_checkpoint", "list_checkpoints", "list_runs", "list_variants",
+    "load_pipeline", "load_run", "make_tiny", "parse_vary", "prepare_image", "run_sweep", "save_run",
+    "to_frames_zip", "to_gif", "to_mp4", "to_webp",
+]

@@ -1,0 +1,181 @@
+"""python -m svd_core {sample, sweep, list, make-tiny}. Expected errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .params import RANGES, RESIZE_MODES
+
+EXIT_ERROR, EXIT_CANCELLED = 2, 130
+
+
+def _param_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling parameters (default: the checkpoint variant's)")
+    for name, (lo, hi, help_) in RANGES.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=int if isinstance(lo, int) else float,
+                       default=None, metavar="N", help=f"{help_} [{lo}..{hi}]")
+    g.add_argument("--resize-mode", dest="resize_mode", choices=RESIZE_MODES, default=None,
+                   help="how the image meets the output aspect (default crop)")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", "-c", help="checkpoint file or diffusers folder (default: the first in "
+                                              "checkpoints/)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default float16 on GPU, "
+                                                                               "float32 on CPU")
+    p.add_argument("--memory-mode", default="auto", choices=("auto", "fast", "balanced", "low"))
+    p.add_argument("--out", help="output folder (default outputs/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m svd_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample", help="one image -> one run folder")
+    s.add_argument("image")
+    _model_flags(s)
+    _param_flags(s)
+    s.add_argument("--format", default="mp4", help="comma-separated: mp4,gif,webp,zip (default mp4)")
+    w = sub.add_parser("sweep", help="one image, one seed, one or two knobs over lists -> runs + grid")
+    w.add_argument("image")
+    w.add_argument("--vary", action="append", required=True, metavar="NAME=V1,V2,...",
+                   help="e.g. motion_bucket_id=32,127,255 (give --vary twice for a 2-D grid)")
+    _model_flags(w)
+    _param_flags(w)
+    ls = sub.add_parser("list", help="checkpoints in checkpoints/")
+    ls.add_argument("folder", nargs="?")
+    t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
+    t.add_argument("path")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--decoder", choices=("video", "image"), default="video")
+    return parser
+
+
+def _pick_checkpoint(arg):
+    from .checkpoints import DOWNLOAD_HINT, list_checkpoints
+    from .errors import CheckpointError
+
+    if arg:
+        return arg
+    found = list_checkpoints()
+    if not found:
+        raise CheckpointError("no checkpoint in checkpoints/: " + DOWNLOAD_HINT + ", or make the demo model with "
+                              "`python -m svd_core make-tiny checkpoints/tiny.safetensors`")
+    preferred = [c for c in found if c.variant.name == "svd_xt"] or found
+    return preferred[0].path
+
+
+def _params(sampler, args):
+    overrides = {k: getattr(args, k) for k in [*RANGES, "resize_mode"] if getattr(args, k) is not None}
+    return sampler.default_params(**overrides)
+
+
+def _progress(desc):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="step", leave=False)
+
+    def on_step(i, n):
+        bar.total = n
+        bar.n = i
+        bar.refresh()
+    return bar, on_step
+
+
+def cmd_sample(args) -> int:
+    from .runs import save_run
+    from .sampler import Sampler
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("mp4", "gif", "webp", "zip")]
+    if bad:
+        raise ValueError(f"unknown format {bad[0]!r}; valid: mp4, gif, webp, zip")
+    sampler = Sampler(_pick_checkpoint(args.checkpoint), device=args.device, dtype=args.dtype,
+                      memory_mode=args.memory_mode)
+    params = _params(sampler, args)
+    bar, on_step = _progress("sampling")
+    try:
+        result = sampler.generate(args.image, params, on_step=on_step)
+    finally:
+        bar.close()
+    for note in result.notes:
+        print("note:", note, file=sys.stderr)
+    path = save_run(result, sampler.info, args.out, formats=formats)
+    t = result.timings
+    print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "
+          f"decode {t['decode']:.1f}; {result.memory_mode} mode on {result.device})")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sampler import Sampler
+    from .sweep import grid_cells, parse_vary, run_sweep
+
+    vary = dict(parse_vary(v) for v in args.vary)
+    sampler = Sampler(_pick_checkpoint(args.checkpoint), device=args.device, dtype=args.dtype,
+                      memory_mode=args.memory_mode)
+    cells = grid_cells(_params(sampler, args), vary)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(cells), desc="cells", unit="cell", leave=False)
+
+    def on_progress(idx, n, i, steps):
+        bar.n = idx + i / steps
+        bar.set_postfix_str(cells[idx][0])
+        bar.refresh()
+    try:
+        res = run_sweep(sampler, args.image, cells, on_progress=on_progress, out_dir=args.out)
+    finally:
+        bar.close()
+    print(res.path)
+    for (label, _), p in zip(res.cells, res.run_paths):
+        print(f"  {label}: {p}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .checkpoints import CHECKPOINT_DIR, DOWNLOAD_HINT, list_checkpoints
+
+    found = list_checkpoints(args.folder)
+    if not found:
+        print(f"no checkpoints in {args.folder or CHECKPOINT_DIR}: {DOWNLOAD_HINT}")
+        return 0
+    for c in found:
+        print(f"{c.name:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "
+              f"{c.variant.num_frames} frames")
+    return 0
+
+
+def cmd_make_tiny(args) -> int:
+    from .tiny import make_tiny
+
+    path = make_tiny(args.path, seed=args.seed, decoder=args.decoder)
+    print(f"{path}  (tiny random-weight SVD, {args.decoder} decoder: produces noise, for tests and demos)")
+    return 0
+
+
+COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "list": cmd_list, "make-tiny": cmd_make_tiny}
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    from .errors import Cancelled, SVDError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (SVDError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CANCELLED if isinstance(e, Cancelled) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("cancelled: nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Stability's single-file SVD checkpoints -> a diffusers `StableVideoDiffusionPipeline`.
+
+1. read the safetensors header (shapes only) and identify the layout;
+2. infer the architecture from shapes and build every module empty (accelerate's `init_empty_weights`);
+3. plan where each sgm tensor goes (`convert.map_key`) and check the plan covers every parameter, shape for shape;
+4. stream the tensors one at a time from `safe_open`, cast to the target dtype, place on the target device;
+5. match sgm's GroupNorm eps in the UNet's res-blocks and assemble the pipeline.
+
+Peak host memory is the kept weights plus one tensor in flight; keys the reference never uses are never read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import transformers
+from accelerate import init_empty_weights
+from accelerate.utils import set_module_tensor_to_device
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    StableVideoDiffusionPipeline,
+    UNetSpatioTemporalConditionModel,
+)
+from diffusers.models.resnet import SpatioTemporalResBlock
+from safetensors import SafetensorError, safe_open
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from .checkpoints import detect_layout, read_safetensors_header, shapes_of
+from .convert import OPS, Architecture, Target, infer_architecture, map_key, target_shape
+from .errors import CheckpointError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SGM_GROUPNORM_EPS = 1e-5  # sgm's ResBlock GroupNorm; diffusers uses 1e-6 in some SpatioTemporalResBlocks
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(device) if device is not None else default_device()
+    if isinstance(dtype, str):
+        try:
+            dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                     "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; valid: float32, float16, bfloat16") from None
+    return device, dtype or default_dtype(device)
+
+
+# --------------------------------------------------------------------------------------------- empty modules
+
+def build_unet(arch: Architecture) -> UNetSpatioTemporalConditionModel:
+    down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in arch.unet_attention)
+    up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal"
+               for a in reversed(arch.unet_attention))
+    return UNetSpatioTemporalConditionModel(
+        sample_size=96, in_channels=arch.unet_in_channels, out_channels=arch.unet_out_channels,
+        down_block_types=down, up_block_types=up, block_out_channels=arch.unet_channels,
+        addition_time_embed_dim=arch.unet_adm_channels // 3,
+        projection_class_embeddings_input_dim=arch.unet_adm_channels,
+        layers_per_block=arch.unet_layers_per_block, cross_attention_dim=arch.unet_context_dim,
+        transformer_layers_per_block=arch.unet_transformer_depth, num_attention_heads=arch.unet_heads, num_frames=25)
+
+
+def build_vae(arch: Architecture):
+    common = dict(in_channels=3, out_channels=3, block_out_channels=arch.vae_channels,
+                  layers_per_block=arch.vae_layers_per_block, latent_channels=arch.vae_latent_channels,
+                  sample_size=768, scaling_factor=0.18215, force_upcast=True)
+    n = len(arch.vae_channels)
+    if arch.temporal_decoder:
+        return AutoencoderKLTemporalDecoder(down_block_types=("DownEncoderBlock2D",) * n, **common)
+    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                         act_fn="silu", norm_num_groups=32, **common)
+
+
+def build_image_encoder(arch: Architecture) -> CLIPVisionModelWithProjection:
+    config = CLIPVisionConfig(hidden_size=arch.clip_width, intermediate_size=arch.clip_mlp,
+                              num_hidden_layers=arch.clip_layers, num_attention_heads=arch.clip_heads,
+                              image_size=arch.clip_image_size, patch_size=arch.clip_patch,
+                              projection_dim=arch.clip_embed_dim, hidden_act="gelu", layer_norm_eps=1e-5)
+    return CLIPVisionModelWithProjection(config)
+
+
+def build_scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler.from_config(json.loads((CONFIG_DIR / "scheduler_config.json").read_text()))
+
+
+def build_feature_extractor():
+    # The pipeline only normalises tensors with it; the PIL backend needs no torchvision.
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    return cls(**json.loads((CONFIG_DIR / "preprocessor_config.json").read_text()))
+
+
+def match_sgm_groupnorm_eps(unet: torch.nn.Module) -> None:
+    """sgm normalises every UNet res-block with GroupNorm(eps=1e-5); stock diffusers uses 1e-6 in the
+    res-blocks of its cross-attention down blocks and all up blocks. Matching it brings the UNet's output from
+    2e-5 to 2e-6 of Stability's (float32)."""
+    for block in unet.modules():
+        if isinstance(block, SpatioTemporalResBlock):
+            for m in block.modules():
+                if isinstance(m, torch.nn.GroupNorm):
+                    m.eps = SGM_GROUPNORM_EPS
+
+
+# ------------------------------------------------------------------------------------------------- planning
+
+def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[str, torch.nn.Module]
+              ) -> dict[str, list[Target]]:
+    """sgm key -> targets, in file order; raises CheckpointError unless the plan fills every parameter exactly."""
+    plan: dict[str, list[Target]] = {}
+    unknown = []
+    for key in shapes:
+        targets = map_key(key, arch)
+        if targets is None:
+            unknown.append(key)
+        elif targets:
+            plan[key] = targets
+    if unknown:
+        raise CheckpointError(f"{len(unknown)} unexpected tensor(s) for an SVD checkpoint (e.g. {unknown[0]}): "
+                              "the file is not a Stability SVD release")
+    expected = {c: dict(m.named_parameters()) for c, m in modules.items()}
+    seen = defaultdict(set)
+    for key, targets in plan.items():
+        for t in targets:
+            param = expected[t.component].get(t.key)
+            if param is None:
+                raise CheckpointError(f"{key} maps to no parameter of the {t.component} ({t.key}): the file's "
+                                      "architecture is not one this loader knows")
+            got = target_shape(t.op, shapes[key])
+            if tuple(param.shape) != got:
+                raise CheckpointError(f"{key} has shape {list(shapes[key])}, the {t.component} expects "
+                                      f"{list(param.shape)}: the file is corrupt or of another architecture")
+            seen[t.component].add(t.key)
+    missing = [f"{c}.{k}" for c, params in expected.items() for k in params if k not in seen[c]]
+    if missing:
+        raise CheckpointError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs (e.g. {missing[0]}): "
+                              "the file is incomplete; download it again")
+    return plan
+
+
+def _empty_modules(arch: Architecture) -> dict[str, torch.nn.Module]:
+    with init_empty_weights():
+        return {"unet": build_unet(arch), "vae": build_vae(arch), "image_encoder": build_image_encoder(arch)}
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Module]:
+    """unet, vae and image_encoder from an sgm single-file checkpoint, in `dtype` on `device`."""
+    path = Path(path)
+    device, dtype = resolve_device_dtype(device, dtype)
+    header = read_safetensors_header(path)
+    shapes = shapes_of(header)
+    detect_layout(shapes)
+    try:
+        arch = infer_architecture(shapes, header.get("__metadata__"))
+    except (KeyError, IndexError, ValueError) as e:
+        raise CheckpointError(f"cannot read the architecture of {path.name} ({e}): the file is incomplete or "
+                              "not an SVD release") from None
+    modules = _empty_modules(arch)
+    plan = plan_load(shapes, arch, modules)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key, targets in plan.items():
+                tensor = f.get_tensor(key)
+                for t in targets:
+                    set_module_tensor_to_device(modules[t.component], t.key, device,
+                                                value=OPS[t.op](tensor), dtype=dtype)
+                del tensor
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path.name} could not be read ({e}): the file is corrupt; download it again") from None
+    for m in modules.values():
+        m.to(device)  # non-persistent buffers (CLIP position ids) were built on the CPU
+        m.eval().requires_grad_(False)
+    match_sgm_groupnorm_eps(modules["unet"])
+    return modules
+
+
+def load_pipeline(path, *, device=None, dtype=None) -> StableVideoDiffusionPipeline:
+    """A ready `StableVideoDiffusionPipeline` from Stability's single-file checkpoint (svd*.safetensors, sgm key
+    layout, float32 or float16) or from a diffusers folder with model_index.json.
+
+    device: default CUDA, else MPS, else CPU. dtype: default float16 on an accelerator, float32 on the CPU.
+    Nothing is downloaded. Raises CheckpointError with a one-line reason for anything that is not SVD.
+    """
+    path = Path(path)
+    device, dtype = resolve_device_dtype(device, dtype)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise CheckpointError(f"{path} is a folder without model_index.json: pass a .safetensors file or a "
+                                  "diffusers pipeline folder")
+        try:
+            pipe = StableVideoDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot load the diffusers folder {path}: {str(e).splitlines()[0]}") from None
+        pipe.to(device)
+        match_sgm_groupnorm_eps(pipe.unet)
+    else:
+        if not path.exists():
+            raise CheckpointError(f"{path} does not exist: put the checkpoint in checkpoints/ "
+                                  "(see checkpoints/README.md)")
+        modules = load_components(path, device=device, dtype=dtype)
+        pipe = StableVideoDiffusionPipeline(scheduler=build_scheduler(), feature_extractor=build_feature_extractor(),
+                                            **modules)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,157 @@
+"""Run folders: outputs/<run id>/ with the video(s), the prepared input image, a poster and run.json.
+
+A run is written into a hidden temporary folder and renamed into place only when complete, so a killed or
+failed run never leaves a folder that looks like a run; `list_runs` only sees complete ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import export
+from .checkpoints import CheckpointInfo, file_sha256
+from .params import SamplingParams
+
+OUTPUT_DIR = Path(os.environ.get("SVD_OUTPUT_DIR", Path(__file__).resolve().parent.parent / "outputs"))
+RUN_FILE = "run.json"
+TMP_PREFIX = ".tmp-"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "diffusers", "transformers", "accelerate", "safetensors", "imageio-ffmpeg"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def new_run_id(prefix: str = "") -> str:
+    return f"{prefix}{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def write_folder_atomically(folder: Path, files: dict[str, bytes]) -> Path:
+    """Write `files` into a temporary sibling of `folder`, then rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f"{TMP_PREFIX}{folder.name}"
+    tmp.mkdir()
+    try:
+        for name, data in files.items():  # run.json comes last: it marks the run as complete
+            (tmp / name).write_bytes(data)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict | None = None) -> dict:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "params": result.params.to_dict(),
+        "seed": result.params.seed,
+        "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name,
+                       "sha256": file_sha256(checkpoint.path), "dtype": checkpoint.dtype},
+        "device": result.device,
+        "dtype": result.dtype,
+        "memory_mode": result.memory_mode,
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "frames": int(result.frames.shape[0]),
+        "size": [int(result.frames.shape[2]), int(result.frames.shape[1])],
+        "input": {"original_size": list(result.image.original_size)},
+        "notes": list(result.notes),
+        "versions": library_versions(),
+        "files": files,
+        **(extra or {}),
+    }
+
+
+def save_run(result, checkpoint: CheckpointInfo, out_dir=None, formats=("mp4",), run_id: str | None = None,
+             extra: dict | None = None) -> Path:
+    """Write one run's folder and return its path."""
+    out_dir = Path(out_dir or OUTPUT_DIR)
+    fps = result.params.video_fps
+    files: dict[str, bytes] = {f"video.{fmt}": export.export_frames(result.frames, fmt, fps) for fmt in formats
+                               if fmt != "zip"}
+    if "zip" in formats:
+        files["frames.zip"] = export.to_frames_zip(result.frames)
+    buf_in = _png(result.image.image)
+    files["input.png"] = buf_in
+    files["poster.png"] = export.to_png(result.frames[0])
+    record = run_record(result, checkpoint, sorted(files), extra)
+    files[RUN_FILE] = json.dumps(record, indent=2).encode()
+    return write_folder_atomically(out_dir / (run_id or new_run_id()), files)
+
+
+def _png(img: Image.Image) -> bytes:
+    return export.to_png(np.asarray(img.convert("RGB")))
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    path: Path
+    record: dict
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def params(self) -> SamplingParams:
+        return SamplingParams.from_dict(self.record["params"])
+
+    @property
+    def kind(self) -> str:
+        return self.record.get("kind", "run")
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def load_run(path) -> RunInfo:
+    path = Path(path)
+    try:
+        return RunInfo(path, json.loads((path / RUN_FILE).read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a complete run folder ({e})") from None
+
+
+def list_runs(out_dir=None) -> list[RunInfo]:
+    """Complete runs, newest first. Temporary and unreadable folders are skipped."""
+    out_dir = Path(out_dir or OUTPUT_DIR)
+    if not out_dir.is_dir():
+        return []
+    runs = []
+    for p in out_dir.iterdir():
+        if p.name.startswith((".", TMP_PREFIX)) or not (p / RUN_FILE).is_file():
+            continue
+        try:
+            runs.append(load_run(p))
+        except ValueError:
+            continue
+    return sorted(runs, key=lambda r: (r.record.get("created", ""), r.path.stat().st_mtime), reverse=True)
+
+
+def delete_run(path, out_dir=None) -> None:
+    """Delete one run folder (only a folder directly inside `out_dir` holding a run.json)."""
+    path = Path(path).resolve()
+    out_dir = Path(out_dir or OUTPUT_DIR).resolve()
+    if path.parent != out_dir or not (path / RUN_FILE).is_file():
+        raise ValueError(f"{path} is not a run folder in {out_dir}")
+    trash = path.parent / f"{TMP_PREFIX}del-{path.name}-{int(time.time())}"
+    os.replace(path, trash)  # disappears from listings at once, even if removal is slow
+    shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,60 @@
+"""Shared fixtures: checkpoints regenerated from vendored manifests, a tiny model, its sampler."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REFERENCE_SETS = ("A", "A_image_decoder")
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def regenerate(fixture: str, dest: Path) -> Path:
+    """Rebuild a reference checkpoint bit for bit from its weights manifest (the 28 MB file is not vendored)."""
+    from svd_core.tiny import write_from_recipe
+
+    manifest = json.loads((FIXTURES / fixture / "weights_manifest.json").read_text())["weights"]
+    path = write_from_recipe([(k, v["shape"], v["seed"], v["kind"], v["mean"], v["std"])
+                              for k, v in manifest.items()], dest / f"{fixture}.safetensors")
+    want = json.loads((FIXTURES / fixture / "reference.json").read_text())["sha256"]["sgm_checkpoint.safetensors"]
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert got == want, f"regenerated {fixture} checkpoint differs from the reference ({got})"
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    dest = tmp_path_factory.mktemp("reference")
+    return {name: regenerate(name, dest) for name in REFERENCE_SETS}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from svd_core import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_sampler(tiny_checkpoint):
+    from svd_core import Sampler
+
+    return Sampler(tiny_checkpoint, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def input_png() -> Path:
+    return FIXTURES / "A" / "input_image.png"
+
+
+@pytest.fixture(scope="session")
+def large_png() -> Path:
+    return FIXTURES / "A" / "input_image_large.png"
