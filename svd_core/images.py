@@ -64,9 +64,11 @@ def open_image(source) -> tuple[Image.Image, list[str]]:
                 img.load()
         except ImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError("the file is not a readable image (or is a decompression bomb): use a png, jpg or "
-                             "webp") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"image has too many pixels (over the {MAX_PIXELS / 1e6:.0f} MP limit; possibly a "
+                             "decompression bomb): downscale it first") from None
+        except UnidentifiedImageError:
+            raise ImageError("the file is not a readable image: use a png, jpg or webp") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(f"the image is broken or truncated ({e}): re-export it as png or jpg") from None
     n = getattr(img, "n_frames", 1)

@@ -1,0 +1,422 @@
+"""Sampler, params, image preparation, export, run folders, sweeps and the CLI on the tiny model (CPU)."""
+
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from svd_core import (
+    Cancelled,
+    ImageError,
+    SamplingParams,
+    export_frames,
+    grid_cells,
+    list_runs,
+    load_run,
+    parse_vary,
+    prepare_image,
+    run_sweep,
+    save_run,
+    to_mp4,
+)
+from svd_core.images import ImageSpec
+from svd_core.runs import delete_run
+
+SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_sampler):
+    return tiny_sampler.default_params(**SMALL)
+
+
+# -------------------------------------------------------------------------------------------------- params
+
+def test_params_validation_names_field_and_range():
+    with pytest.raises(ValueError, match=r"motion_bucket_id must be between 0 and 255, got 300"):
+        SamplingParams(motion_bucket_id=300)
+    with pytest.raises(ValueError, match=r"decode_chunk_size must be between 1 and num_frames \(14\)"):
+        SamplingParams(decode_chunk_size=20)
+    with pytest.raises(ValueError, match="num_frames must be an integer"):
+        SamplingParams(num_frames=2.5)
+    with pytest.raises(ValueError, match="resize_mode must be one of crop, pad, stretch"):
+        SamplingParams(resize_mode="zoom")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        SamplingParams.from_dict({"guidance": 3})
+    p = SamplingParams()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.seed = 1
+    assert p.replace(seed=5).seed == 5 and p.video_fps == p.fps
+
+
+def test_variant_defaults():
+    svd = SamplingParams.for_variant("svd")
+    xt = SamplingParams.for_variant("svd_xt")
+    xt11 = SamplingParams.for_variant("svd_xt_1_1")
+    assert (svd.num_frames, svd.num_inference_steps, svd.max_guidance_scale) == (14, 25, 2.5)
+    assert (xt.num_frames, xt.num_inference_steps, xt.min_guidance_scale, xt.max_guidance_scale) == (25, 30, 1.5, 3.0)
+    assert (xt11.fps, xt11.motion_bucket_id) == (7, 127)  # sgm fps_id 6
+    assert xt.decode_chunk_size == 14 and (xt.width, xt.height) == (1024, 576)
+    assert SamplingParams.for_variant("svd_xt", num_frames=8).decode_chunk_size == 8
+    assert SamplingParams.for_variant("svd_image_decoder").num_frames == 14
+    assert SamplingParams.for_variant("svd_xt", motion_bucket_id=30).motion_bucket_id == 30
+    with pytest.raises(ValueError, match="valid variants: svd, "):
+        SamplingParams.for_variant("svd_xxl")
+
+
+# --------------------------------------------------------------------------------------------- generation
+
+def test_same_seed_same_frames_and_timings(tiny_sampler, base, input_png):
+    a = tiny_sampler.generate(input_png, base)
+    b = tiny_sampler.generate(input_png, base)
+    assert a.frames.shape == (4, 64, 64, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, b.frames)
+    assert set(a.timings) == {"image_encode", "denoise", "decode", "total"}
+    assert all(v >= 0 for v in a.timings.values())
+    c = tiny_sampler.generate(input_png, base.replace(seed=24))
+    assert not np.array_equal(a.frames, c.frames)
+
+
+@pytest.mark.parametrize("change", [dict(motion_bucket_id=255), dict(fps=20), dict(noise_aug_strength=0.3)])
+def test_micro_conditioning_changes_frames(tiny_sampler, base, input_png, change):
+    a = tiny_sampler.generate(input_png, base)
+    b = tiny_sampler.generate(input_png, base.replace(**change))
+    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() > 0
+
+
+def test_progress_and_cancel(tiny_sampler, base, input_png, tmp_path):
+    seen = []
+    tiny_sampler.generate(input_png, base.replace(num_inference_steps=3), on_step=lambda i, n: seen.append((i, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    seen.clear()
+    with pytest.raises(Cancelled):
+        tiny_sampler.generate(input_png, base.replace(num_inference_steps=5),
+                              on_step=lambda i, n: seen.append(i), should_stop=lambda: len(seen) >= 2)
+    assert seen == [1, 2]
+    assert list(tmp_path.iterdir()) == []
+    # the sampler stays usable after a cancel
+    assert tiny_sampler.generate(input_png, base).frames.shape[0] == 4
+
+
+def test_one_run_at_a_time_across_threads(tiny_sampler, base, input_png):
+    active, overlap, positions = [0], [False], []
+    lock = threading.Lock()
+
+    def on_step(i, n):
+        with lock:
+            overlap[0] |= active[0] > 1
+
+    def worker():
+        def step(i, n):
+            on_step(i, n)
+        with lock:
+            active[0] += 1
+        try:
+            tiny_sampler.generate(input_png, base, on_step=step, on_queue=positions.append)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    orig = tiny_sampler._run
+    running = [0]
+
+    def guarded(*a, **k):
+        running[0] += 1
+        try:
+            assert running[0] == 1, "two runs inside one pipeline"
+            return orig(*a, **k)
+        finally:
+            running[0] -= 1
+    tiny_sampler._run = guarded
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        del tiny_sampler._run
+    assert running[0] == 0 and positions and min(positions) >= 1
+
+
+def test_cancel_while_queued(tiny_sampler, base, input_png):
+    tiny_sampler.queue.acquire()
+    try:
+        with pytest.raises(Cancelled, match="queue"):
+            tiny_sampler.generate(input_png, base, should_stop=lambda: True)
+    finally:
+        tiny_sampler.queue.release()
+    assert len(tiny_sampler.queue) == 0
+
+
+def test_fixed_conditioning_note(tiny_sampler, base, input_png, monkeypatch):
+    from svd_core import get_variant
+
+    monkeypatch.setattr(tiny_sampler, "info", dataclasses.replace(tiny_sampler.info,
+                                                                  variant=get_variant("svd_xt_1_1")))
+    assert tiny_sampler._conditioning_notes(base.replace(fps=7, motion_bucket_id=127)) == []
+    result = tiny_sampler.generate(input_png, base.replace(fps=7, motion_bucket_id=40))
+    assert any("trained at fps 7 and motion_bucket_id 127 only" in n for n in result.notes)
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+def _png_bytes(img, fmt="PNG", **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+SPEC = ImageSpec(multiple=32, min_side=32)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "CMYK", "I;16", "1", "F"])
+def test_any_colour_mode_to_rgb(mode):
+    img = Image.new("RGB", (80, 60), (200, 40, 10)).convert(mode)
+    fmt = "TIFF" if mode in ("CMYK", "F") else "PNG"
+    out = prepare_image(_png_bytes(img, fmt), 64, 64, spec=SPEC)
+    assert out.image.mode == "RGB" and out.image.size == (64, 64)
+
+
+def test_alpha_goes_on_white():
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    out = prepare_image(_png_bytes(img), 64, 64, spec=SPEC)
+    assert out.image.getpixel((10, 10)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (96, 64), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 48, 64))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = prepare_image(_png_bytes(img, "JPEG", exif=exif), 64, 96, resize_mode="stretch", spec=SPEC)
+    r, g, b = out.image.getpixel((32, 10))  # the red half is now on top
+    assert r > 200 and b < 60
+
+
+@pytest.mark.parametrize("mode, size", [("crop", (128, 64)), ("pad", (128, 64)), ("stretch", (64, 128))])
+def test_resize_modes_hit_target(large_png, mode, size):
+    out = prepare_image(large_png, *size, resize_mode=mode, spec=SPEC)
+    assert out.image.size == size and out.original_size == (1024, 576)
+
+
+def test_size_snapping_minimum_and_upscale_notes(input_png):
+    out = prepare_image(input_png, 100, 70, spec=SPEC)
+    assert out.image.size == (96, 64)
+    assert any("snapped to 96x64" in n for n in out.notes)
+    assert any("upscaled" in n for n in out.notes)
+    with pytest.raises(ImageError, match="minimum side of 256"):
+        prepare_image(input_png, 128, 128, spec=ImageSpec(64, 256))
+
+
+def test_animated_uses_first_frame():
+    frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    out = prepare_image(buf.getvalue(), 64, 64, spec=SPEC)
+    assert any("first frame of 2" in n for n in out.notes)
+    assert out.image.getpixel((5, 5))[0] > 200
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "not a readable image"),
+    (b"definitely not an image", "not a readable image"),
+])
+def test_broken_images(data, match):
+    with pytest.raises(ImageError, match=match):
+        prepare_image(data, 64, 64, spec=SPEC)
+
+
+def test_truncated_image(input_png):
+    data = Path(input_png).read_bytes()
+    with pytest.raises(ImageError, match="broken or truncated"):
+        prepare_image(data[: len(data) // 2], 64, 64, spec=SPEC)
+
+
+def test_too_small_and_bomb():
+    with pytest.raises(ImageError, match="too small"):
+        prepare_image(_png_bytes(Image.new("RGB", (8, 8))), 64, 64, spec=SPEC)
+    bomb = _png_bytes(Image.new("1", (10000, 10000)))  # 100 MP, a few kB
+    with pytest.raises(ImageError, match="MP"):
+        prepare_image(bomb, 64, 64, spec=SPEC)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="does not exist"):
+        prepare_image(tmp_path / "nope.png", 64, 64, spec=SPEC)
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+def _frames(n=5, h=48, w=64):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_mp4_is_h264_yuv420p_with_all_frames(tmp_path):
+    path = tmp_path / "v.mp4"
+    path.write_bytes(to_mp4(_frames(7, 50, 66), fps=7))  # odd-ish sizes are padded to even
+    meta = next(imageio_ffmpeg.read_frames(str(path)))
+    assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p") and meta["size"] == (66, 50)
+    assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == 7
+    data = path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while downloading
+
+
+def test_gif_webp_zip():
+    f = _frames(4)
+    gif = Image.open(io.BytesIO(export_frames(f, "gif", 8)))
+    assert gif.n_frames == 4
+    webp = Image.open(io.BytesIO(export_frames(f, "webp", 8)))
+    assert webp.n_frames == 4
+    with zipfile.ZipFile(io.BytesIO(export_frames(f, "zip", 8))) as z:
+        assert len(z.namelist()) == 4
+    with pytest.raises(ValueError, match="valid: mp4, gif, webp, zip"):
+        export_frames(f, "avi", 8)
+
+
+# ------------------------------------------------------------------------------------------- run folders
+
+def test_run_folder_contents(tiny_sampler, base, input_png, tmp_path):
+    result = tiny_sampler.generate(input_png, base)
+    path = save_run(result, tiny_sampler.info, tmp_path, formats=("mp4", "gif", "zip"))
+    names = {p.name for p in path.iterdir()}
+    assert names == {"video.mp4", "video.gif", "frames.zip", "input.png", "poster.png", "run.json"}
+    rec = json.loads((path / "run.json").read_text())
+    assert rec["params"] == base.to_dict() and rec["seed"] == base.seed
+    assert rec["checkpoint"]["variant"] == "tiny" and len(rec["checkpoint"]["sha256"]) == 64
+    assert {"torch", "diffusers"} <= set(rec["versions"]) and rec["device"] == "cpu"
+    assert set(rec["timings_s"]) == {"image_encode", "denoise", "decode", "total"}
+    runs = list_runs(tmp_path)
+    assert [r.id for r in runs] == [path.name] and runs[0].params == base
+    delete_run(path, tmp_path)
+    assert list_runs(tmp_path) == []
+
+
+def test_failed_write_leaves_nothing(tiny_sampler, base, input_png, tmp_path, monkeypatch):
+    result = tiny_sampler.generate(input_png, base)
+    from svd_core import export
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(export, "to_png", boom)
+    with pytest.raises(OSError):
+        save_run(result, tiny_sampler.info, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from svd_core.runs import write_folder_atomically
+class Dying(dict):
+    def items(self):
+        yield "video.mp4", b"x" * 1000
+        os.kill(os.getpid(), signal.SIGKILL)
+write_folder_atomically(Path(sys.argv[1]) / "run-1", Dying(a=1))
+"""
+
+
+def test_killed_run_leaves_no_complete_folder(tmp_path):
+    r = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)])
+    assert r.returncode != 0
+    assert list_runs(tmp_path) == []
+    assert not (tmp_path / "run-1").exists()
+    with pytest.raises(ValueError):
+        load_run(next(tmp_path.iterdir()))
+
+
+# ------------------------------------------------------------------------------------------------- sweeps
+
+def test_parse_vary_and_cells(base):
+    assert parse_vary("motion_bucket_id=32,127,255") == ("motion_bucket_id", [32, 127, 255])
+    assert parse_vary("noise_aug_strength=0.0,0.1") == ("noise_aug_strength", [0.0, 0.1])
+    with pytest.raises(ValueError, match="unknown parameter 'motion'"):
+        parse_vary("motion=1,2")
+    cells = grid_cells(base, dict([parse_vary("motion_bucket_id=1,2"), parse_vary("fps=4,8,12")]))
+    assert len(cells) == 6 and cells[0][0] == "motion_bucket_id=1 fps=4"
+    with pytest.raises(ValueError, match="motion_bucket_id must be between 0 and 255"):
+        grid_cells(base, {"motion_bucket_id": [1, 999]})
+
+
+def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
+    cells = grid_cells(base, {"motion_bucket_id": [0, 127, 255]})
+    progress = []
+    res = run_sweep(tiny_sampler, input_png, cells, on_progress=lambda *a: progress.append(a), out_dir=tmp_path)
+    assert len(res.cells) == 3 and len(res.run_paths) == 3
+    n, h, w, _ = res.grid.shape
+    assert n == 4 and w == 3 * 64 + 2 * 4 and h == 64  # three tiles side by side
+    sheet = Image.open(res.path / "contact_sheet.png")
+    assert sheet.size == (4 * 64, 3 * 64)
+    assert imageio_ffmpeg.count_frames_and_secs(str(res.path / "grid.mp4"))[0] == 4
+    rec = json.loads((res.path / "run.json").read_text())
+    assert rec["kind"] == "sweep" and [c["label"] for c in rec["cells"]] == [c[0] for c in cells]
+    assert progress[-1][:2] == (2, 3)
+    # different cells really differ
+    frames = [r.frames for _, r in res.cells]
+    assert not np.array_equal(frames[0], frames[2])
+
+
+def test_cancelled_sweep_writes_nothing(tiny_sampler, base, input_png, tmp_path):
+    cells = grid_cells(base, {"fps": [4, 8]})
+    calls = []
+    with pytest.raises(Cancelled):
+        run_sweep(tiny_sampler, input_png, cells, on_progress=lambda *a: calls.append(a),
+                  should_stop=lambda: len(calls) >= 3, out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "svd_core", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_end_to_end(tiny_checkpoint, input_png, tmp_path):
+    out = tmp_path / "out"
+    r = _cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64",
+             "--height", "64", "--num-frames", "3", "--num-inference-steps", "2", "--format", "mp4,gif")
+    assert r.returncode == 0, r.stderr
+    run = Path(r.stdout.split()[0])
+    assert (run / "video.mp4").is_file() and (run / "video.gif").is_file()
+    assert json.loads((run / "run.json").read_text())["params"]["decode_chunk_size"] == 3
+    r = _cli("sweep", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64",
+             "--height", "64", "--num-frames", "3", "--num-inference-steps", "1", "--vary", "motion_bucket_id=0,255")
+    assert r.returncode == 0, r.stderr
+    assert (Path(r.stdout.split()[0]) / "grid.mp4").is_file()
+    assert len(list_runs(out)) == 4  # 1 sample + 2 cells + the sweep
+    ckdir = tmp_path / "ck"
+    ckdir.mkdir()
+    (ckdir / "svd_xt.safetensors").symlink_to(tiny_checkpoint)
+    r = _cli("list", str(ckdir))
+    assert r.returncode == 0 and "svd_xt.safetensors" in r.stdout and "tiny" in r.stdout
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--motion-bucket-id", "300"], "motion_bucket_id must be between 0 and 255"),
+    (["--decode-chunk-size", "9"], "decode_chunk_size must be between 1 and num_frames"),
+    (["--format", "avi"], "unknown format"),
+])
+def test_cli_bad_params_one_line(tiny_checkpoint, input_png, args, match):
+    r = _cli("sample", str(input_png), "-c", str(tiny_checkpoint), *args)
+    assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_bad_image_and_no_checkpoint(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"nope")
+    r = _cli("sample", str(bad), "-c", str(tiny_checkpoint))
+    assert r.returncode == 2 and "not a readable image" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("sample", str(bad), env={"SVD_CHECKPOINT_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "no checkpoint in checkpoints/" in r.stderr
