@@ -136,11 +136,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .checkpoints import CHECKPOINT_DIR, DOWNLOAD_HINT, list_checkpoints
+    from .checkpoints import DOWNLOAD_HINT, checkpoint_dir, list_checkpoints
 
     found = list_checkpoints(args.folder)
     if not found:
-        print(f"no checkpoints in {args.folder or CHECKPOINT_DIR}: {DOWNLOAD_HINT}")
+        print(f"no checkpoints in {args.folder or checkpoint_dir()}: {DOWNLOAD_HINT}")
         return 0
     for c in found:
         print(f"{c.name:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "

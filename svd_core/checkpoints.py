@@ -15,7 +15,12 @@ from pathlib import Path
 from .convert import CLIP_VISUAL, FIRST_STAGE, UNET
 from .errors import CheckpointError
 
-CHECKPOINT_DIR = Path(os.environ.get("SVD_CHECKPOINT_DIR", Path(__file__).resolve().parent.parent / "checkpoints"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkpoint_dir() -> Path:
+    """checkpoints/ beside the package, or $SVD_CHECKPOINT_DIR."""
+    return Path(os.environ.get("SVD_CHECKPOINT_DIR") or ROOT / "checkpoints")
 DOWNLOAD_HINT = "get svd_xt.safetensors from https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt " \
                 "and put it in checkpoints/ (see checkpoints/README.md)"
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
@@ -201,7 +206,7 @@ def inspect_checkpoint(path) -> CheckpointInfo:
 def list_checkpoints(folder=None) -> list[CheckpointInfo]:
     """Every loadable checkpoint in `folder` (default checkpoints/), sorted by name. Files that are not SVD
     checkpoints are skipped; use `inspect_checkpoint` to see why one is."""
-    folder = Path(folder or CHECKPOINT_DIR)
+    folder = Path(folder or checkpoint_dir())
     found = []
     if not folder.is_dir():
         return found

@@ -23,7 +23,10 @@ from . import export
 from .checkpoints import CheckpointInfo, file_sha256
 from .params import SamplingParams
 
-OUTPUT_DIR = Path(os.environ.get("SVD_OUTPUT_DIR", Path(__file__).resolve().parent.parent / "outputs"))
+
+def output_dir() -> Path:
+    """outputs/ beside the package, or $SVD_OUTPUT_DIR."""
+    return Path(os.environ.get("SVD_OUTPUT_DIR") or Path(__file__).resolve().parent.parent / "outputs")
 RUN_FILE = "run.json"
 TMP_PREFIX = ".tmp-"
 
@@ -83,7 +86,7 @@ def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict
 def save_run(result, checkpoint: CheckpointInfo, out_dir=None, formats=("mp4",), run_id: str | None = None,
              extra: dict | None = None) -> Path:
     """Write one run's folder and return its path."""
-    out_dir = Path(out_dir or OUTPUT_DIR)
+    out_dir = Path(out_dir or output_dir())
     fps = result.params.video_fps
     files: dict[str, bytes] = {f"video.{fmt}": export.export_frames(result.frames, fmt, fps) for fmt in formats
                                if fmt != "zip"}
@@ -132,7 +135,7 @@ def load_run(path) -> RunInfo:
 
 def list_runs(out_dir=None) -> list[RunInfo]:
     """Complete runs, newest first. Temporary and unreadable folders are skipped."""
-    out_dir = Path(out_dir or OUTPUT_DIR)
+    out_dir = Path(out_dir or output_dir())
     if not out_dir.is_dir():
         return []
     runs = []
@@ -149,7 +152,7 @@ def list_runs(out_dir=None) -> list[RunInfo]:
 def delete_run(path, out_dir=None) -> None:
     """Delete one run folder (only a folder directly inside `out_dir` holding a run.json)."""
     path = Path(path).resolve()
-    out_dir = Path(out_dir or OUTPUT_DIR).resolve()
+    out_dir = Path(out_dir or output_dir()).resolve()
     if path.parent != out_dir or not (path / RUN_FILE).is_file():
         raise ValueError(f"{path} is not a run folder in {out_dir}")
     trash = path.parent / f"{TMP_PREFIX}del-{path.name}-{int(time.time())}"

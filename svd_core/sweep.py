@@ -14,7 +14,7 @@ import numpy as np
 
 from . import export
 from .params import SamplingParams, field_names
-from .runs import OUTPUT_DIR, new_run_id, save_run, write_folder_atomically
+from .runs import new_run_id, output_dir, save_run, write_folder_atomically
 
 MAX_CELLS = 16
 
@@ -91,7 +91,7 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
 
 
 def save_sweep(results, grid, checkpoint, out_dir=None) -> SweepResult:
-    out_dir = Path(out_dir or OUTPUT_DIR)
+    out_dir = Path(out_dir or output_dir())
     sweep_id = new_run_id("sweep-")
     run_paths = tuple(save_run(r, checkpoint, out_dir, extra={"sweep": sweep_id, "label": label})
                       for label, r in results)

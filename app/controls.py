@@ -1,0 +1,256 @@
+"""Shared widgets: the sidebar model picker, the knobs (-> SamplingParams), the image store, job progress and
+result rendering. Values live in st.session_state so nothing is lost on a rerun or a page switch."""
+
+from __future__ import annotations
+
+import html
+import random
+
+import streamlit as st
+from jobs import Job
+from resources import checkpoints, device_choices, get_sampler, make_demo_model
+
+from svd_core import MEMORY_MODES, RANGES, RESIZE_MODES, SamplingParams, SVDError, export_frames
+
+S = st.session_state
+KNOB = "knob_"  # widget keys: knob_<param name>
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+def sidebar() -> None:
+    found = checkpoints()
+    with st.sidebar:
+        st.markdown("### Model")
+        if not found:
+            st.caption("No checkpoint yet: see Generate or Setup.")
+            return
+        names = [str(c.path) for c in found]
+        if S.get("ckpt") not in names:
+            S["ckpt"] = names[0] if not any(c.variant.name == "svd_xt" for c in found) else next(
+                str(c.path) for c in found if c.variant.name == "svd_xt")
+        by_path = {str(c.path): c for c in found}
+        st.selectbox("Checkpoint", names, key="ckpt",
+                     format_func=lambda p: f"{by_path[p].name} · {by_path[p].variant.name} · "
+                                           f"{by_path[p].size_gb:.2f} GB")
+        info = by_path[S["ckpt"]]
+        st.caption(info.variant.title)
+        if info.variant.name.startswith("tiny"):
+            st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
+                       "checkpoints/ for real videos.", icon="🧪")
+        devices = device_choices()
+        st.selectbox("Device", devices, key="device", help="CUDA GPU, Apple MPS or CPU (slow)")
+        st.selectbox("Memory mode", MEMORY_MODES, key="memory_mode",
+                     help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
+                          "small decode chunks (< 8 GB for SVD-XT) · auto: by free GPU memory")
+        if S.get("knobs_for") != S["ckpt"]:  # a new checkpoint: its variant's defaults
+            reset_knobs(SamplingParams.for_variant(info.variant))
+            S["knobs_for"] = S["ckpt"]
+
+
+def current_checkpoint():
+    found = {str(c.path): c for c in checkpoints()}
+    return found.get(S.get("ckpt"))
+
+
+def load_sampler():
+    """The shared sampler for the sidebar's choices, or None after showing why not."""
+    info = current_checkpoint()
+    if info is None:
+        return None
+    try:
+        return get_sampler(str(info.path), info.path.stat().st_mtime, S.get("device", ""), "",
+                           S.get("memory_mode", "auto"))
+    except (SVDError, ValueError) as e:
+        st.error(f"Cannot load {info.name}: {e}", icon="🚫")
+        return None
+
+
+def first_run_screen() -> None:
+    st.title("Welcome to SVD Studio")
+    st.markdown(
+        "No checkpoint found in `checkpoints/`. To make real videos:\n\n"
+        "1. Accept the licence of [stabilityai/stable-video-diffusion-img2vid-xt]"
+        "(https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt) on Hugging Face.\n"
+        "2. Download **`svd_xt.safetensors`** (9.56 GB) and put it in the project's `checkpoints/` folder.\n"
+        "3. Optionally add `svd.safetensors`, `svd_image_decoder.safetensors`, `svd_xt_image_decoder.safetensors` "
+        "and `svd_xt_1_1.safetensors` (from the img2vid, img2vid-xt and img2vid-xt-1-1 repositories); keep the "
+        "file names, they select each variant's defaults.\n"
+        "4. Reload this page.")
+    st.info("No download yet? Try every page with a tiny **random-weight demo model**: it makes noise, not "
+            "video, but everything else works. It takes a second to create.", icon="🧪")
+    if st.button("Create the demo model", type="primary"):
+        make_demo_model()
+        st.rerun()
+
+
+# ------------------------------------------------------------------------------------------------- knobs
+
+def reset_knobs(params: SamplingParams) -> None:
+    S["knobs"] = params.to_dict()
+    for name in params.to_dict():
+        S.pop(KNOB + name, None)
+
+
+def knobs() -> dict:
+    if "knobs" not in S:
+        info = current_checkpoint()
+        S["knobs"] = (SamplingParams.for_variant(info.variant) if info else SamplingParams()).to_dict()
+    return S["knobs"]
+
+
+def _widget(name: str, make, **kw):
+    """A keyed widget whose value survives page switches: seeded from S['knobs'], written back after."""
+    key = KNOB + name
+    if key not in S:
+        S[key] = knobs()[name]
+    knobs()[name] = make(key=key, **kw)
+    return knobs()[name]
+
+
+def _new_seed() -> None:
+    S[KNOB + "seed"] = random.randrange(0, 2**31)
+
+
+def _help(name):
+    return RANGES[name][2].capitalize() + "."
+
+
+def knob_widgets() -> SamplingParams | None:
+    """The micro-conditioning sliders and the Advanced section; returns the params or None (error shown)."""
+    k = knobs()
+    info = current_checkpoint()
+    if info is not None and info.variant.fixed_conditioning:
+        st.caption(f"{info.variant.name} was trained at fps {info.variant.defaults['fps']} and motion bucket "
+                   f"{info.variant.defaults['motion_bucket_id']} only.")
+    _widget("motion_bucket_id", st.slider, label="Motion bucket id", min_value=0, max_value=255,
+            help=_help("motion_bucket_id"))
+    _widget("fps", st.slider, label="Conditioning fps", min_value=1, max_value=30, help=_help("fps"))
+    _widget("noise_aug_strength", st.slider, label="Noise augmentation", min_value=0.0, max_value=1.0, step=0.01,
+            help=_help("noise_aug_strength"))
+    frames = int(S.get(KNOB + "num_frames", k["num_frames"]))
+    if S.get(KNOB + "decode_chunk_size", k["decode_chunk_size"]) > frames:
+        S[KNOB + "decode_chunk_size"] = frames
+    _widget("decode_chunk_size", st.slider, label="Decode chunk size", min_value=1, max_value=max(frames, 2),
+            help=_help("decode_chunk_size"))
+    with st.expander("Advanced"):
+        c1, c2 = st.columns(2)
+        with c1:
+            _widget("num_frames", st.number_input, label="Frames", min_value=2, max_value=64, step=1,
+                    help=_help("num_frames"))
+            _widget("min_guidance_scale", st.number_input, label="Min guidance", min_value=0.0, max_value=20.0,
+                    step=0.1, help=_help("min_guidance_scale"))
+            _widget("width", st.number_input, label="Width", min_value=64, max_value=2048, step=32,
+                    help="Output width; snapped down to the model's multiple.")
+        with c2:
+            _widget("num_inference_steps", st.number_input, label="Steps", min_value=1, max_value=200, step=1,
+                    help=_help("num_inference_steps"))
+            _widget("max_guidance_scale", st.number_input, label="Max guidance", min_value=0.0, max_value=20.0,
+                    step=0.1, help=_help("max_guidance_scale"))
+            _widget("height", st.number_input, label="Height", min_value=64, max_value=2048, step=32,
+                    help="Output height; snapped down to the model's multiple.")
+        c3, c4 = st.columns([3, 1], vertical_alignment="bottom")
+        with c3:
+            _widget("seed", st.number_input, label="Seed", min_value=0, max_value=2**63 - 1, step=1,
+                    help=_help("seed"))
+        with c4:
+            st.button("🎲 New seed", on_click=_new_seed, use_container_width=True)
+        _widget("resize_mode", st.radio, label="Resize mode", options=RESIZE_MODES, horizontal=True,
+                help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
+        if KNOB + "output_fps" not in S:
+            S[KNOB + "output_fps"] = k["output_fps"] or 0
+        k["output_fps"] = st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=60,
+                                          step=1, key=KNOB + "output_fps",
+                                          help="Frame rate of the exported video.") or None
+        if st.button("Reset to the checkpoint's defaults"):
+            reset_knobs(SamplingParams.for_variant(info.variant) if info else SamplingParams())
+            st.rerun()
+    try:
+        return SamplingParams.from_dict(k)
+    except ValueError as e:
+        st.error(str(e), icon="⚠️")
+        return None
+
+
+# ------------------------------------------------------------------------------------------------- image
+
+def image_uploader(key: str) -> bytes | None:
+    """Upload widget whose image outlives the page: stored in S['image'] = {name, bytes}."""
+    up = st.file_uploader("Conditioning image", type=["png", "jpg", "jpeg", "webp"], key=key,
+                          help="The first frame of the video. 1024x576 (16:9) suits SVD best.")
+    if up is not None:
+        data = up.getvalue()
+        if S.get("image", {}).get("bytes") != data:
+            S["image"] = {"name": up.name, "bytes": data}
+    img = S.get("image")
+    if up is None and img:
+        st.caption(f"Using {img['name']} · upload another to replace it")
+    return img["bytes"] if img else None
+
+
+# ------------------------------------------------------------------------------------------- jobs & results
+
+def job_panel(job: Job) -> None:
+    """Progress of a running job (polls twice a second) with a Cancel button."""
+
+    @st.fragment(run_every=0.5)
+    def panel():
+        if job.finished:
+            st.rerun()
+        if job.status == "queued" and job.queue_position:
+            st.info(f"Waiting for the model: {job.queue_position} run(s) ahead of yours in the queue.", icon="⏳")
+        left = job.seconds_left()
+        what = f"{job.cell_label} · " if job.cells else ""
+        cells = f"run {job.cell + 1}/{job.cells} · " if job.cells else ""
+        text = f"{cells}{what}step {job.step}/{job.steps or '…'}"
+        text += f" · about {left:.0f} s left" if left is not None else " · starting"
+        st.progress(job.fraction, text=text)
+        st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
+
+    panel()
+
+
+def _exporter(frames, fmt: str, fps: int):
+    return lambda: export_frames(frames, fmt, fps)
+
+
+def show_video(path, caption: str | None = None) -> None:
+    st.video(str(path), loop=True, autoplay=True, muted=True)
+    if caption:
+        st.caption(html.escape(caption))
+
+
+def downloads(run: dict, key: str) -> None:
+    """mp4 (from the run folder), GIF and frames zip (made when clicked), run.json."""
+    path, frames, fps = run["path"], run.get("frames"), run["params"].video_fps
+    cols = st.columns(4)
+    cols[0].download_button("mp4", (path / "video.mp4").read_bytes(), file_name=f"{path.name}.mp4",
+                            mime="video/mp4", key=f"{key}-mp4", use_container_width=True)
+    if frames is not None:
+        cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}.gif",
+                                mime="image/gif", key=f"{key}-gif", use_container_width=True)
+        cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}.zip",
+                                mime="application/zip", key=f"{key}-zip", use_container_width=True)
+    cols[3].download_button("run.json", (path / "run.json").read_bytes(), file_name=f"{path.name}.json",
+                            mime="application/json", key=f"{key}-json", use_container_width=True)
+
+
+def consume_job(slot: str) -> None:
+    """Move a finished job's result (or error) into session state, where the page renders it from."""
+    job: Job | None = S.get(f"{slot}_job")
+    if job is None or not job.finished:
+        return
+    S.pop(f"{slot}_job")
+    if job.status == "done":
+        S[f"{slot}_result"] = job.result
+        S.pop(f"{slot}_error", None)
+    elif job.status == "cancelled":
+        S[f"{slot}_error"] = ("info", "Cancelled: nothing was saved.")
+    else:
+        S[f"{slot}_error"] = ("error", job.error)
+
+
+def show_error(slot: str) -> None:
+    err = S.get(f"{slot}_error")
+    if err:
+        (st.info if err[0] == "info" else st.error)(err[1], icon="ℹ️" if err[0] == "info" else "🚫")

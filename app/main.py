@@ -1,0 +1,24 @@
+"""SVD Studio entry point: `streamlit run app/main.py`. Page config, the shared sidebar, navigation."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (str(ROOT), str(ROOT / "app")):  # this checkout's svd_core and app modules, installed or not
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import streamlit as st  # noqa: E402
+from controls import sidebar  # noqa: E402
+
+st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
+VIEWS = ROOT / "app" / "views"
+pages = [
+    st.Page(VIEWS / "generate.py", title="Generate", icon="🎬", default=True),
+    st.Page(VIEWS / "compare.py", title="Compare", icon="🔀"),
+    st.Page(VIEWS / "history.py", title="History", icon="🗂️"),
+    st.Page(VIEWS / "setup.py", title="Setup", icon="⚙️"),
+]
+nav = st.navigation(pages)
+sidebar()
+nav.run()

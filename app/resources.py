@@ -1,0 +1,47 @@
+"""Process-wide resources: the cached sampler (shared by every session) and the demo model."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from svd_core import Sampler, list_checkpoints, make_tiny
+from svd_core.checkpoints import checkpoint_dir
+
+DEMO_NAME = "tiny_demo.safetensors"
+
+
+def _release(sampler: Sampler) -> None:
+    """Called when the cache drops a sampler (another checkpoint was chosen): give its memory back."""
+    del sampler
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the model… (a 9.56 GB checkpoint takes a minute)",
+                   on_release=_release)
+def get_sampler(path: str, mtime: float, device: str, dtype: str, memory_mode: str) -> Sampler:
+    """One Sampler per (checkpoint, device, dtype, memory mode), shared by all sessions. Its RunQueue makes
+    concurrent sessions take turns; max_entries=1 frees the previous checkpoint when another is chosen."""
+    return Sampler(path, device=device or None, dtype=dtype or None, memory_mode=memory_mode)
+
+
+def checkpoints():
+    return list_checkpoints()
+
+
+def make_demo_model() -> Path:
+    return make_tiny(checkpoint_dir() / DEMO_NAME, seed=0)
+
+
+def device_choices() -> list[str]:
+    out = []
+    if torch.cuda.is_available():
+        out.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out + ["cpu"]

@@ -1,0 +1,138 @@
+"""Compare: one image, one seed, a knob over 2-6 values (or settings A vs B), run one after another and shown
+side by side in one synchronised, labelled grid video."""
+
+import streamlit as st
+from controls import (
+    S,
+    consume_job,
+    current_checkpoint,
+    first_run_screen,
+    image_uploader,
+    job_panel,
+    knobs,
+    load_sampler,
+    show_error,
+    show_video,
+)
+from jobs import Job
+
+from svd_core import SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
+
+KNOBS = {
+    "motion_bucket_id": "32, 127, 255",
+    "fps": "3, 7, 15",
+    "noise_aug_strength": "0.0, 0.1, 0.3",
+    "decode_chunk_size": "1, 4, 14",
+    "num_inference_steps": "10, 25, 40",
+    "max_guidance_scale": "1.0, 2.5, 4.0",
+    "seed": "1, 2, 3",
+}
+AB_KNOBS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 30, 1), "noise_aug_strength": (0.0, 1.0, 0.01)}
+
+if current_checkpoint() is None:
+    first_run_screen()
+    st.stop()
+sampler = load_sampler()
+if sampler is None:
+    st.stop()
+consume_job("cmp")
+
+st.title("Compare")
+try:
+    base = SamplingParams.from_dict(knobs())
+except ValueError as e:
+    st.error(f"Fix the settings on Generate first: {e}")
+    st.stop()
+st.caption(f"Everything not varied comes from Generate's settings: seed {base.seed}, {base.num_frames} frames, "
+           f"{base.num_inference_steps} steps, {base.width}x{base.height}, motion {base.motion_bucket_id}, "
+           f"fps {base.fps}, noise aug {base.noise_aug_strength:g}.")
+
+left, right = st.columns([1, 2], gap="large")
+with left:
+    data = image_uploader("cmp_upload")
+    if data is not None:
+        try:
+            st.image(sampler.prepare(data, base).image, caption="As sampled")
+        except (SVDError, ValueError) as e:
+            st.error(str(e), icon="🖼️")
+            data = None
+with right:
+    mode = st.radio("What to compare", ["One knob over values", "Settings A vs B"], horizontal=True,
+                    key="cmp_mode")
+    cells, problem = None, None
+    if mode == "One knob over values":
+        knob = st.selectbox("Knob", list(KNOBS), key="cmp_knob")
+        text = st.text_input("Values (2 to 6, comma-separated)", value=KNOBS[knob], key=f"cmp_values_{knob}")
+        try:
+            name, values = parse_vary(f"{knob}={text}")
+            if not 2 <= len(values) <= 6:
+                raise ValueError(f"give 2 to 6 values, got {len(values)}")
+            cells = grid_cells(base, {name: values})
+        except ValueError as e:
+            problem = str(e)
+    else:
+        cols = st.columns(2)
+        sets = []
+        for col, tag in zip(cols, "AB"):
+            with col:
+                st.markdown(f"**{tag}**")
+                changes = {}
+                for name, (lo, hi, step) in AB_KNOBS.items():
+                    key = f"cmp_{tag}_{name}"
+                    if key not in S:
+                        S[key] = getattr(base, name) if tag == "A" else (
+                            min(hi, getattr(base, name) + (60 if name == "motion_bucket_id" else step * 10)))
+                    changes[name] = st.slider(name, lo, hi, step=step, key=key)
+                sets.append(changes)
+        try:
+            cells = [(" ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in ch.items()),
+                      base.replace(**ch)) for ch in sets]
+            cells = [(f"{tag}: {label}", p) for tag, (label, p) in zip("AB", cells)]
+        except ValueError as e:
+            problem = str(e)
+    if problem:
+        st.error(problem, icon="⚠️")
+
+
+def start(sampler, image, cells):
+    if image is None or not cells:  # the gate: no image, no run
+        return
+
+    def work(job):
+        def progress(idx, n, i, steps):
+            job.on_cell(idx, n, i, steps, cells[idx][0])
+        res = run_sweep(sampler, image, cells, on_progress=progress, should_stop=job.should_stop,
+                        on_queue=job.on_queue)
+        return {"path": res.path, "cells": [(label, p, r.params) for (label, r), p in zip(res.cells, res.run_paths)]}
+    S["cmp_job"] = Job("compare", work).start()
+    S.pop("cmp_error", None)
+
+
+job = S.get("cmp_job")
+hint = ("Upload an image to enable comparing." if data is None else
+        "Fix the values above." if not cells else None)
+n = len(cells) if cells else 0
+st.button(f"Run {n} samplings" if n else "Run", type="primary", disabled=job is not None or hint is not None,
+          help=hint, on_click=start, args=(sampler, data, cells))
+if hint:
+    st.caption(hint)
+if job is not None:
+    job_panel(job)
+show_error("cmp")
+
+res = S.get("cmp_result")
+if res:
+    st.divider()
+    st.subheader("Side by side")
+    st.caption("One video, all cells in sync, labelled with their values.")
+    show_video(res["path"] / "grid.mp4")
+    c = st.columns(3)
+    c[0].download_button("Grid video (mp4)", (res["path"] / "grid.mp4").read_bytes(),
+                         file_name=f"{res['path'].name}.mp4", mime="video/mp4", key="cmp-grid-dl")
+    c[1].download_button("Contact sheet (png)", (res["path"] / "contact_sheet.png").read_bytes(),
+                         file_name=f"{res['path'].name}.png", mime="image/png", key="cmp-sheet-dl")
+    with st.expander("Each run on its own"):
+        cols = st.columns(min(3, len(res["cells"])))
+        for i, (label, path, _) in enumerate(res["cells"]):
+            with cols[i % len(cols)]:
+                show_video(path / "video.mp4", label)

@@ -1,0 +1,89 @@
+"""Generate: upload an image, set the micro-conditioning, sample, watch, download."""
+
+import streamlit as st
+from controls import (
+    S,
+    consume_job,
+    current_checkpoint,
+    downloads,
+    first_run_screen,
+    image_uploader,
+    job_panel,
+    knob_widgets,
+    load_sampler,
+    show_error,
+    show_video,
+)
+from jobs import Job
+
+from svd_core import SVDError, save_run
+
+if current_checkpoint() is None:
+    first_run_screen()
+    st.stop()
+
+sampler = load_sampler()
+if sampler is None:
+    st.stop()
+
+consume_job("gen")
+st.title("Generate")
+left, right = st.columns([1, 1], gap="large")
+with right:
+    st.subheader("Micro-conditioning")
+    params = knob_widgets()
+with left:
+    data = image_uploader("gen_upload")
+    prepared = None
+    if data is not None and params is not None:
+        try:
+            prepared = sampler.prepare(data, params)
+            st.image(prepared.image, caption=f"As sampled: {prepared.size[0]}x{prepared.size[1]} "
+                                             f"({params.resize_mode}) from {prepared.original_size[0]}x"
+                                             f"{prepared.original_size[1]}")
+            for note in prepared.notes:
+                st.caption(f"ℹ️ {note}")
+        except (SVDError, ValueError) as e:
+            st.error(str(e), icon="🖼️")
+
+
+def start(sampler, prepared, params):
+    if prepared is None or params is None:  # the gate: no image, no run
+        return
+    info = sampler.info
+
+    def work(job):
+        result = sampler.generate(prepared, params, on_step=job.on_step, should_stop=job.should_stop,
+                                  on_queue=job.on_queue)
+        path = save_run(result, info)
+        return {"path": path, "params": result.params, "frames": result.frames, "notes": result.notes,
+                "timings": result.timings, "memory_mode": result.memory_mode, "device": result.device}
+    S["gen_job"] = Job("generate", work).start()
+    S.pop("gen_error", None)
+
+
+job = S.get("gen_job")
+busy = job is not None
+hint = ("Upload an image to enable sampling." if data is None else
+        "Fix the image or the settings above." if prepared is None or params is None else None)
+st.button("Generate video", type="primary", disabled=busy or hint is not None, help=hint,
+          on_click=start, args=(sampler, prepared, params), use_container_width=False)
+if hint:
+    st.caption(hint)
+if busy:
+    job_panel(job)
+show_error("gen")
+
+res = S.get("gen_result")
+if res:
+    st.divider()
+    st.subheader("Result")
+    p, t = res["params"], res["timings"]
+    show_video(res["path"] / "video.mp4")
+    st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} · noise aug {p.noise_aug_strength:g} · "
+               f"{p.num_frames} frames · {p.num_inference_steps} steps · {t['total']:.1f} s "
+               f"(encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode {t['decode']:.1f}) · "
+               f"{res['memory_mode']} on {res['device']} · saved to outputs/{res['path'].name}")
+    for note in res["notes"]:
+        st.caption(f"ℹ️ {note}")
+    downloads(res, "gen")

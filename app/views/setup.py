@@ -1,0 +1,35 @@
+"""Setup: what is installed, which checkpoints are here, where to get the others."""
+
+import platform
+
+import streamlit as st
+import torch
+from controls import first_run_screen
+from resources import checkpoints, make_demo_model
+
+from svd_core.checkpoints import checkpoint_dir, get_variant, list_variants
+
+st.title("Setup")
+found = checkpoints()
+st.subheader("Checkpoints")
+if found:
+    st.dataframe([{"file": c.name, "variant": c.variant.name, "size (GB)": round(c.size_gb, 2), "dtype": c.dtype,
+                   "frames": c.variant.num_frames} for c in found], hide_index=True, use_container_width=True)
+else:
+    first_run_screen()
+st.caption(f"Folder: `{checkpoint_dir()}` (change with the SVD_CHECKPOINT_DIR environment variable)")
+rows = [get_variant(n) for n in list_variants() if not n.startswith("tiny")]
+st.markdown("\n".join(f"- **{v.name}.safetensors**: {v.title} — [{v.url.split('/')[-1]}]({v.url})" for v in rows))
+if found and not any(c.variant.name.startswith("tiny") for c in found):
+    if st.button("Also create the tiny demo model"):
+        make_demo_model()
+        st.rerun()
+
+st.subheader("This machine")
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+st.markdown(f"- Python {platform.python_version()}, torch {torch.__version__}\n- CUDA GPU: {gpu}\n"
+            f"- Apple MPS: {getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()}")
+st.subheader("Serving")
+st.markdown("The app listens on localhost only. To reach it from another machine, run "
+            "`streamlit run app/main.py --server.address 0.0.0.0` on a trusted network, or tunnel with "
+            "`ssh -L 8501:localhost:8501 host`.")
