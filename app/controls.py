@@ -151,8 +151,8 @@ def knob_widgets() -> SamplingParams | None:
                     help="Output height; snapped down to the model's multiple.")
         c3, c4 = st.columns([3, 1], vertical_alignment="bottom")
         with c3:
-            _widget("seed", st.number_input, label="Seed", min_value=0, max_value=2**63 - 1, step=1,
-                    help=_help("seed"))
+            _widget("seed", st.number_input, label="Seed", min_value=0, max_value=int(RANGES["seed"][1]),
+                    step=1, help=_help("seed"))
         with c4:
             st.button("🎲 New seed", on_click=_new_seed, use_container_width=True)
         _widget("resize_mode", st.radio, label="Resize mode", options=RESIZE_MODES, horizontal=True,

@@ -21,7 +21,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
                                      "likeness to the image"),
     "decode_chunk_size": (1, 64, "frames decoded at once: lower saves memory; it also changes the result, since "
                                  "the temporal decoder mixes frames within a chunk"),
-    "seed": (0, 2**63 - 1, "random seed: the same seed and settings give the same video"),
+    "seed": (0, 2**53 - 1, "random seed: the same seed and settings give the same video"),  # JS-safe
     "width": (64, 2048, "output width in pixels"),
     "height": (64, 2048, "output height in pixels"),
     "output_fps": (1, 60, "frame rate of the exported video (default: the conditioning fps)"),
