@@ -37,7 +37,7 @@ def sidebar() -> None:
         st.caption(info.variant.title)
         if info.variant.name.startswith("tiny"):
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
-                       "checkpoints/ for real videos.", icon="🧪")
+                       "checkpoints/ for real videos.", icon=":material/science:")
         devices = device_choices()
         st.selectbox("Device", devices, key="device", help="CUDA GPU, Apple MPS or CPU (slow)")
         st.selectbox("Memory mode", MEMORY_MODES, key="memory_mode",
@@ -62,7 +62,7 @@ def load_sampler():
         return get_sampler(str(info.path), info.path.stat().st_mtime, S.get("device", ""), "",
                            S.get("memory_mode", "auto"))
     except (SVDError, ValueError) as e:
-        st.error(f"Cannot load {info.name}: {e}", icon="🚫")
+        st.error(f"Cannot load {info.name}: {e}", icon=":material/error:")
         return None
 
 
@@ -78,7 +78,7 @@ def first_run_screen() -> None:
         "file names, they select each variant's defaults.\n"
         "4. Reload this page.")
     st.info("No download yet? Try every page with a tiny **random-weight demo model**: it makes noise, not "
-            "video, but everything else works. It takes a second to create.", icon="🧪")
+            "video, but everything else works. It takes a second to create.", icon=":material/science:")
     if st.button("Create the demo model", type="primary"):
         make_demo_model()
         st.rerun()
@@ -154,7 +154,7 @@ def knob_widgets() -> SamplingParams | None:
             _widget("seed", st.number_input, label="Seed", min_value=0, max_value=int(RANGES["seed"][1]),
                     step=1, help=_help("seed"))
         with c4:
-            st.button("🎲 New seed", on_click=_new_seed, use_container_width=True)
+            st.button("New seed", icon=":material/casino:", on_click=_new_seed, use_container_width=True)
         _widget("resize_mode", st.radio, label="Resize mode", options=RESIZE_MODES, horizontal=True,
                 help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
         if KNOB + "output_fps" not in S:
@@ -168,7 +168,7 @@ def knob_widgets() -> SamplingParams | None:
     try:
         return SamplingParams.from_dict(k)
     except ValueError as e:
-        st.error(str(e), icon="⚠️")
+        st.error(str(e), icon=":material/warning:")
         return None
 
 
@@ -198,7 +198,8 @@ def job_panel(job: Job) -> None:
         if job.finished:
             st.rerun()
         if job.status == "queued" and job.queue_position:
-            st.info(f"Waiting for the model: {job.queue_position} run(s) ahead of yours in the queue.", icon="⏳")
+            st.info(f"Waiting for the model: {job.queue_position} run(s) ahead of yours in the queue.",
+                    icon=":material/hourglass_top:")
         left = job.seconds_left()
         what = f"{job.cell_label} · " if job.cells else ""
         cells = f"run {job.cell + 1}/{job.cells} · " if job.cells else ""
@@ -214,8 +215,10 @@ def _exporter(frames, fmt: str, fps: int):
     return lambda: export_frames(frames, fmt, fps)
 
 
-def show_video(path, caption: str | None = None) -> None:
-    st.video(str(path), loop=True, autoplay=True, muted=True)
+def show_video(path, caption: str | None = None, frame_width: int | None = None) -> None:
+    """A looping, muted, autoplaying video; shown at its own width, between 480 and 960 px."""
+    width = max(480, min(960, frame_width)) if frame_width else "stretch"
+    st.video(str(path), loop=True, autoplay=True, muted=True, width=width)
     if caption:
         st.caption(html.escape(caption))
 
@@ -253,4 +256,7 @@ def consume_job(slot: str) -> None:
 def show_error(slot: str) -> None:
     err = S.get(f"{slot}_error")
     if err:
-        (st.info if err[0] == "info" else st.error)(err[1], icon="ℹ️" if err[0] == "info" else "🚫")
+        if err[0] == "info":
+            st.info(err[1], icon=":material/info:")
+        else:
+            st.error(err[1], icon=":material/error:")

@@ -14,10 +14,10 @@ from controls import sidebar  # noqa: E402
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
 VIEWS = ROOT / "app" / "views"
 pages = [
-    st.Page(VIEWS / "generate.py", title="Generate", icon="🎬", default=True),
-    st.Page(VIEWS / "compare.py", title="Compare", icon="🔀"),
-    st.Page(VIEWS / "history.py", title="History", icon="🗂️"),
-    st.Page(VIEWS / "setup.py", title="Setup", icon="⚙️"),
+    st.Page(VIEWS / "generate.py", title="Generate", icon=":material/movie:", default=True),
+    st.Page(VIEWS / "compare.py", title="Compare", icon=":material/compare:"),
+    st.Page(VIEWS / "history.py", title="History", icon=":material/history:"),
+    st.Page(VIEWS / "setup.py", title="Setup", icon=":material/settings:"),
 ]
 nav = st.navigation(pages)
 sidebar()

@@ -54,7 +54,7 @@ with left:
         try:
             st.image(sampler.prepare(data, base).image, caption="As sampled")
         except (SVDError, ValueError) as e:
-            st.error(str(e), icon="🖼️")
+            st.error(str(e), icon=":material/broken_image:")
             data = None
 with right:
     mode = st.radio("What to compare", ["One knob over values", "Settings A vs B"], horizontal=True,
@@ -91,7 +91,7 @@ with right:
         except ValueError as e:
             problem = str(e)
     if problem:
-        st.error(problem, icon="⚠️")
+        st.error(problem, icon=":material/warning:")
 
 
 def start(sampler, image, cells):
@@ -125,7 +125,8 @@ if res:
     st.divider()
     st.subheader("Side by side")
     st.caption("One video, all cells in sync, labelled with their values.")
-    show_video(res["path"] / "grid.mp4")
+    grid_width = sum(params.width for _, _, params in res["cells"][:3]) + 8
+    show_video(res["path"] / "grid.mp4", frame_width=grid_width)
     c = st.columns(3)
     c[0].download_button("Grid video (mp4)", (res["path"] / "grid.mp4").read_bytes(),
                          file_name=f"{res['path'].name}.mp4", mime="video/mp4", key="cmp-grid-dl")
@@ -133,6 +134,6 @@ if res:
                          file_name=f"{res['path'].name}.png", mime="image/png", key="cmp-sheet-dl")
     with st.expander("Each run on its own"):
         cols = st.columns(min(3, len(res["cells"])))
-        for i, (label, path, _) in enumerate(res["cells"]):
+        for i, (label, path, params) in enumerate(res["cells"]):
             with cols[i % len(cols)]:
-                show_video(path / "video.mp4", label)
+                show_video(path / "video.mp4", label, frame_width=params.width)

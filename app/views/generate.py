@@ -42,9 +42,9 @@ with left:
                                              f"({params.resize_mode}) from {prepared.original_size[0]}x"
                                              f"{prepared.original_size[1]}")
             for note in prepared.notes:
-                st.caption(f"ℹ️ {note}")
+                st.caption(f":material/info: {note}")
         except (SVDError, ValueError) as e:
-            st.error(str(e), icon="🖼️")
+            st.error(str(e), icon=":material/broken_image:")
 
 
 def start(sampler, prepared, params):
@@ -79,11 +79,11 @@ if res:
     st.divider()
     st.subheader("Result")
     p, t = res["params"], res["timings"]
-    show_video(res["path"] / "video.mp4")
+    show_video(res["path"] / "video.mp4", frame_width=p.width)
     st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} · noise aug {p.noise_aug_strength:g} · "
                f"{p.num_frames} frames · {p.num_inference_steps} steps · {t['total']:.1f} s "
                f"(encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode {t['decode']:.1f}) · "
                f"{res['memory_mode']} on {res['device']} · saved to outputs/{res['path'].name}")
     for note in res["notes"]:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f":material/info: {note}")
     downloads(res, "gen")

@@ -10,7 +10,7 @@ PAGE = 12
 st.title("History")
 runs = list_runs()
 if not runs:
-    st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon="🗂️")
+    st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon=":material/history:")
     st.stop()
 
 
@@ -29,8 +29,8 @@ def remove(run):
 
 notice = S.pop("history_notice", None)
 if notice:
-    st.success(f"Settings and image of {notice} loaded.", icon="✅")
-    st.page_link("views/generate.py", label="Open Generate to reproduce it", icon="🎬")
+    st.success(f"Settings and image of {notice} loaded.", icon=":material/check_circle:")
+    st.page_link("views/generate.py", label="Open Generate to reproduce it", icon=":material/movie:")
 
 shown = S.setdefault("history_shown", PAGE)
 st.caption(f"{len(runs)} runs in outputs/")
