@@ -40,6 +40,17 @@ def resolve_memory_mode(mode: str, device: torch.device) -> str:
     return "fast" if free >= 24 * GiB else "balanced" if free >= 12 * GiB else "low"
 
 
+def set_unet_chunking(unet, enabled: bool) -> None:
+    """Feed-forward chunking over frames (diffusers' enable_forward_chunking; there is no disable, so both
+    directions go through each block's set_chunk_feed_forward)."""
+    if enabled:
+        unet.enable_forward_chunking(chunk_size=1, dim=1)
+        return
+    for m in unet.modules():
+        if hasattr(m, "set_chunk_feed_forward"):
+            m.set_chunk_feed_forward(chunk_size=None, dim=0)
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
@@ -129,14 +140,12 @@ class Sampler:
             pipe.to(self.device)
             return
         pipe.remove_all_hooks()
-        pipe.unet.disable_forward_chunking()
+        set_unet_chunking(pipe.unet, mode == "low")
         if mode == "fast":
             pipe.to(self.device)
             return
         pipe.to("cpu")
         pipe.enable_model_cpu_offload(device=self.device)
-        if mode == "low":
-            pipe.unet.enable_forward_chunking(chunk_size=1, dim=1)
 
     def _free_accelerator(self) -> None:
         gc.collect()

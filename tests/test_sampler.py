@@ -420,3 +420,43 @@ def test_cli_bad_image_and_no_checkpoint(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "not a readable image" in r.stderr and "Traceback" not in r.stderr
     r = _cli("sample", str(bad), env={"SVD_CHECKPOINT_DIR": str(tmp_path)})
     assert r.returncode == 2 and "no checkpoint in checkpoints/" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ memory fallback
+
+def test_out_of_memory_retries_once_in_the_next_mode(tiny_sampler, base, input_png, monkeypatch):
+    import torch
+
+    from svd_core import OutOfMemory
+
+    real_run, calls = tiny_sampler._run, []
+
+    def oom_once(*a, **k):
+        calls.append(tiny_sampler.memory_mode)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(*a, **k)
+    monkeypatch.setattr(tiny_sampler, "_run", oom_once)
+    monkeypatch.setattr(tiny_sampler, "memory_mode", "fast")
+    result = tiny_sampler.generate(input_png, base)
+    assert calls == ["fast", "balanced"] and result.memory_mode == "balanced"
+    assert any("retried in 'balanced' mode" in n for n in result.notes)
+
+    def always_oom(*a, **k):
+        raise RuntimeError("MPS backend out of memory")
+    monkeypatch.setattr(tiny_sampler, "_run", always_oom)
+    with pytest.raises(OutOfMemory, match="lower the resolution"):
+        tiny_sampler.generate(input_png, base)
+    assert len(tiny_sampler.queue) == 0  # the lock is released after a failure
+
+
+def test_unet_forward_chunking_toggles(tiny_sampler):
+    from svd_core.sampler import set_unet_chunking
+
+    unet = tiny_sampler.pipe.unet
+    blocks = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
+    assert blocks
+    set_unet_chunking(unet, True)
+    assert all(m._chunk_size == 1 for m in blocks)
+    set_unet_chunking(unet, False)
+    assert all(m._chunk_size is None for m in blocks)
