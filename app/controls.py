@@ -116,8 +116,9 @@ def _help(name):
     return RANGES[name][2].capitalize() + "."
 
 
-def knob_widgets() -> SamplingParams | None:
-    """The micro-conditioning sliders and the Advanced section; returns the params or None (error shown)."""
+def knob_widgets(multiple: int = 64) -> SamplingParams | None:
+    """The micro-conditioning sliders and the Advanced section; returns the params or None (error shown).
+    `multiple`: the model's size step, for the width/height inputs."""
     k = knobs()
     info = current_checkpoint()
     if info is not None and info.variant.fixed_conditioning:
@@ -140,14 +141,14 @@ def knob_widgets() -> SamplingParams | None:
                     help=_help("num_frames"))
             _widget("min_guidance_scale", st.number_input, label="Min guidance", min_value=0.0, max_value=20.0,
                     step=0.1, help=_help("min_guidance_scale"))
-            _widget("width", st.number_input, label="Width", min_value=64, max_value=2048, step=32,
+            _widget("width", st.number_input, label="Width", min_value=64, max_value=2048, step=multiple,
                     help="Output width; snapped down to the model's multiple.")
         with c2:
             _widget("num_inference_steps", st.number_input, label="Steps", min_value=1, max_value=200, step=1,
                     help=_help("num_inference_steps"))
             _widget("max_guidance_scale", st.number_input, label="Max guidance", min_value=0.0, max_value=20.0,
                     step=0.1, help=_help("max_guidance_scale"))
-            _widget("height", st.number_input, label="Height", min_value=64, max_value=2048, step=32,
+            _widget("height", st.number_input, label="Height", min_value=64, max_value=2048, step=multiple,
                     help="Output height; snapped down to the model's multiple.")
         c3, c4 = st.columns([3, 1], vertical_alignment="bottom")
         with c3:

@@ -1,7 +1,11 @@
 """SVD Studio entry point: `streamlit run app/main.py`. Page config, the shared sidebar, navigation."""
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from checkpoints/, never from a hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parent.parent
 for p in (str(ROOT), str(ROOT / "app")):  # this checkout's svd_core and app modules, installed or not

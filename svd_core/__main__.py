@@ -161,6 +161,7 @@ COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "list": cmd_list, "make-ti
 
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
     args = build_parser().parse_args(argv)
     from .errors import Cancelled, SVDError
 

@@ -31,7 +31,7 @@ st.title("Generate")
 left, right = st.columns([1, 1], gap="large")
 with right:
     st.subheader("Micro-conditioning")
-    params = knob_widgets()
+    params = knob_widgets(sampler.image_spec.multiple)
 with left:
     data = image_uploader("gen_upload")
     prepared = None

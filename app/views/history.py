@@ -2,6 +2,7 @@
 
 import streamlit as st
 from controls import S, reset_knobs
+from resources import checkpoints
 
 from svd_core import delete_run, list_runs
 
@@ -15,10 +16,13 @@ if not runs:
 
 
 def use_settings(run):
-    params = run.params
-    reset_knobs(params)
+    """Load the run's parameters, image and (when it is still here) checkpoint into Generate."""
+    same_file = [c for c in checkpoints() if c.name == run.record.get("checkpoint", {}).get("file")]
+    if same_file:
+        S["ckpt"] = str(same_file[0].path)
+    reset_knobs(run.params)
+    S["knobs_for"] = S.get("ckpt")  # these settings, not the checkpoint's defaults
     S["image"] = {"name": f"{run.id}/input.png", "bytes": run.file("input.png").read_bytes()}
-    S["knobs_for"] = S.get("ckpt")  # keep these settings even if the checkpoint picker is touched later
     S["history_notice"] = run.id
 
 
