@@ -7,9 +7,9 @@ import html
 import random
 
 import streamlit as st
+
 from jobs import Job
 from resources import checkpoints, device_choices, get_sampler, make_demo_model
-
 from svd_core import MEMORY_MODES, RANGES, RESIZE_MODES, SamplingParams, SVDError, export_frames
 
 S = st.session_state
@@ -64,6 +64,18 @@ def load_sampler():
     except (SVDError, ValueError) as e:
         st.error(f"Cannot load {info.name}: {e}", icon=":material/error:")
         return None
+
+
+def require_sampler():
+    """The page's sampler. Without a checkpoint: the first-run screen; if it cannot load: the reason. Either
+    way the page stops there."""
+    if current_checkpoint() is None:
+        first_run_screen()
+        st.stop()
+    sampler = load_sampler()
+    if sampler is None:
+        st.stop()
+    return sampler
 
 
 def first_run_screen() -> None:

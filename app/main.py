@@ -13,6 +13,7 @@ for p in (str(ROOT), str(ROOT / "app")):  # this checkout's svd_core and app mod
         sys.path.insert(0, p)
 
 import streamlit as st  # noqa: E402
+
 from controls import sidebar  # noqa: E402
 
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")

@@ -2,20 +2,18 @@
 side by side in one synchronised, labelled grid video."""
 
 import streamlit as st
+
 from controls import (
     S,
     consume_job,
-    current_checkpoint,
-    first_run_screen,
     image_uploader,
     job_panel,
     knobs,
-    load_sampler,
+    require_sampler,
     show_error,
     show_video,
 )
 from jobs import Job
-
 from svd_core import SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
 
 KNOBS = {
@@ -29,12 +27,7 @@ KNOBS = {
 }
 AB_KNOBS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 30, 1), "noise_aug_strength": (0.0, 1.0, 0.01)}
 
-if current_checkpoint() is None:
-    first_run_screen()
-    st.stop()
-sampler = load_sampler()
-if sampler is None:
-    st.stop()
+sampler = require_sampler()
 consume_job("cmp")
 
 st.title("Compare")

@@ -1,31 +1,22 @@
 """Generate: upload an image, set the micro-conditioning, sample, watch, download."""
 
 import streamlit as st
+
 from controls import (
     S,
     consume_job,
-    current_checkpoint,
     downloads,
-    first_run_screen,
     image_uploader,
     job_panel,
     knob_widgets,
-    load_sampler,
+    require_sampler,
     show_error,
     show_video,
 )
 from jobs import Job
-
 from svd_core import SVDError, save_run
 
-if current_checkpoint() is None:
-    first_run_screen()
-    st.stop()
-
-sampler = load_sampler()
-if sampler is None:
-    st.stop()
-
+sampler = require_sampler()
 consume_job("gen")
 st.title("Generate")
 left, right = st.columns([1, 1], gap="large")

@@ -1,9 +1,9 @@
 """History: the runs in outputs/, newest first; reuse a run's settings and image, or delete it."""
 
 import streamlit as st
+
 from controls import S, reset_knobs
 from resources import checkpoints
-
 from svd_core import delete_run, list_runs
 
 PAGE = 12

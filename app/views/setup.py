@@ -4,9 +4,9 @@ import platform
 
 import streamlit as st
 import torch
+
 from controls import first_run_screen
 from resources import checkpoints, make_demo_model
-
 from svd_core.checkpoints import checkpoint_dir, get_variant, list_variants
 
 st.title("Setup")
