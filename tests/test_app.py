@@ -184,3 +184,25 @@ def test_setup_page(with_tiny):
     at = app("views/setup.py")
     assert at.title[0].value == "Setup" and not at.exception
     assert any("svd_xt.safetensors" in m.value for m in at.markdown)
+
+
+def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
+    """Sessions share the cached sampler; the second waits, sees its place in the queue, then runs."""
+    a, b = app(), app()
+    for at, steps in ((a, 200), (b, 2)):
+        at.file_uploader(key="gen_upload").set_value(("cat.png", PNG, "image/png")).run()
+        small(at, frames=4, steps=steps)
+    button(a, "Generate video").click().run()
+    job_a = a.session_state["gen_job"]
+    while job_a.step < 1:
+        time.sleep(0.05)
+    button(b, "Generate video").click().run()
+    job_b = b.session_state["gen_job"]
+    deadline = time.time() + 30
+    while job_b.queue_position != 1 and time.time() < deadline:
+        time.sleep(0.05)
+    b.run()
+    assert job_b.status == "queued" and any("1 run(s) ahead" in i.value for i in b.info)
+    button(a, "Cancel").click().run()
+    res = wait(b, "gen_result")
+    assert res["frames"].shape[0] == 4 and job_a.status == "cancelled"
