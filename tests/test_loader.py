@@ -294,3 +294,32 @@ def test_cli_make_tiny_and_one_line_errors(tmp_path):
     assert r.returncode == 2
     lines = [x for x in r.stderr.splitlines() if x.startswith("error")]
     assert len(lines) == 1 and "pickle" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_unused_keys_are_never_read(monkeypatch, reference_checkpoints):
+    import svd_core.loader as loader
+
+    read = []
+
+    class Recording:
+        def __init__(self, *a, **k):
+            self._f = safe_open(*a, **k)
+
+        def __enter__(self):
+            self._f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._f.__exit__(*exc)
+
+        def get_tensor(self, key):
+            read.append(key)
+            return self._f.get_tensor(key)
+
+    monkeypatch.setattr(loader, "safe_open", Recording)
+    load_pipeline(reference_checkpoints["A"], device="cpu", dtype=torch.float16)
+    with safe_open(str(reference_checkpoints["A"]), "pt") as f:
+        keys = list(f.keys())
+    unused = {k for k in keys if is_unused(k)}
+    assert unused and not unused & set(read)
+    assert len(read) == len(set(read)) == len(keys) - len(unused)  # every other key exactly once
