@@ -42,6 +42,8 @@ class Job:
 
     def on_queue(self, position: int) -> None:
         self.queue_position = position
+        if position == 0:
+            self.status = "running"
 
     def on_step(self, i: int, n: int) -> None:
         self.status = "running"

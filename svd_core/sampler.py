@@ -60,7 +60,8 @@ class _Stop(Exception):
 
 
 class RunQueue:
-    """A FIFO lock that tells waiters their place: `on_wait(position)` (1 = next) while they wait."""
+    """A FIFO lock that tells waiters their place: `on_wait(position)` while they wait (1 = next), then
+    `on_wait(0)` when their turn comes."""
 
     def __init__(self):
         self._cond = threading.Condition()
@@ -88,6 +89,8 @@ class RunQueue:
                 raise
             self._waiting.popleft()
             self._busy = True
+        if on_wait is not None:
+            on_wait(0)
 
     def release(self) -> None:
         with self._cond:

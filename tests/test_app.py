@@ -181,9 +181,14 @@ def test_history_reload_and_delete(with_tiny, tiny_sampler, input_png):
 
 
 def test_setup_page(with_tiny):
+    ck, _ = with_tiny
+    (ck / "old_model.ckpt").write_bytes(b"\x80\x04 pickle")
+    (ck / "svd_xt.safetensors").write_bytes(b"half a download")
     at = app("views/setup.py")
     assert at.title[0].value == "Setup" and not at.exception
     assert any("svd_xt.safetensors" in m.value for m in at.markdown)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "old_model.ckpt" in warnings and "pickle" in warnings and "not a safetensors file" in warnings
 
 
 def test_two_sessions_take_turns_on_one_pipeline(with_tiny):

@@ -7,7 +7,10 @@ import torch
 
 from controls import first_run_screen
 from resources import checkpoints, make_demo_model
-from svd_core.checkpoints import checkpoint_dir, get_variant, list_variants
+from svd_core import CheckpointError, inspect_checkpoint
+from svd_core.checkpoints import PICKLE_SUFFIXES, checkpoint_dir, get_variant, list_variants
+
+WEIGHT_SUFFIXES = PICKLE_SUFFIXES | {".safetensors"}
 
 st.title("Setup")
 found = checkpoints()
@@ -18,6 +21,13 @@ if found:
 else:
     first_run_screen()
 st.caption(f"Folder: `{checkpoint_dir()}` (change with the SVD_CHECKPOINT_DIR environment variable)")
+listed = {c.path for c in found}
+for path in sorted(checkpoint_dir().glob("*")) if checkpoint_dir().is_dir() else []:
+    if path.suffix.lower() in WEIGHT_SUFFIXES and path not in listed:
+        try:
+            inspect_checkpoint(path)
+        except CheckpointError as e:
+            st.warning(f"`{path.name}` is not offered: {e}", icon=":material/block:")
 rows = [get_variant(n) for n in list_variants() if not n.startswith("tiny")]
 st.markdown("\n".join(f"- **{v.name}.safetensors**: {v.title} — [{v.url.split('/')[-1]}]({v.url})" for v in rows))
 if found and not any(c.variant.name.startswith("tiny") for c in found):
