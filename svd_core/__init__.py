@@ -1,7 +1,10 @@
 """svd_core: Stability's Stable Video Diffusion checkpoints in diffusers, sampled with micro-conditioning.
 
-No Streamlit here; the app and the CLI use only this public API.
+No Streamlit here; the app and the CLI use only this public API. The parts that import diffusers (loader,
+sampler) load on first use, so `python -m svd_core list` and the header-only functions start fast.
 """
+
+import importlib
 
 from .checkpoints import (
                           CheckpointInfo,
@@ -15,12 +18,21 @@ from .checkpoints import (
 from .errors import Cancelled, CheckpointError, ImageError, OutOfMemory, SVDError
 from .export import contact_sheet, export_frames, grid_frames, to_frames_zip, to_gif, to_mp4, to_webp
 from .images import ImageSpec, PreparedImage, prepare_image
-from .loader import load_pipeline
 from .params import RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, delete_run, list_runs, load_run, save_run
-from .sampler import MEMORY_MODES, Sampler, SampleResult
 from .sweep import SweepResult, grid_cells, parse_vary, run_sweep
 from .tiny import make_tiny
+
+_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampler", "SampleResult": "sampler"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'svd_core' has no attribute {name!r}")
+
 
 __all__ = [
     "Cancelled", "CheckpointError", "CheckpointInfo", "ImageError", "ImageSpec", "MEMORY_MODES", "OutOfMemory",

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (SVDError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(e, Cancelled) else EXIT_ERROR
     except KeyboardInterrupt:
         print("cancelled: nothing was written", file=sys.stderr)
