@@ -30,7 +30,8 @@ def sidebar() -> None:
             S["ckpt"] = names[0] if not any(c.variant.name == "svd_xt" for c in found) else next(
                 str(c.path) for c in found if c.variant.name == "svd_xt")
         by_path = {str(c.path): c for c in found}
-        st.selectbox("Checkpoint", names, key="ckpt",
+        busy = any(S.get(f"{slot}_job") is not None for slot in ("gen", "cmp"))  # keep the model while it runs
+        st.selectbox("Checkpoint", names, key="ckpt", disabled=busy,
                      format_func=lambda p: f"{by_path[p].name} · {by_path[p].variant.name} · "
                                            f"{by_path[p].size_gb:.2f} GB")
         info = by_path[S["ckpt"]]
@@ -39,8 +40,8 @@ def sidebar() -> None:
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
                        "checkpoints/ for real videos.", icon=":material/science:")
         devices = device_choices()
-        st.selectbox("Device", devices, key="device", help="CUDA GPU, Apple MPS or CPU (slow)")
-        st.selectbox("Memory mode", MEMORY_MODES, key="memory_mode",
+        st.selectbox("Device", devices, key="device", help="CUDA GPU, Apple MPS or CPU (slow)", disabled=busy)
+        st.selectbox("Memory mode", MEMORY_MODES, key="memory_mode", disabled=busy,
                      help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
                           "small decode chunks (< 8 GB for SVD-XT) · auto: by free GPU memory")
         if S.get("knobs_for") != S["ckpt"]:  # a new checkpoint: its variant's defaults
@@ -167,7 +168,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
             _widget("seed", st.number_input, label="Seed", min_value=0, max_value=int(RANGES["seed"][1]),
                     step=1, help=_help("seed"))
         with c4:
-            st.button("New seed", icon=":material/casino:", on_click=_new_seed, use_container_width=True)
+            st.button("New seed", icon=":material/casino:", on_click=_new_seed, width="stretch")
         _widget("resize_mode", st.radio, label="Resize mode", options=RESIZE_MODES, horizontal=True,
                 help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
         if KNOB + "output_fps" not in S:
@@ -241,14 +242,14 @@ def downloads(run: dict, key: str) -> None:
     path, frames, fps = run["path"], run.get("frames"), run["params"].video_fps
     cols = st.columns(4)
     cols[0].download_button("mp4", (path / "video.mp4").read_bytes(), file_name=f"{path.name}.mp4",
-                            mime="video/mp4", key=f"{key}-mp4", use_container_width=True)
+                            mime="video/mp4", key=f"{key}-mp4", width="stretch")
     if frames is not None:
         cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}.gif",
-                                mime="image/gif", key=f"{key}-gif", use_container_width=True)
+                                mime="image/gif", key=f"{key}-gif", width="stretch")
         cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}.zip",
-                                mime="application/zip", key=f"{key}-zip", use_container_width=True)
+                                mime="application/zip", key=f"{key}-zip", width="stretch")
     cols[3].download_button("run.json", (path / "run.json").read_bytes(), file_name=f"{path.name}.json",
-                            mime="application/json", key=f"{key}-json", use_container_width=True)
+                            mime="application/json", key=f"{key}-json", width="stretch")
 
 
 def consume_job(slot: str) -> None:

@@ -14,7 +14,7 @@ for p in (str(ROOT), str(ROOT / "app")):  # this checkout's svd_core and app mod
 
 import streamlit as st  # noqa: E402
 
-from controls import sidebar  # noqa: E402
+from controls import consume_job, sidebar  # noqa: E402
 
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
 VIEWS = ROOT / "app" / "views"
@@ -25,5 +25,7 @@ pages = [
     st.Page(VIEWS / "setup.py", title="Setup", icon=":material/settings:"),
 ]
 nav = st.navigation(pages)
+for slot in ("gen", "cmp"):  # a finished background job hands its result to session state, on any page
+    consume_job(slot)
 sidebar()
 nav.run()

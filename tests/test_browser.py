@@ -108,6 +108,7 @@ def test_generate_in_a_real_browser(server, page, shots):
     info = wait_playing(page)
     assert info["readyState"] >= 2 and info["duration"] > 0 and info["w"] == 128
     page.get_by_role("button", name="GIF").wait_for()
+    page.wait_for_timeout(1000)  # let the last rerun settle before the picture
     page.screenshot(path=str(shots / "generate.png"), full_page=True)
 
 
@@ -124,6 +125,7 @@ def test_compare_in_a_real_browser(server, page, shots):
     page.get_by_text("Side by side").wait_for()
     info = wait_playing(page, index=0)
     assert info["duration"] > 0 and info["w"] >= 2 * 128  # two tiles in one synchronised video
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
 
@@ -134,4 +136,5 @@ def test_history_in_a_real_browser(server, page, shots):
     # one run, then a comparison: its two cells and the comparison itself
     page.wait_for_function("() => [...document.querySelectorAll('button')]"
                            ".filter(b => b.innerText.includes('Use these settings')).length >= 4")
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "history.png"), full_page=True)

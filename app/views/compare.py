@@ -5,7 +5,6 @@ import streamlit as st
 
 from controls import (
     S,
-    consume_job,
     image_uploader,
     job_panel,
     knobs,
@@ -28,7 +27,6 @@ KNOBS = {
 AB_KNOBS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 30, 1), "noise_aug_strength": (0.0, 1.0, 0.01)}
 
 sampler = require_sampler()
-consume_job("cmp")
 
 st.title("Compare")
 try:

@@ -4,7 +4,6 @@ import streamlit as st
 
 from controls import (
     S,
-    consume_job,
     downloads,
     image_uploader,
     job_panel,
@@ -17,7 +16,6 @@ from jobs import Job
 from svd_core import SVDError, save_run
 
 sampler = require_sampler()
-consume_job("gen")
 st.title("Generate")
 left, right = st.columns([1, 1], gap="large")
 with right:
@@ -58,7 +56,7 @@ busy = job is not None
 hint = ("Upload an image to enable sampling." if data is None else
         "Fix the image or the settings above." if prepared is None or params is None else None)
 st.button("Generate video", type="primary", disabled=busy or hint is not None, help=hint,
-          on_click=start, args=(sampler, prepared, params), use_container_width=False)
+          on_click=start, args=(sampler, prepared, params))
 if hint:
     st.caption(hint)
 if busy:

@@ -45,14 +45,14 @@ for run in runs[:shown]:
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
         with c1:
             if run.file("poster.png").is_file():
-                st.image(str(run.file("poster.png")), use_container_width=True)
+                st.image(str(run.file("poster.png")), width="stretch")
         with c2:
             kind = "Comparison" if run.kind == "sweep" else ("Cell of a comparison" if "sweep" in rec else "Run")
             label = f" · {rec['label']}" if "label" in rec else ""
             st.markdown(f"**{kind}{label}** · `{run.id}` · {rec.get('checkpoint', {}).get('file', '?')}")
             st.caption(f"seed {p['seed']} · motion {p['motion_bucket_id']} · fps {p['fps']} · noise aug "
                        f"{p['noise_aug_strength']} · {p['num_frames']} frames · {p['num_inference_steps']} steps · "
-                       f"{p['width']}x{p['height']} · {rec.get('created', '')}")
+                       f"{p['width']}x{p['height']} · {rec.get('created', '')[:16].replace('T', ' ')} UTC")
             if run.kind == "sweep":
                 st.caption("Cells: " + " | ".join(c["label"] for c in rec.get("cells", [])))
             with st.expander("Play"):
@@ -61,8 +61,8 @@ for run in runs[:shown]:
                     st.video(str(video), loop=True, muted=True)
         with c3:
             st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run,),
-                      use_container_width=True)
-            with st.popover("Delete", use_container_width=True):
+                      width="stretch")
+            with st.popover("Delete", width="stretch"):
                 st.write(f"Delete `{run.id}` and its files for good?")
                 st.button("Yes, delete", key=f"del_{run.id}", type="primary", on_click=remove, args=(run,))
 if len(runs) > shown:

@@ -17,7 +17,7 @@ found = checkpoints()
 st.subheader("Checkpoints")
 if found:
     st.dataframe([{"file": c.name, "variant": c.variant.name, "size (GB)": round(c.size_gb, 2), "dtype": c.dtype,
-                   "frames": c.variant.num_frames} for c in found], hide_index=True, use_container_width=True)
+                   "frames": c.variant.num_frames} for c in found], hide_index=True, width="stretch")
 else:
     first_run_screen()
 st.caption(f"Folder: `{checkpoint_dir()}` (change with the SVD_CHECKPOINT_DIR environment variable)")
