@@ -130,8 +130,9 @@ def test_compare_in_a_real_browser(server, page, shots):
 
 
 def test_history_in_a_real_browser(server, page, shots):
-    page.get_by_role("link", name="History").click()
+    page.goto(f"{server}/history")  # a deep link runs the entry file first (no legacy pages/ mode)
     page.get_by_role("heading", name="History").wait_for()
+    page.get_by_role("link", name="Compare").wait_for()
     page.get_by_text("Comparison").first.wait_for()
     # one run, then a comparison: its two cells and the comparison itself
     page.wait_for_function("() => [...document.querySelectorAll('button')]"
