@@ -10,7 +10,16 @@ import streamlit as st
 
 from jobs import Job
 from resources import checkpoints, device_choices, get_sampler, make_demo_model
-from svd_core import MEMORY_MODES, RANGES, RESIZE_MODES, SamplingParams, SVDError, export_frames
+from svd_core import (
+    MEMORY_MODES,
+    RANGES,
+    RESIZE_MODES,
+    ImageSpec,
+    SamplingParams,
+    SVDError,
+    export_frames,
+    prepare_image,
+)
 
 S = st.session_state
 KNOB = "knob_"  # widget keys: knob_<param name>
@@ -187,6 +196,17 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
 
 
 # ------------------------------------------------------------------------------------------------- image
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _prepare(data: bytes, width: int, height: int, resize_mode: str, multiple: int, min_side: int):
+    return prepare_image(data, width, height, resize_mode, ImageSpec(multiple, min_side))
+
+
+def prepare(sampler, data: bytes, params: SamplingParams):
+    """The image as the sampler will see it; cached, so slider moves do not resize a large upload again."""
+    spec = sampler.image_spec
+    return _prepare(data, params.width, params.height, params.resize_mode, spec.multiple, spec.min_side)
+
 
 def image_uploader(key: str) -> bytes | None:
     """Upload widget whose image outlives the page: stored in S['image'] = {name, bytes}."""

@@ -8,6 +8,7 @@ from controls import (
     image_uploader,
     job_panel,
     knobs,
+    prepare,
     require_sampler,
     show_error,
     show_video,
@@ -43,7 +44,7 @@ with left:
     data = image_uploader("cmp_upload")
     if data is not None:
         try:
-            st.image(sampler.prepare(data, base).image, caption="As sampled")
+            st.image(prepare(sampler, data, base).image, caption="As sampled")
         except (SVDError, ValueError) as e:
             st.error(str(e), icon=":material/broken_image:")
             data = None

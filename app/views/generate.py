@@ -8,6 +8,7 @@ from controls import (
     image_uploader,
     job_panel,
     knob_widgets,
+    prepare,
     require_sampler,
     show_error,
     show_video,
@@ -26,7 +27,7 @@ with left:
     prepared = None
     if data is not None and params is not None:
         try:
-            prepared = sampler.prepare(data, params)
+            prepared = prepare(sampler, data, params)
             st.image(prepared.image, caption=f"As sampled: {prepared.size[0]}x{prepared.size[1]} "
                                              f"({params.resize_mode}) from {prepared.original_size[0]}x"
                                              f"{prepared.original_size[1]}")
