@@ -72,11 +72,12 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
               on_queue=None) -> SweepResult:
     """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps). A cancelled sweep raises
     Cancelled and writes nothing."""
-    prepared = sampler.prepare(image, cells[0][1])
-    results = []
+    prepared, results = {}, []  # one preparation per output size
     for idx, (label, params) in enumerate(cells):
-        img = prepared if (params.width, params.height, params.resize_mode) == (
-            cells[0][1].width, cells[0][1].height, cells[0][1].resize_mode) else image
+        size = (params.width, params.height, params.resize_mode)
+        if size not in prepared:
+            prepared[size] = sampler.prepare(image, params)
+        img = prepared[size]
 
         def step(i, n, idx=idx):
             if on_progress is not None:
