@@ -30,12 +30,20 @@ def get_sampler(path: str, mtime: float, device: str, dtype: str, memory_mode: s
     return Sampler(path, device=device or None, dtype=dtype or None, memory_mode=memory_mode)
 
 
+@st.cache_data(ttl=3, show_spinner=False)
+def _checkpoints(folder: str):
+    return list_checkpoints(folder)
+
+
 def checkpoints():
-    return list_checkpoints()
+    """What is in checkpoints/ (headers only), re-read at most every 3 s however often the pages ask."""
+    return _checkpoints(str(checkpoint_dir()))
 
 
 def make_demo_model() -> Path:
-    return make_tiny(checkpoint_dir() / DEMO_NAME, seed=0)
+    path = make_tiny(checkpoint_dir() / DEMO_NAME, seed=0)
+    _checkpoints.clear()
+    return path
 
 
 def device_choices() -> list[str]:

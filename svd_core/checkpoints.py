@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +222,7 @@ def list_checkpoints(folder=None) -> list[CheckpointInfo]:
 
 
 _SHA_CACHE: dict[tuple, str] = {}
+_SHA_LOCK = threading.Lock()  # a second caller waits for the hash in progress instead of hashing again
 
 
 def file_sha256(path) -> str:
@@ -228,6 +230,11 @@ def file_sha256(path) -> str:
     path = Path(path)
     if path.is_dir():
         return ""
+    with _SHA_LOCK:
+        return _file_sha256(path)
+
+
+def _file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _SHA_CACHE:

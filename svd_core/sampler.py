@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import CheckpointInfo, inspect_checkpoint
+from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
@@ -115,6 +115,8 @@ class Sampler:
 
     def __init__(self, checkpoint, *, device=None, dtype=None, memory_mode: str = "auto"):
         self.info: CheckpointInfo = inspect_checkpoint(checkpoint)
+        # run.json records the checkpoint's sha256: hash a 9.56 GB file while the model loads and samples
+        threading.Thread(target=file_sha256, args=(self.info.path,), name="sha256", daemon=True).start()
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.memory_mode = resolve_memory_mode(memory_mode, self.device)
         load_device = self.device if self.memory_mode == "fast" else torch.device("cpu")
