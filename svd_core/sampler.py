@@ -127,10 +127,6 @@ class Sampler:
         self.image_spec = ImageSpec(multiple=self.pipe.vae_scale_factor * 2 ** (unet_levels - 1),
                                     min_side=self.info.variant.min_side)
 
-    @property
-    def variant(self):
-        return self.info.variant
-
     def default_params(self, **overrides) -> SamplingParams:
         return SamplingParams.for_variant(self.info.variant, **overrides)
 
@@ -169,34 +165,31 @@ class Sampler:
         prepared = image if isinstance(image, PreparedImage) else self.prepare(image, params)
         if prepared.size != (params.width, params.height):
             params = params.replace(width=prepared.size[0], height=prepared.size[1])
+        notes = list(prepared.notes) + self._conditioning_notes(params)
         self.queue.acquire(on_queue, should_stop)
         try:
-            notes = list(prepared.notes) + self._conditioning_notes(params)
+            frames, timings = self._run_with_fallback(prepared, params, on_step, should_stop, notes)
+        finally:
+            self.queue.release()
+        return SampleResult(frames, params, prepared, timings, self.memory_mode, str(self.device),
+                            str(self.dtype).replace("torch.", ""), notes)
+
+    def _run_with_fallback(self, prepared, params, on_step, should_stop, notes: list[str]):
+        """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low), retry once."""
+        for attempt in (1, 2):
             try:
-                frames, timings = self._run(prepared, params, on_step, should_stop)
+                return self._run(prepared, params, on_step, should_stop)
             except Exception as e:
                 if not _is_oom(e):
                     raise
                 self._free_accelerator()
                 lower = _LOWER.get(self.memory_mode)
-                if lower is None:
-                    raise OutOfMemory(f"out of memory even in the '{self.memory_mode}' mode: lower the "
-                                      "resolution, num_frames or decode_chunk_size") from None
+                if attempt == 2 or lower is None:
+                    raise OutOfMemory(f"out of memory in '{self.memory_mode}' mode{' too' if attempt == 2 else ''}:"
+                                      " lower the resolution, num_frames or decode_chunk_size") from None
                 notes.append(f"out of memory in '{self.memory_mode}' mode; retried in '{lower}' mode")
                 self.memory_mode = lower
                 self._apply_memory_mode(lower)
-                try:
-                    frames, timings = self._run(prepared, params, on_step, should_stop)
-                except Exception as e2:
-                    if _is_oom(e2):
-                        self._free_accelerator()
-                        raise OutOfMemory(f"out of memory in '{lower}' mode too: lower the resolution, "
-                                          "num_frames or decode_chunk_size") from None
-                    raise
-        finally:
-            self.queue.release()
-        return SampleResult(frames, params, prepared, timings, self.memory_mode, str(self.device),
-                            str(self.dtype).replace("torch.", ""), notes)
 
     def _conditioning_notes(self, params: SamplingParams) -> list[str]:
         v = self.info.variant
