@@ -51,6 +51,8 @@ def test_clip_through_pipeline_preprocessing(loaded, which):
     """The pipeline's own resize (antialiased bicubic, like kornia) + CLIP normalisation, from the png."""
     name, pipe, ref, _ = loaded
     png = FIXTURES / name / f"input_image{'_large' if which else ''}.png"
+    if not png.is_file() or f"clip_{which}image_embeds" not in ref:
+        pytest.skip(f"fixture {name} has no {png.name}")
     with torch.no_grad():
         emb = pipe._encode_image(Image.open(png).convert("RGB"), "cpu", 1, False)
     assert rel(emb, ref[f"clip_{which}image_embeds"]) < REL_MODULE
