@@ -49,15 +49,21 @@ def small(at, frames=3, steps=2, size=64):
     at.run()
 
 
-def wait(at, key, timeout=120):
+def wait_for(at, get, timeout=120):
+    """Rerun the app until get() returns something (a background job finished)."""
     t = time.time()
     while time.time() - t < timeout:
         at.run()
         assert not at.exception, [e.value for e in at.exception]
-        if key in at.session_state:
-            return at.session_state[key]
+        value = get()
+        if value:
+            return value
         time.sleep(0.3)
-    raise AssertionError(f"{key} never appeared")
+    raise AssertionError("the job never finished")
+
+
+def wait(at, key, timeout=120):
+    return wait_for(at, lambda: at.session_state[key] if key in at.session_state else None, timeout)
 
 
 def button(at, label):
@@ -157,7 +163,13 @@ def test_compare_two_cells(with_tiny):
     assert [c[0] for c in res["cells"]] == ["motion_bucket_id=0", "motion_bucket_id=255"]
     assert len(at.get("video")) >= 1
     at.radio(key="cmp_mode").set_value("Settings A vs B").run()
-    assert button(at, "Run 2 samplings") and not at.exception
+    at.slider(key="cmp_B_noise_aug_strength").set_value(0.5).run()
+    button(at, "Run 2 samplings").click().run()
+    at.session_state["cmp_result"] = None
+    res = wait_for(at, lambda: at.session_state["cmp_result"])
+    assert [c[0] for c in res["cells"]] == ["A: motion_bucket_id=127 noise_aug_strength=0.02",
+                                            "B: motion_bucket_id=187 noise_aug_strength=0.5"]
+    assert res["cells"][1][2].noise_aug_strength == 0.5 and res["cells"][0][2].seed == res["cells"][1][2].seed
 
 
 def test_history_reload_and_delete(with_tiny, tiny_sampler, input_png):

@@ -25,7 +25,10 @@ KNOBS = {
     "max_guidance_scale": "1.0, 2.5, 4.0",
     "seed": "1, 2, 3",
 }
-AB_KNOBS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 30, 1), "noise_aug_strength": (0.0, 1.0, 0.01)}
+# A vs B: everything but the image, the seed and the video's size (name -> min, max, step)
+AB_KNOBS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 30, 1), "noise_aug_strength": (0.0, 1.0, 0.01),
+            "num_inference_steps": (1, 100, 1), "min_guidance_scale": (0.0, 10.0, 0.1),
+            "max_guidance_scale": (0.0, 10.0, 0.1), "decode_chunk_size": (1, 64, 1)}
 
 sampler = require_sampler()
 
@@ -71,15 +74,16 @@ with right:
                 changes = {}
                 for name, (lo, hi, step) in AB_KNOBS.items():
                     key = f"cmp_{tag}_{name}"
-                    if key not in S:
-                        S[key] = getattr(base, name) if tag == "A" else (
-                            min(hi, getattr(base, name) + (60 if name == "motion_bucket_id" else step * 10)))
+                    hi = min(hi, base.num_frames) if name == "decode_chunk_size" else hi
+                    if key not in S or S[key] > hi:  # A starts as Generate's settings, B with more motion
+                        bump = 60 if tag == "B" and name == "motion_bucket_id" else 0
+                        S[key] = min(hi, getattr(base, name) + bump)
                     changes[name] = st.slider(name, lo, hi, step=step, key=key)
                 sets.append(changes)
         try:
-            cells = [(" ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in ch.items()),
-                      base.replace(**ch)) for ch in sets]
-            cells = [(f"{tag}: {label}", p) for tag, (label, p) in zip("AB", cells)]
+            differ = [k for k in AB_KNOBS if sets[0][k] != sets[1][k]] or ["motion_bucket_id"]
+            cells = [(f"{tag}: " + " ".join(f"{k}={ch[k]:g}" for k in differ), base.replace(**ch))
+                     for tag, ch in zip("AB", sets)]
         except ValueError as e:
             problem = str(e)
     if problem:
