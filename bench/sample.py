@@ -115,13 +115,15 @@ def main(argv=None) -> int:
     ap.add_argument("--chunks", default="8,25", help="decode_chunk_size values")
     ap.add_argument("--compile", action="store_true", help="also torch.compile the UNet (fast mode)")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--frames", type=int, help="full size: override the 25 frames")
+    ap.add_argument("--size", help="full size: override 1024x576, as WIDTHxHEIGHT")
     ap.add_argument("--repeat", type=int, help="runs per configuration, the median kept (default 1, --small 5)")
     ap.add_argument("--peak-tflops", type=float)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
 
     from svd_core import Sampler, SamplingParams, make_tiny
-    from svd_core.checkpoints import read_safetensors_header, shapes_of
+    from svd_core.checkpoints import file_sha256, read_safetensors_header, shapes_of
     from svd_core.convert import infer_architecture
     from svd_core.loader import load_pipeline
 
@@ -138,7 +140,8 @@ def main(argv=None) -> int:
         if not ckpt.is_file():
             print("writing a full-size random svd_xt.safetensors (9.56 GB)…", flush=True)
             write_random_checkpoint(ckpt, real_layout("video"))
-        frames, height, width, steps = 25, 576, 1024, args.steps or 25
+        frames, steps = args.frames or 25, args.steps or 25
+        width, height = (int(v) for v in (args.size or "1024x576").lower().split("x"))
         chunks = [int(c) for c in args.chunks.split(",")]
     header = read_safetensors_header(ckpt)
     arch = infer_architecture(shapes_of(header), header.get("__metadata__"))
@@ -206,6 +209,7 @@ def main(argv=None) -> int:
     modes = args.modes.split(",") if device.type == "cuda" else ["fast"]
     for mode in modes:
         sampler = Sampler(ckpt, device=device, memory_mode=mode)
+        file_sha256(ckpt)  # wait for the background hash (cached afterwards): it would compete with the timings
         sampler.generate(img, base.replace(num_inference_steps=2))  # warm-up
         for chunk in chunks:
             f, t, mem = median_run(lambda c=chunk, s=sampler: _gen(s, img, base.replace(decode_chunk_size=c)))
@@ -223,7 +227,7 @@ def main(argv=None) -> int:
             "dtype": "float16" if device.type == "cuda" else "float32",
             "frames": frames, "size": f"{width}x{height}", "steps": steps, "flops_per_step_tflop":
             round(flops["step"] / 1e12, 2), "flops_decode_tflop": round(flops["decode"] / 1e12, 2),
-            "peak_tflops": peak_tflops, "command": "python bench/sample.py" + (" --small" if args.small else "")}
+            "peak_tflops": peak_tflops, "command": "python bench/sample.py " + " ".join(argv or sys.argv[1:])}
     (args.out / ("sample_small.json" if args.small else "sample.json")).write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=2))
     print()
