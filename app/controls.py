@@ -177,7 +177,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
             _widget("seed", st.number_input, label="Seed", min_value=0, max_value=int(RANGES["seed"][1]),
                     step=1, help=_help("seed"))
         with c4:
-            st.button("New seed", icon=":material/casino:", on_click=_new_seed, width="stretch")
+            st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
         _widget("resize_mode", st.radio, label="Resize mode", options=RESIZE_MODES, horizontal=True,
                 help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
         if KNOB + "output_fps" not in S:

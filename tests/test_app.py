@@ -223,3 +223,11 @@ def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
     button(a, "Cancel").click().run()
     res = wait(b, "gen_result")
     assert res["frames"].shape[0] == 4 and job_a.status == "cancelled"
+
+
+def test_new_seed_button(with_tiny):
+    at = app()
+    old = at.number_input(key="knob_seed").value
+    next(b for b in at.button if b.help == "A new random seed").click().run()
+    assert at.number_input(key="knob_seed").value != old and not at.exception
+    assert at.session_state["knobs"]["seed"] == at.number_input(key="knob_seed").value

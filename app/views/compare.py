@@ -74,7 +74,8 @@ with right:
                 changes = {}
                 for name, (lo, hi, step) in AB_KNOBS.items():
                     key = f"cmp_{tag}_{name}"
-                    hi = min(hi, base.num_frames) if name == "decode_chunk_size" else hi
+                    # room for Generate's value, except the chunk, which cannot exceed the frames
+                    hi = base.num_frames if name == "decode_chunk_size" else max(hi, getattr(base, name))
                     if key not in S or S[key] > hi:  # A starts as Generate's settings, B with more motion
                         bump = 60 if tag == "B" and name == "motion_bucket_id" else 0
                         S[key] = min(hi, getattr(base, name) + bump)
