@@ -14,7 +14,8 @@ for p in (str(ROOT), str(ROOT / "app")):  # this checkout's svd_core and app mod
 
 import streamlit as st  # noqa: E402
 
-from controls import consume_job, sidebar  # noqa: E402
+from controls import sidebar  # noqa: E402
+from results import consume_job  # noqa: E402
 
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
 VIEWS = ROOT / "app" / "views"

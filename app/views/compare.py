@@ -3,17 +3,9 @@ side by side in one synchronised, labelled grid video."""
 
 import streamlit as st
 
-from controls import (
-    S,
-    image_uploader,
-    job_panel,
-    knobs,
-    prepare,
-    require_sampler,
-    show_error,
-    show_video,
-)
+from controls import S, image_uploader, knobs, prepare, require_sampler
 from jobs import Job
+from results import job_panel, show_error, show_video
 from svd_core import SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
 
 KNOBS = {

@@ -2,18 +2,9 @@
 
 import streamlit as st
 
-from controls import (
-    S,
-    downloads,
-    image_uploader,
-    job_panel,
-    knob_widgets,
-    prepare,
-    require_sampler,
-    show_error,
-    show_video,
-)
+from controls import S, image_uploader, knob_widgets, prepare, require_sampler
 from jobs import Job
+from results import downloads, job_panel, show_error, show_video
 from svd_core import SVDError, save_run
 
 sampler = require_sampler()
