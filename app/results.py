@@ -12,6 +12,19 @@ from svd_core import export_frames
 S = st.session_state
 
 
+def run_button(slot: str, label: str, hint: str | None, on_click, args) -> None:
+    """A page's gated run button: disabled, with the hint, until the page can run (no image, bad settings) or
+    while its job runs; then the job's progress and the last error."""
+    job = S.get(f"{slot}_job")
+    st.button(label, type="primary", disabled=job is not None or hint is not None, help=hint, on_click=on_click,
+              args=args)
+    if hint:
+        st.caption(hint)
+    if job is not None:
+        job_panel(job)
+    show_error(slot)
+
+
 def job_panel(job: Job) -> None:
     """Progress of a running job (polls twice a second) with a Cancel button."""
 

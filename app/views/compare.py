@@ -5,7 +5,7 @@ import streamlit as st
 
 from controls import S, image_uploader, knobs, prepare, require_sampler
 from jobs import Job
-from results import job_panel, show_error, show_video
+from results import run_button, show_video
 from svd_core import SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
 
 KNOBS = {
@@ -97,17 +97,9 @@ def start(sampler, image, cells):
     S.pop("cmp_error", None)
 
 
-job = S.get("cmp_job")
 hint = ("Upload an image to enable comparing." if data is None else
         "Fix the values above." if not cells else None)
-n = len(cells) if cells else 0
-st.button(f"Run {n} samplings" if n else "Run", type="primary", disabled=job is not None or hint is not None,
-          help=hint, on_click=start, args=(sampler, data, cells))
-if hint:
-    st.caption(hint)
-if job is not None:
-    job_panel(job)
-show_error("cmp")
+run_button("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, data, cells))
 
 res = S.get("cmp_result")
 if res:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from controls import S, image_uploader, knob_widgets, prepare, require_sampler
 from jobs import Job
-from results import downloads, job_panel, show_error, show_video
+from results import downloads, run_button, show_video
 from svd_core import SVDError, save_run
 
 sampler = require_sampler()
@@ -43,17 +43,9 @@ def start(sampler, prepared, params):
     S.pop("gen_error", None)
 
 
-job = S.get("gen_job")
-busy = job is not None
 hint = ("Upload an image to enable sampling." if data is None else
         "Fix the image or the settings above." if prepared is None or params is None else None)
-st.button("Generate video", type="primary", disabled=busy or hint is not None, help=hint,
-          on_click=start, args=(sampler, prepared, params))
-if hint:
-    st.caption(hint)
-if busy:
-    job_panel(job)
-show_error("gen")
+run_button("gen", "Generate video", hint, start, (sampler, prepared, params))
 
 res = S.get("gen_result")
 if res:
