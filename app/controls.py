@@ -118,21 +118,27 @@ def knobs() -> dict:
     return S["knobs"]
 
 
-def _widget(name: str, make, **kw):
-    """A keyed widget whose value survives page switches: seeded from S['knobs'], written back after."""
+def _widget(name: str, make, label: str, **kw):
+    """A keyed widget for one SamplingParams field: range and help from svd_core's RANGES, value seeded from
+    S['knobs'] and written back, so it survives page switches."""
     key = KNOB + name
     if key not in S:
         S[key] = knobs()[name]
-    knobs()[name] = make(key=key, **kw)
+    lo, hi, help_ = RANGES[name]
+    kw = {"min_value": lo, "max_value": hi, "help": help_.capitalize() + ".", **kw}
+    knobs()[name] = make(label, key=key, **kw)
     return knobs()[name]
+
+
+# Advanced: (field, label, step) in two columns
+ADVANCED = [
+    [("num_frames", "Frames", 1), ("min_guidance_scale", "Min guidance", 0.1), ("width", "Width", None)],
+    [("num_inference_steps", "Steps", 1), ("max_guidance_scale", "Max guidance", 0.1), ("height", "Height", None)],
+]
 
 
 def _new_seed() -> None:
     S[KNOB + "seed"] = random.randrange(0, 2**31)
-
-
-def _help(name):
-    return RANGES[name][2].capitalize() + "."
 
 
 def knob_widgets(multiple: int = 64) -> SamplingParams | None:
@@ -143,40 +149,27 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
     if info is not None and info.variant.fixed_conditioning:
         st.caption(f"{info.variant.name} was trained at fps {info.variant.defaults['fps']} and motion bucket "
                    f"{info.variant.defaults['motion_bucket_id']} only.")
-    _widget("motion_bucket_id", st.slider, label="Motion bucket id", min_value=0, max_value=255,
-            help=_help("motion_bucket_id"))
-    _widget("fps", st.slider, label="Conditioning fps", min_value=1, max_value=30, help=_help("fps"))
-    _widget("noise_aug_strength", st.slider, label="Noise augmentation", min_value=0.0, max_value=1.0, step=0.01,
-            help=_help("noise_aug_strength"))
+    _widget("motion_bucket_id", st.slider, "Motion bucket id")
+    _widget("fps", st.slider, "Conditioning fps")
+    _widget("noise_aug_strength", st.slider, "Noise augmentation", step=0.01)
     frames = int(S.get(KNOB + "num_frames", k["num_frames"]))
     if S.get(KNOB + "decode_chunk_size", k["decode_chunk_size"]) > frames:
         S[KNOB + "decode_chunk_size"] = frames
-    _widget("decode_chunk_size", st.slider, label="Decode chunk size", min_value=1, max_value=max(frames, 2),
-            help=_help("decode_chunk_size"))
+    _widget("decode_chunk_size", st.slider, "Decode chunk size", max_value=frames)
     with st.expander("Advanced"):
-        c1, c2 = st.columns(2)
-        with c1:
-            _widget("num_frames", st.number_input, label="Frames", min_value=2, max_value=64, step=1,
-                    help=_help("num_frames"))
-            _widget("min_guidance_scale", st.number_input, label="Min guidance", min_value=0.0, max_value=20.0,
-                    step=0.1, help=_help("min_guidance_scale"))
-            _widget("width", st.number_input, label="Width", min_value=64, max_value=2048, step=multiple,
-                    help="Output width; snapped down to the model's multiple.")
-        with c2:
-            _widget("num_inference_steps", st.number_input, label="Steps", min_value=1, max_value=200, step=1,
-                    help=_help("num_inference_steps"))
-            _widget("max_guidance_scale", st.number_input, label="Max guidance", min_value=0.0, max_value=20.0,
-                    step=0.1, help=_help("max_guidance_scale"))
-            _widget("height", st.number_input, label="Height", min_value=64, max_value=2048, step=multiple,
-                    help="Output height; snapped down to the model's multiple.")
+        for column, fields in zip(st.columns(2), ADVANCED):
+            with column:
+                for name, label, step in fields:  # sizes step by the model's multiple
+                    _widget(name, st.number_input, label, step=step or multiple)
         c3, c4 = st.columns([3, 1], vertical_alignment="bottom")
         with c3:
-            _widget("seed", st.number_input, label="Seed", min_value=0, max_value=int(RANGES["seed"][1]),
-                    step=1, help=_help("seed"))
+            _widget("seed", st.number_input, "Seed", step=1)
         with c4:
             st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
-        _widget("resize_mode", st.radio, label="Resize mode", options=RESIZE_MODES, horizontal=True,
-                help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
+        S.setdefault(KNOB + "resize_mode", k["resize_mode"])
+        k["resize_mode"] = st.radio("Resize mode", RESIZE_MODES, horizontal=True, key=KNOB + "resize_mode",
+                                    help="crop: fill the frame (default) · pad: fit with black bars · stretch: "
+                                         "ignore the aspect")
         if KNOB + "output_fps" not in S:
             S[KNOB + "output_fps"] = k["output_fps"] or 0
         k["output_fps"] = st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=60,

@@ -6,7 +6,7 @@ import streamlit as st
 from controls import S, image_uploader, knobs, prepare, require_sampler
 from jobs import Job
 from results import run_button, show_video
-from svd_core import SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
+from svd_core import RANGES, SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
 
 KNOBS = {
     "motion_bucket_id": "32, 127, 255",
@@ -17,10 +17,9 @@ KNOBS = {
     "max_guidance_scale": "1.0, 2.5, 4.0",
     "seed": "1, 2, 3",
 }
-# A vs B: everything but the image, the seed and the video's size (name -> min, max, step)
-AB_KNOBS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 30, 1), "noise_aug_strength": (0.0, 1.0, 0.01),
-            "num_inference_steps": (1, 100, 1), "min_guidance_scale": (0.0, 10.0, 0.1),
-            "max_guidance_scale": (0.0, 10.0, 0.1), "decode_chunk_size": (1, 64, 1)}
+# A vs B: everything but the image, the seed and the video's size (name -> slider step; ranges from RANGES)
+AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.01, "num_inference_steps": 1,
+            "min_guidance_scale": 0.1, "max_guidance_scale": 0.1, "decode_chunk_size": 1}
 
 sampler = require_sampler()
 
@@ -64,14 +63,14 @@ with right:
             with col:
                 st.markdown(f"**{tag}**")
                 changes = {}
-                for name, (lo, hi, step) in AB_KNOBS.items():
+                for name, step in AB_KNOBS.items():
                     key = f"cmp_{tag}_{name}"
-                    # room for Generate's value, except the chunk, which cannot exceed the frames
-                    hi = base.num_frames if name == "decode_chunk_size" else max(hi, getattr(base, name))
+                    lo, hi, help_ = RANGES[name]
+                    hi = base.num_frames if name == "decode_chunk_size" else hi  # a chunk cannot exceed the frames
                     if key not in S or S[key] > hi:  # A starts as Generate's settings, B with more motion
                         bump = 60 if tag == "B" and name == "motion_bucket_id" else 0
                         S[key] = min(hi, getattr(base, name) + bump)
-                    changes[name] = st.slider(name, lo, hi, step=step, key=key)
+                    changes[name] = st.slider(name, lo, hi, step=step, key=key, help=help_.capitalize())
                 sets.append(changes)
         try:
             differ = [k for k in AB_KNOBS if sets[0][k] != sets[1][k]] or ["motion_bucket_id"]
