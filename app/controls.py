@@ -17,6 +17,7 @@ from svd_core import (
     SVDError,
     prepare_image,
 )
+from svd_core.checkpoints import default_checkpoint
 
 S = st.session_state
 KNOB = "knob_"  # widget keys: knob_<param name>
@@ -31,13 +32,11 @@ def sidebar() -> None:
         if not found:
             st.caption("No checkpoint yet: see Generate or Setup.")
             return
-        names = [str(c.path) for c in found]
-        if S.get("ckpt") not in names:
-            S["ckpt"] = names[0] if not any(c.variant.name == "svd_xt" for c in found) else next(
-                str(c.path) for c in found if c.variant.name == "svd_xt")
         by_path = {str(c.path): c for c in found}
+        if S.get("ckpt") not in by_path:
+            S["ckpt"] = str(default_checkpoint(found).path)
         busy = any(S.get(f"{slot}_job") is not None for slot in ("gen", "cmp"))  # keep the model while it runs
-        st.selectbox("Checkpoint", names, key="ckpt", disabled=busy,
+        st.selectbox("Checkpoint", list(by_path), key="ckpt", disabled=busy,
                      format_func=lambda p: f"{by_path[p].name} · {by_path[p].variant.name} · "
                                            f"{by_path[p].size_gb:.2f} GB")
         info = by_path[S["ckpt"]]

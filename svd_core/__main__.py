@@ -54,17 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pick_checkpoint(arg):
-    from .checkpoints import DOWNLOAD_HINT, list_checkpoints
+    from .checkpoints import DOWNLOAD_HINT, default_checkpoint, list_checkpoints
     from .errors import CheckpointError
 
     if arg:
         return arg
-    found = list_checkpoints()
-    if not found:
+    found = default_checkpoint(list_checkpoints())
+    if found is None:
         raise CheckpointError("no checkpoint in checkpoints/: " + DOWNLOAD_HINT + ", or make the demo model with "
                               "`python -m svd_core make-tiny checkpoints/tiny.safetensors`")
-    preferred = [c for c in found if c.variant.name == "svd_xt"] or found
-    return preferred[0].path
+    return found.path
 
 
 def _params(sampler, args):

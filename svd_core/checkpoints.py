@@ -221,6 +221,11 @@ def list_checkpoints(folder=None) -> list[CheckpointInfo]:
     return found
 
 
+def default_checkpoint(found: list[CheckpointInfo]) -> CheckpointInfo | None:
+    """The one to open when nobody chose: SVD-XT if it is there, else the first."""
+    return next((c for c in found if c.variant.name == "svd_xt"), found[0] if found else None)
+
+
 _SHA_CACHE: dict[tuple, str] = {}
 _SHA_LOCK = threading.Lock()  # a second caller waits for the hash in progress instead of hashing again
 
