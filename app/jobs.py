@@ -14,8 +14,7 @@ from svd_core import Cancelled, SVDError
 
 
 class Job:
-    def __init__(self, kind: str, work: Callable[[Job], dict], label: str = ""):
-        self.kind, self.label = kind, label
+    def __init__(self, kind: str, work: Callable[[Job], dict]):
         self._work = work
         self.cancel_event = threading.Event()
         self.status = "queued"  # queued -> running -> done | cancelled | error
@@ -23,8 +22,8 @@ class Job:
         self.step = self.steps = 0
         self.cell = self.cells = 0
         self.cell_label = ""
-        self.started = time.monotonic()
-        self.first_step_at: float | None = None
+        self.first_step_at: float | None = None  # pace of the current cell, from its first reported step
+        self._first_i = 0
         self.result: dict | None = None
         self.error = ""
         self._thread = threading.Thread(target=self._run, name=f"svd-{kind}", daemon=True)
@@ -32,9 +31,6 @@ class Job:
     def start(self) -> Job:
         self._thread.start()
         return self
-
-    def join(self, timeout=None) -> None:
-        self._thread.join(timeout)
 
     # callbacks handed to svd_core --------------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -82,7 +78,6 @@ class Job:
         return pace * left_steps
 
     def _run(self) -> None:
-        self.status = "queued"
         try:
             self.result = self._work(self)
             self.status = "done"

@@ -15,8 +15,8 @@ DEMO_NAME = "tiny_demo.safetensors"
 
 
 def _release(sampler: Sampler) -> None:
-    """Called when the cache drops a sampler (another checkpoint was chosen): give its memory back."""
-    del sampler
+    """Called when the cache drops a sampler (another checkpoint was chosen): give its memory back once the
+    last run holding it ends."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -11,7 +11,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -247,6 +246,3 @@ class Sampler:
         timings = {"image_encode": d0 - start, "denoise": d1 - d0, "decode": end - d1, "total": end - start}
         return frames, timings
 
-
-def load_sampler(checkpoint: str | Path, **kwargs) -> Sampler:
-    return Sampler(checkpoint, **kwargs)
