@@ -40,14 +40,15 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def grid_cells(base: SamplingParams, vary: dict[str, list]) -> list[tuple[str, SamplingParams]]:
+def grid_cells(base: SamplingParams, vary: dict[str, list], max_cells: int = MAX_CELLS
+               ) -> list[tuple[str, SamplingParams]]:
     """Every combination of one or two knobs' values, labelled 'name=value'. Invalid cells raise ValueError."""
     if not 1 <= len(vary) <= 2:
         raise ValueError(f"vary one or two parameters, got {len(vary)}")
     names = list(vary)
     combos = list(itertools.product(*(vary[n] for n in names)))
-    if not 2 <= len(combos) <= MAX_CELLS:
-        raise ValueError(f"a sweep needs 2 to {MAX_CELLS} cells, got {len(combos)}")
+    if not 2 <= len(combos) <= max_cells:
+        raise ValueError(f"a comparison needs 2 to {max_cells} cells, got {len(combos)}")
     cells = []
     for combo in combos:
         changes = dict(zip(names, combo))

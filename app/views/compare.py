@@ -50,10 +50,7 @@ with right:
         knob = st.selectbox("Knob", list(KNOBS), key="cmp_knob")
         text = st.text_input("Values (2 to 6, comma-separated)", value=KNOBS[knob], key=f"cmp_values_{knob}")
         try:
-            name, values = parse_vary(f"{knob}={text}")
-            if not 2 <= len(values) <= 6:
-                raise ValueError(f"give 2 to 6 values, got {len(values)}")
-            cells = grid_cells(base, {name: values})
+            cells = grid_cells(base, dict([parse_vary(f"{knob}={text}")]), max_cells=6)
         except ValueError as e:
             problem = str(e)
     else:
