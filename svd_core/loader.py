@@ -30,7 +30,7 @@ from diffusers.models.resnet import SpatioTemporalResBlock
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .checkpoints import detect_layout, read_safetensors_header, shapes_of
+from .checkpoints import detect_layout, inspect_checkpoint, read_safetensors_header, shapes_of
 from .convert import OPS, Architecture, Target, infer_architecture, map_key, target_shape
 from .errors import CheckpointError
 
@@ -199,10 +199,8 @@ def load_pipeline(path, *, device=None, dtype=None) -> StableVideoDiffusionPipel
     """
     path = Path(path)
     device, dtype = resolve_device_dtype(device, dtype)
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointError(f"{path} is a folder without model_index.json: pass a .safetensors file or a "
-                                  "diffusers pipeline folder")
+    info = inspect_checkpoint(path)  # every "this is not an SVD checkpoint" answer comes from here
+    if info.diffusers_folder:
         try:
             pipe = StableVideoDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as e:
@@ -210,9 +208,6 @@ def load_pipeline(path, *, device=None, dtype=None) -> StableVideoDiffusionPipel
         pipe.to(device)
         match_sgm_groupnorm_eps(pipe.unet)
     else:
-        if not path.exists():
-            raise CheckpointError(f"{path} does not exist: put the checkpoint in checkpoints/ "
-                                  "(see checkpoints/README.md)")
         modules = load_components(path, device=device, dtype=dtype)
         pipe = StableVideoDiffusionPipeline(scheduler=build_scheduler(), feature_extractor=build_feature_extractor(),
                                             **modules)
