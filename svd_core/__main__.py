@@ -84,13 +84,14 @@ def _progress(desc):
 
 
 def cmd_sample(args) -> int:
+    from .export import EXPORTERS
     from .runs import save_run
     from .sampler import Sampler
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    bad = [f for f in formats if f not in ("mp4", "gif", "webp", "zip")]
-    if bad:
-        raise ValueError(f"unknown format {bad[0]!r}; valid: mp4, gif, webp, zip")
+    bad = [f for f in formats if f not in EXPORTERS]
+    if bad:  # before the model loads, not after the run
+        raise ValueError(f"unknown format {bad[0]!r}; valid: {', '.join(EXPORTERS)}")
     sampler = Sampler(_pick_checkpoint(args.checkpoint), device=args.device, dtype=args.dtype,
                       memory_mode=args.memory_mode)
     params = _params(sampler, args)

@@ -78,14 +78,12 @@ def to_frames_zip(frames) -> bytes:
     return buf.getvalue()
 
 
-EXPORTERS = {"mp4": to_mp4, "gif": to_gif, "webp": to_webp}
+EXPORTERS = {"mp4": to_mp4, "gif": to_gif, "webp": to_webp, "zip": lambda frames, fps: to_frames_zip(frames)}
 
 
 def export_frames(frames, fmt: str, fps: float) -> bytes:
-    if fmt == "zip":
-        return to_frames_zip(frames)
     if fmt not in EXPORTERS:
-        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join([*EXPORTERS, 'zip'])}")
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(EXPORTERS)}")
     return EXPORTERS[fmt](frames, fps)
 
 

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import export
 from .checkpoints import CheckpointInfo, file_sha256
@@ -43,6 +42,10 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def new_run_id(prefix: str = "") -> str:
     return f"{prefix}{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
@@ -64,7 +67,7 @@ def write_folder_atomically(folder: Path, files: dict[str, bytes]) -> Path:
 
 def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict | None = None) -> dict:
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "params": result.params.to_dict(),
         "seed": result.params.seed,
         "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name,
@@ -88,20 +91,13 @@ def save_run(result, checkpoint: CheckpointInfo, out_dir=None, formats=("mp4",),
     """Write one run's folder and return its path."""
     out_dir = Path(out_dir or output_dir())
     fps = result.params.video_fps
-    files: dict[str, bytes] = {f"video.{fmt}": export.export_frames(result.frames, fmt, fps) for fmt in formats
-                               if fmt != "zip"}
-    if "zip" in formats:
-        files["frames.zip"] = export.to_frames_zip(result.frames)
-    buf_in = _png(result.image.image)
-    files["input.png"] = buf_in
+    files = {("frames.zip" if fmt == "zip" else f"video.{fmt}"): export.export_frames(result.frames, fmt, fps)
+             for fmt in formats}
+    files["input.png"] = export.to_png(np.asarray(result.image.image))
     files["poster.png"] = export.to_png(result.frames[0])
     record = run_record(result, checkpoint, sorted(files), extra)
     files[RUN_FILE] = json.dumps(record, indent=2).encode()
     return write_folder_atomically(out_dir / (run_id or new_run_id()), files)
-
-
-def _png(img: Image.Image) -> bytes:
-    return export.to_png(np.asarray(img.convert("RGB")))
 
 
 @dataclass(frozen=True)

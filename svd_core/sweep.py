@@ -14,7 +14,7 @@ import numpy as np
 
 from . import export
 from .params import SamplingParams, field_names
-from .runs import new_run_id, output_dir, save_run, write_folder_atomically
+from .runs import new_run_id, output_dir, save_run, utc_now, write_folder_atomically
 
 MAX_CELLS = 16
 
@@ -108,7 +108,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None) -> SweepResult:
     }
     record = {
         "kind": "sweep",
-        "created": json.loads((run_paths[0] / "run.json").read_text())["created"],
+        "created": utc_now(),
         "params": first.params.to_dict(),
         "seed": first.params.seed,
         "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name},
