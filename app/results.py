@@ -12,6 +12,12 @@ from svd_core import export_frames
 S = st.session_state
 
 
+def start_job(slot: str, kind: str, work) -> None:
+    """Run `work(job)` in the background; its result lands in S[f'{slot}_result'] (see consume_job)."""
+    S[f"{slot}_job"] = Job(kind, work).start()
+    S.pop(f"{slot}_error", None)
+
+
 def run_button(slot: str, label: str, hint: str | None, on_click, args) -> None:
     """A page's gated run button: disabled, with the hint, until the page can run (no image, bad settings) or
     while its job runs; then the job's progress and the last error."""
@@ -58,17 +64,15 @@ def show_video(path, caption: str | None = None, frame_width: int | None = None)
         st.caption(html.escape(caption))
 
 
-def downloads(run: dict, key: str) -> None:
-    """mp4 (from the run folder), GIF and frames zip (made when clicked), run.json."""
-    path, frames, fps = run["path"], run.get("frames"), run["params"].video_fps
+def downloads(path, frames, fps: int, key: str) -> None:
+    """mp4 and run.json from the run folder; GIF and frames zip made from the frames when clicked."""
     cols = st.columns(4)
     cols[0].download_button("mp4", (path / "video.mp4").read_bytes(), file_name=f"{path.name}.mp4",
                             mime="video/mp4", key=f"{key}-mp4", width="stretch")
-    if frames is not None:
-        cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}.gif",
-                                mime="image/gif", key=f"{key}-gif", width="stretch")
-        cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}.zip",
-                                mime="application/zip", key=f"{key}-zip", width="stretch")
+    cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}.gif",
+                            mime="image/gif", key=f"{key}-gif", width="stretch")
+    cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}.zip",
+                            mime="application/zip", key=f"{key}-zip", width="stretch")
     cols[3].download_button("run.json", (path / "run.json").read_bytes(), file_name=f"{path.name}.json",
                             mime="application/json", key=f"{key}-json", width="stretch")
 

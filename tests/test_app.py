@@ -116,7 +116,7 @@ def test_generate_full_run_survives_reruns(with_tiny):
     assert at.image  # the preview
     button(at, "Generate video").click().run()
     res = wait(at, "gen_result")
-    assert (res["path"] / "video.mp4").is_file() and res["frames"].shape == (3, 64, 64, 3)
+    assert (res["path"] / "video.mp4").is_file() and res["result"].frames.shape == (3, 64, 64, 3)
     assert at.get("video")
     at.slider(key="knob_motion_bucket_id").set_value(40).run()  # any widget change keeps the result
     assert at.get("video") and at.session_state["gen_result"]["path"] == res["path"]
@@ -222,7 +222,7 @@ def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
     assert job_b.status == "queued" and any("1 run(s) ahead" in i.value for i in b.info)
     button(a, "Cancel").click().run()
     res = wait(b, "gen_result")
-    assert res["frames"].shape[0] == 4 and job_a.status == "cancelled"
+    assert res["result"].frames.shape[0] == 4 and job_a.status == "cancelled"
 
 
 def test_new_seed_button(with_tiny):

@@ -4,8 +4,7 @@ side by side in one synchronised, labelled grid video."""
 import streamlit as st
 
 from controls import S, image_uploader, knobs, prepare, require_sampler
-from jobs import Job
-from results import run_button, show_video
+from results import run_button, show_video, start_job
 from svd_core import RANGES, SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
 
 KNOBS = {
@@ -89,8 +88,7 @@ def start(sampler, image, cells):
         res = run_sweep(sampler, image, cells, on_progress=progress, should_stop=job.should_stop,
                         on_queue=job.on_queue)
         return {"path": res.path, "cells": [(label, p, r.params) for (label, r), p in zip(res.cells, res.run_paths)]}
-    S["cmp_job"] = Job("compare", work).start()
-    S.pop("cmp_error", None)
+    start_job("cmp", "compare", work)
 
 
 hint = ("Upload an image to enable comparing." if data is None else

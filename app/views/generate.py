@@ -3,8 +3,7 @@
 import streamlit as st
 
 from controls import S, image_uploader, knob_widgets, prepare, require_sampler
-from jobs import Job
-from results import downloads, run_button, show_video
+from results import downloads, run_button, show_video, start_job
 from svd_core import SVDError, save_run
 
 sampler = require_sampler()
@@ -31,16 +30,12 @@ with left:
 def start(sampler, prepared, params):
     if prepared is None or params is None:  # the gate: no image, no run
         return
-    info = sampler.info
 
     def work(job):
         result = sampler.generate(prepared, params, on_step=job.on_step, should_stop=job.should_stop,
                                   on_queue=job.on_queue)
-        path = save_run(result, info)
-        return {"path": path, "params": result.params, "frames": result.frames, "notes": result.notes,
-                "timings": result.timings, "memory_mode": result.memory_mode, "device": result.device}
-    S["gen_job"] = Job("generate", work).start()
-    S.pop("gen_error", None)
+        return {"path": save_run(result, sampler.info), "result": result}
+    start_job("gen", "generate", work)
 
 
 hint = ("Upload an image to enable sampling." if data is None else
@@ -51,12 +46,13 @@ res = S.get("gen_result")
 if res:
     st.divider()
     st.subheader("Result")
-    p, t = res["params"], res["timings"]
+    r = res["result"]
+    p, t = r.params, r.timings
     show_video(res["path"] / "video.mp4", frame_width=p.width)
     st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} · noise aug {p.noise_aug_strength:g} · "
                f"{p.num_frames} frames · {p.num_inference_steps} steps · {t['total']:.1f} s "
                f"(encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode {t['decode']:.1f}) · "
-               f"{res['memory_mode']} on {res['device']} · saved to outputs/{res['path'].name}")
-    for note in res["notes"]:
+               f"{r.memory_mode} on {r.device} · saved to outputs/{res['path'].name}")
+    for note in r.notes:
         st.caption(f":material/info: {note}")
-    downloads(res, "gen")
+    downloads(res["path"], r.frames, p.video_fps, "gen")
