@@ -70,35 +70,22 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def run_baseline(pipe, image, p, device):
-    """Stock diffusers pipeline call, timed per stage the same way the sampler times itself."""
-    marks = {}
+    """Stock diffusers pipeline call, timed by the same StageClock the Sampler uses."""
+    from svd_core.sampler import StageClock, to_uint8
 
-    def first_unet_call(module, args):  # returns None: a pre-hook's return value would replace the inputs
-        marks.setdefault("d0", sync(device))
-    hook = pipe.unet.register_forward_pre_hook(first_unet_call)
+    clock = StageClock(pipe, device)
 
     def cb(pipe_, i, t, kw):
-        marks["d1"] = sync(device)
+        clock.step_end()
         return kw
-    t0 = sync(device)
-    with torch.inference_mode():
+    with clock, torch.inference_mode():
         out = pipe(image, height=p.height, width=p.width, num_frames=p.num_frames,
                    num_inference_steps=p.num_inference_steps, min_guidance_scale=p.min_guidance_scale,
                    max_guidance_scale=p.max_guidance_scale, fps=p.fps, motion_bucket_id=p.motion_bucket_id,
                    noise_aug_strength=p.noise_aug_strength, decode_chunk_size=p.decode_chunk_size,
                    generator=torch.Generator("cpu").manual_seed(p.seed), output_type="np", callback_on_step_end=cb)
-    t1 = sync(device)
-    hook.remove()
-    frames = np.clip(np.asarray(out.frames[0]) * 255 + 0.5, 0, 255).astype(np.uint8)
-    return frames, {"image_encode": marks["d0"] - t0, "denoise": marks["d1"] - marks["d0"],
-                    "decode": t1 - marks["d1"], "total": t1 - t0}
+    return to_uint8(out.frames[0]), clock.timings()
 
 
 def _gen(sampler, img, params):

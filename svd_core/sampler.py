@@ -97,6 +97,46 @@ class RunQueue:
             self._cond.notify_all()
 
 
+def to_uint8(frames) -> np.ndarray:
+    """diffusers' float frames in [0, 1] -> uint8 (F, H, W, 3)."""
+    return np.clip(np.asarray(frames) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+class StageClock:
+    """Wall time of one pipeline call by stage: image encode (start -> first UNet call), denoise (-> the last
+    step's end, marked by `step_end()` from the step callback), decode (-> return). Synchronises CUDA at each
+    mark, so GPU work is counted where it happens."""
+
+    def __init__(self, pipe, device: torch.device):
+        self.pipe, self.device, self.marks = pipe, device, {}
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _first_unet_call(self, module, args) -> None:  # a pre-hook must return None: a value replaces the inputs
+        self.marks.setdefault("denoise_start", self._now())
+
+    def step_end(self) -> None:
+        self.marks["denoise_end"] = self._now()
+
+    def __enter__(self):
+        self._hook = self.pipe.unet.register_forward_pre_hook(self._first_unet_call)
+        self.marks["start"] = self._now()
+        return self
+
+    def __exit__(self, *exc):
+        self._hook.remove()
+        self.marks["end"] = self._now()
+
+    def timings(self) -> dict[str, float]:
+        m = self.marks
+        d0, d1 = m.get("denoise_start", m["start"]), m.get("denoise_end", m["end"])
+        return {"image_encode": d0 - m["start"], "denoise": d1 - d0, "decode": m["end"] - d1,
+                "total": m["end"] - m["start"]}
+
+
 @dataclass
 class SampleResult:
     frames: np.ndarray  # uint8 (F, H, W, 3)
@@ -198,22 +238,14 @@ class Sampler:
                     f"{v.defaults['motion_bucket_id']} only; other values are outside its training"]
         return []
 
-    def _sync(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop):
         n = params.num_inference_steps
-        marks: dict[str, float] = {}
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled before it started")
-
-        def first_unet_call(module, args):
-            marks.setdefault("denoise_start", self._sync())
+        clock = StageClock(self.pipe, self.device)
 
         def step_end(pipe, i, t, kwargs):
-            marks["denoise_end"] = self._sync()
+            clock.step_end()
             if on_step is not None:
                 on_step(i + 1, n)
             if should_stop is not None and should_stop() and i + 1 < n:
@@ -223,26 +255,18 @@ class Sampler:
         decode_chunk = params.decode_chunk_size
         if self.memory_mode == "low":
             decode_chunk = min(decode_chunk, LOW_DECODE_CHUNK)
-        generator = torch.Generator("cpu").manual_seed(params.seed)
-        hook = self.pipe.unet.register_forward_pre_hook(first_unet_call)
-        start = self._sync()
         try:
-            with torch.inference_mode():
+            with clock, torch.inference_mode():
                 out = self.pipe(
                     prepared.image, height=params.height, width=params.width, num_frames=params.num_frames,
                     num_inference_steps=n, min_guidance_scale=params.min_guidance_scale,
                     max_guidance_scale=params.max_guidance_scale, fps=params.fps,
                     motion_bucket_id=params.motion_bucket_id, noise_aug_strength=params.noise_aug_strength,
-                    decode_chunk_size=decode_chunk, generator=generator, output_type="np",
-                    callback_on_step_end=step_end)
+                    decode_chunk_size=decode_chunk, generator=torch.Generator("cpu").manual_seed(params.seed),
+                    output_type="np", callback_on_step_end=step_end)
         except _Stop:
             raise Cancelled("run cancelled") from None
         finally:
-            hook.remove()
             self.pipe.maybe_free_model_hooks()
-        end = self._sync()
-        frames = np.clip(np.asarray(out.frames[0]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        d0, d1 = marks.get("denoise_start", start), marks.get("denoise_end", end)
-        timings = {"image_encode": d0 - start, "denoise": d1 - d0, "decode": end - d1, "total": end - start}
-        return frames, timings
+        return to_uint8(out.frames[0]), clock.timings()
 
