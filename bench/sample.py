@@ -45,9 +45,9 @@ def count_flops(arch, frames: int, height: int, width: int, guidance: bool) -> d
     """FLOPs of one denoising step (UNet on the CFG batch) and of decoding all frames, on meta tensors."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from svd_core.loader import _empty_modules
+    from svd_core.loader import empty_modules
 
-    m = _empty_modules(arch)
+    m = empty_modules(arch)
     f = arch.vae_scale_factor
     h, w, b = height // f, width // f, 2 if guidance else 1
     meta = dict(device="meta", dtype=torch.float16)

@@ -152,7 +152,9 @@ def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[st
     return plan
 
 
-def _empty_modules(arch: Architecture) -> dict[str, torch.nn.Module]:
+def empty_modules(arch: Architecture) -> dict[str, torch.nn.Module]:
+    """unet, vae and image_encoder of `arch` with parameters on the meta device (no memory): for loading, key
+    coverage checks and FLOP counts."""
     with init_empty_weights():
         return {"unet": build_unet(arch), "vae": build_vae(arch), "image_encoder": build_image_encoder(arch)}
 
@@ -171,7 +173,7 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError(f"cannot read the architecture of {path.name} ({e}): the file is incomplete or "
                               "not an SVD release") from None
-    modules = _empty_modules(arch)
+    modules = empty_modules(arch)
     plan = plan_load(shapes, arch, modules)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

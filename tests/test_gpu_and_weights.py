@@ -7,7 +7,7 @@ import torch
 from svd_core import Sampler, list_checkpoints
 from svd_core.checkpoints import read_safetensors_header, shapes_of
 from svd_core.convert import infer_architecture
-from svd_core.loader import _empty_modules, plan_load
+from svd_core.loader import empty_modules, plan_load
 
 CUDA = torch.cuda.is_available()
 REAL = [c for c in list_checkpoints() if not c.variant.name.startswith("tiny") and not c.diffusers_folder]
@@ -45,7 +45,7 @@ def test_real_checkpoint_layout(info):
     header = read_safetensors_header(info.path)
     shapes = shapes_of(header)
     arch = infer_architecture(shapes, header.get("__metadata__"))
-    plan_load(shapes, arch, _empty_modules(arch))  # every parameter covered, shapes right
+    plan_load(shapes, arch, empty_modules(arch))  # every parameter covered, shapes right
 
 
 @pytest.mark.weights

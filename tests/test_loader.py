@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from svd_core import CheckpointError, inspect_checkpoint, list_checkpoints, load_pipeline
 from svd_core.checkpoints import detect_layout
 from svd_core.convert import infer_architecture, is_unused, map_key
-from svd_core.loader import _empty_modules, plan_load
+from svd_core.loader import empty_modules, plan_load
 
 from .conftest import FIXTURES, REFERENCE_SETS
 
@@ -137,7 +137,7 @@ def test_real_layout_key_coverage(kind):
     assert arch.unet_attention == (True, True, True, False) and arch.unet_adm_channels == 768
     assert (arch.clip_width, arch.clip_layers, arch.clip_heads, arch.clip_embed_dim) == (1280, 32, 16, 1024)
     assert arch.vae_channels == (128, 256, 512, 512) and arch.temporal_decoder == (kind == "video")
-    modules = _empty_modules(arch)
+    modules = empty_modules(arch)
     assert all(p.is_meta for m in modules.values() for p in m.parameters())
     plan = plan_load(shapes, arch, modules)  # raises on any gap or shape mismatch
     unused = [k for k in shapes if k not in plan]
