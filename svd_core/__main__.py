@@ -66,9 +66,24 @@ def _pick_checkpoint(arg):
     return found.path
 
 
-def _params(sampler, args):
+def _checked_inputs(args):
+    """Everything that can be checked before a minute of model loading: the checkpoint's header, the
+    parameters against its variant's defaults, the image's decoding. Returns (checkpoint info, params)."""
+    from .checkpoints import inspect_checkpoint
+    from .images import open_image
+    from .params import SamplingParams
+
+    info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
     overrides = {k: getattr(args, k) for k in [*RANGES, "resize_mode"] if getattr(args, k) is not None}
-    return sampler.default_params(**overrides)
+    params = SamplingParams.for_variant(info.variant, **overrides)
+    open_image(args.image)
+    return info, params
+
+
+def _sampler(info, args):
+    from .sampler import Sampler
+
+    return Sampler(info.path, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode)
 
 
 def _progress(desc):
@@ -86,18 +101,17 @@ def _progress(desc):
 def cmd_sample(args) -> int:
     from .export import EXPORTERS
     from .runs import save_run
-    from .sampler import Sampler
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in EXPORTERS]
     if bad:  # before the model loads, not after the run
         raise ValueError(f"unknown format {bad[0]!r}; valid: {', '.join(EXPORTERS)}")
-    sampler = Sampler(_pick_checkpoint(args.checkpoint), device=args.device, dtype=args.dtype,
-                      memory_mode=args.memory_mode)
-    params = _params(sampler, args)
+    info, params = _checked_inputs(args)
+    sampler = _sampler(info, args)
+    prepared = sampler.prepare(args.image, params)
     bar, on_step = _progress("sampling")
     try:
-        result = sampler.generate(args.image, params, on_step=on_step)
+        result = sampler.generate(prepared, params, on_step=on_step)
     finally:
         bar.close()
     for note in result.notes:
@@ -110,13 +124,12 @@ def cmd_sample(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sampler import Sampler
     from .sweep import grid_cells, parse_vary, run_sweep
 
     vary = dict(parse_vary(v) for v in args.vary)
-    sampler = Sampler(_pick_checkpoint(args.checkpoint), device=args.device, dtype=args.dtype,
-                      memory_mode=args.memory_mode)
-    cells = grid_cells(_params(sampler, args), vary)
+    info, params = _checked_inputs(args)
+    cells = grid_cells(params, vary)
+    sampler = _sampler(info, args)
     from tqdm import tqdm
 
     bar = tqdm(total=len(cells), desc="cells", unit="cell", leave=False)

@@ -127,9 +127,13 @@ def read_safetensors_header(path: Path) -> dict:
                               "checkpoint") from None
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
-        raise CheckpointError(f"{path.name} is truncated ({size / 1e9:.2f} GB of {(8 + n + end) / 1e9:.2f} GB): "
-                              "the download did not finish; download it again")
+        raise CheckpointError(f"{path.name} is truncated ({_size(size)} of {_size(8 + n + end)}): the download "
+                              "did not finish; download it again")
     return header
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def shapes_of(header: dict) -> dict[str, list[int]]:
