@@ -39,7 +39,8 @@ def start(sampler, prepared, params):
 
 
 hint = ("Upload an image to enable sampling." if data is None else
-        "Fix the image or the settings above." if prepared is None or params is None else None)
+        "Fix the settings above." if params is None else
+        "Upload another image: this one cannot be used (see above)." if prepared is None else None)
 run_button("gen", "Generate video", hint, start, (sampler, prepared, params))
 
 res = S.get("gen_result")
