@@ -19,8 +19,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "motion_bucket_id": (0, 255, "how much motion to ask for: higher moves more"),
     "noise_aug_strength": (0.0, 1.0, "noise added to the conditioning image: more gives more motion and less "
                                      "likeness to the image"),
-    "decode_chunk_size": (1, 64, "frames decoded at once: lower saves memory; it also changes the result, since "
-                                 "the temporal decoder mixes frames within a chunk"),
+    "decode_chunk_size": (1, 64, "frames decoded at once (at most all of them): lower saves memory; it also "
+                                 "changes the result, since the temporal decoder mixes frames within a chunk"),
     "seed": (0, 2**53 - 1, "random seed: the same seed and settings give the same video"),  # JS-safe
     "width": (64, 2048, "output width in pixels"),
     "height": (64, 2048, "output height in pixels"),
@@ -56,11 +56,14 @@ class SamplingParams:
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
             object.__setattr__(self, name, int(value) if integer else float(value))
-        if self.decode_chunk_size > self.num_frames:
-            raise ValueError(f"decode_chunk_size must be between 1 and num_frames ({self.num_frames}), "
-                             f"got {self.decode_chunk_size}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
+
+    @property
+    def decode_chunk(self) -> int:
+        """Frames per decoder call: decode_chunk_size, or every frame when it is larger than the clip (as in
+        Stability's scripts and diffusers, which decode min(chunk, frames) at once)."""
+        return min(self.decode_chunk_size, self.num_frames)
 
     @property
     def video_fps(self) -> int:
@@ -82,13 +85,9 @@ class SamplingParams:
 
     @classmethod
     def for_variant(cls, variant: Variant | str, **overrides) -> SamplingParams:
-        """Stability's defaults for a checkpoint variant, then `overrides`. Unless given, decode_chunk_size is
-        Stability's 14 capped at num_frames."""
+        """Stability's defaults for a checkpoint variant, then `overrides`."""
         v = get_variant(variant) if isinstance(variant, str) else variant
-        values = {**v.defaults, **overrides}
-        if "decode_chunk_size" not in overrides:
-            values["decode_chunk_size"] = min(values.get("decode_chunk_size", 14), values.get("num_frames", 14))
-        return cls.from_dict(values)
+        return cls.from_dict({**v.defaults, **overrides})
 
 
 def field_names() -> list[str]:

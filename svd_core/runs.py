@@ -20,6 +20,7 @@ import numpy as np
 
 from . import export
 from .checkpoints import CheckpointInfo, file_sha256
+from .errors import Cancelled
 from .params import SamplingParams
 
 
@@ -50,14 +51,17 @@ def new_run_id(prefix: str = "") -> str:
     return f"{prefix}{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def write_folder_atomically(folder: Path, files: dict[str, bytes]) -> Path:
-    """Write `files` into a temporary sibling of `folder`, then rename it into place."""
+def write_folder_atomically(folder: Path, files: dict[str, bytes], should_stop=None) -> Path:
+    """Write `files` into a temporary sibling of `folder`, then rename it into place. `should_stop()` is
+    asked once more just before the rename: a cancel up to that moment leaves nothing."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f"{TMP_PREFIX}{folder.name}"
     tmp.mkdir()
     try:
         for name, data in files.items():  # run.json comes last: it marks the run as complete
             (tmp / name).write_bytes(data)
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled before the run was saved: nothing was written")
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,6 +79,7 @@ def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict
         "device": result.device,
         "dtype": result.dtype,
         "memory_mode": result.memory_mode,
+        "effective": dict(result.effective),
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "frames": int(result.frames.shape[0]),
         "size": [int(result.frames.shape[2]), int(result.frames.shape[1])],
@@ -86,18 +91,28 @@ def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict
     }
 
 
+ORIGINAL_INPUT = "input_original"  # + the upload's own suffix: the user's image as given, before resizing
+
+
 def save_run(result, checkpoint: CheckpointInfo, out_dir=None, formats=("mp4",), run_id: str | None = None,
-             extra: dict | None = None) -> Path:
-    """Write one run's folder and return its path."""
+             extra: dict | None = None, source: tuple[str, bytes] | None = None, should_stop=None) -> Path:
+    """Write one run's folder and return its path. `source`: (file name, bytes) of the image as the user gave
+    it, kept beside the prepared input so the run can be reloaded from the original. A cancel (`should_stop`)
+    up to the final rename writes nothing."""
     out_dir = Path(out_dir or output_dir())
     fps = result.params.video_fps
     files = {("frames.zip" if fmt == "zip" else f"video.{fmt}"): export.export_frames(result.frames, fmt, fps)
              for fmt in formats}
     files["input.png"] = export.to_png(np.asarray(result.image.image))
     files["poster.png"] = export.to_png(result.frames[0])
+    if source is not None:
+        suffix = Path(source[0]).suffix.lower()
+        files[ORIGINAL_INPUT + (suffix if suffix in (".png", ".jpg", ".jpeg", ".webp") else ".img")] = source[1]
     record = run_record(result, checkpoint, sorted(files), extra)
+    if source is not None:
+        record["input"]["name"] = Path(source[0]).name
     files[RUN_FILE] = json.dumps(record, indent=2).encode()
-    return write_folder_atomically(out_dir / (run_id or new_run_id()), files)
+    return write_folder_atomically(out_dir / (run_id or new_run_id()), files, should_stop)
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,11 @@ class RunInfo:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    @property
+    def original_input(self) -> Path | None:
+        """The image as the user gave it (runs saved before this existed: None)."""
+        return next((self.path / f for f in self.record.get("files", []) if f.startswith(ORIGINAL_INPUT)), None)
 
 
 def load_run(path) -> RunInfo:

@@ -40,14 +40,20 @@ def resolve_memory_mode(mode: str, device: torch.device) -> str:
 
 
 def set_unet_chunking(unet, enabled: bool) -> None:
-    """Feed-forward chunking over frames (diffusers' enable_forward_chunking; there is no disable, so both
-    directions go through each block's set_chunk_feed_forward)."""
+    """UNet feed-forward chunking, diffusers' recipe for SVD (`unet.enable_forward_chunking()`): the spatial
+    blocks' feed-forward runs one frame at a time (dim 0, the batch-of-frames), the temporal blocks' one frame
+    position at a time (diffusers fixes their dim). There is no disable in diffusers, so switching it off goes
+    through each block's set_chunk_feed_forward."""
     if enabled:
-        unet.enable_forward_chunking(chunk_size=1, dim=1)
+        unet.enable_forward_chunking()
         return
     for m in unet.modules():
         if hasattr(m, "set_chunk_feed_forward"):
-            m.set_chunk_feed_forward(chunk_size=None, dim=0)
+            m.set_chunk_feed_forward(chunk_size=None)
+
+
+def unet_chunking(unet) -> bool:
+    return any(getattr(m, "_chunk_size", None) for m in unet.modules())
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -107,8 +113,8 @@ class StageClock:
     step's end, marked by `step_end()` from the step callback), decode (-> return). Synchronises CUDA at each
     mark, so GPU work is counted where it happens."""
 
-    def __init__(self, pipe, device: torch.device):
-        self.pipe, self.device, self.marks = pipe, device, {}
+    def __init__(self, pipe, device: torch.device, on_phase: Callable[[str], None] | None = None):
+        self.pipe, self.device, self.marks, self.on_phase = pipe, device, {}, on_phase
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -116,7 +122,10 @@ class StageClock:
         return time.perf_counter()
 
     def _first_unet_call(self, module, args) -> None:  # a pre-hook must return None: a value replaces the inputs
-        self.marks.setdefault("denoise_start", self._now())
+        if "denoise_start" not in self.marks:
+            self.marks["denoise_start"] = self._now()
+            if self.on_phase is not None:
+                self.on_phase("denoising")
 
     def step_end(self) -> None:
         self.marks["denoise_end"] = self._now()
@@ -124,6 +133,8 @@ class StageClock:
     def __enter__(self):
         self._hook = self.pipe.unet.register_forward_pre_hook(self._first_unet_call)
         self.marks["start"] = self._now()
+        if self.on_phase is not None:
+            self.on_phase("encoding")
         return self
 
     def __exit__(self, *exc):
@@ -147,6 +158,7 @@ class SampleResult:
     device: str
     dtype: str
     notes: list[str] = field(default_factory=list)
+    effective: dict = field(default_factory=dict)  # what the run really used (run.json's "effective")
 
 
 class Sampler:
@@ -198,37 +210,64 @@ class Sampler:
 
     def generate(self, image, params: SamplingParams, on_step: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 on_queue: Callable[[int], None] | None = None) -> SampleResult:
+                 on_queue: Callable[[int], None] | None = None,
+                 on_phase: Callable[[str], None] | None = None) -> SampleResult:
         """Sample one video. `image`: a path, bytes, PIL image or PreparedImage. Raises Cancelled when
-        `should_stop()` turns true (checked between steps); nothing is returned or written then."""
+        `should_stop()` turns true: it is checked while queued, between steps, after the last step and before
+        each decoder call; nothing is returned or written then. `on_phase(name)`: "encoding", "denoising",
+        "decoding" as each starts."""
         prepared = image if isinstance(image, PreparedImage) else self.prepare(image, params)
         if prepared.size != (params.width, params.height):
             params = params.replace(width=prepared.size[0], height=prepared.size[1])
         notes = list(prepared.notes) + self._conditioning_notes(params)
         self.queue.acquire(on_queue, should_stop)
         try:
-            frames, timings = self._run_with_fallback(prepared, params, on_step, should_stop, notes)
+            frames, timings, effective = self._run_with_fallback(prepared, params, on_step, should_stop, on_phase,
+                                                                 notes)
         finally:
             self.queue.release()
-        return SampleResult(frames, params, prepared, timings, self.memory_mode, str(self.device),
-                            str(self.dtype).replace("torch.", ""), notes)
+        if should_stop is not None and should_stop():
+            raise Cancelled("run cancelled")
+        return SampleResult(frames, params, prepared, timings, effective["memory_mode"], effective["device"],
+                            effective["dtype"], notes, effective)
 
-    def _run_with_fallback(self, prepared, params, on_step, should_stop, notes: list[str]):
-        """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low), retry once."""
-        for attempt in (1, 2):
-            try:
-                return self._run(prepared, params, on_step, should_stop)
-            except Exception as e:
-                if not _is_oom(e):
-                    raise
-                self._free_accelerator()
-                lower = _LOWER.get(self.memory_mode)
-                if attempt == 2 or lower is None:
-                    raise OutOfMemory(f"out of memory in '{self.memory_mode}' mode{' too' if attempt == 2 else ''}:"
-                                      " lower the resolution, num_frames or decode_chunk_size") from None
-                notes.append(f"out of memory in '{self.memory_mode}' mode; retried in '{lower}' mode")
-                self.memory_mode = lower
-                self._apply_memory_mode(lower)
+    def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
+        """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
+        retry once, and put the server's mode back afterwards."""
+        mode, fallback = self.memory_mode, None
+        try:
+            for attempt in (1, 2):
+                try:
+                    frames, timings, used = self._run(prepared, params, on_step, should_stop, on_phase, mode)
+                    break
+                except Exception as e:
+                    if not _is_oom(e):
+                        raise
+                    self._free_accelerator()
+                    lower = _LOWER.get(mode)
+                    if attempt == 2 or lower is None:
+                        raise OutOfMemory(f"out of memory in '{mode}' mode{' too' if attempt == 2 else ''}: lower "
+                                          "the resolution, num_frames or decode_chunk_size") from None
+                    notes.append(f"out of memory in '{mode}' mode; this run was retried in '{lower}' mode")
+                    fallback = {"from": mode, "to": lower, "reason": "out of memory"}
+                    mode = lower
+                    self._apply_memory_mode(mode)
+        finally:
+            if mode != self.memory_mode:
+                self._apply_memory_mode(self.memory_mode)
+        if used["decode_chunk_size"] < params.decode_chunk:
+            notes.append(f"decode_chunk_size lowered from {params.decode_chunk_size} to "
+                         f"{used['decode_chunk_size']} by '{mode}' "
+                         "memory mode: this changes the result (the temporal decoder mixes frames within a chunk)")
+        effective = {
+            **used,  # decode_chunk_size, unet_ff_chunking
+            "memory_mode": mode,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "fps_id": params.fps - 1,  # what the model is conditioned on: diffusers passes fps - 1 (Stability's)
+            "fallback": fallback,
+        }
+        return frames, timings, effective
 
     def _conditioning_notes(self, params: SamplingParams) -> list[str]:
         v = self.info.variant
@@ -238,23 +277,31 @@ class Sampler:
                     f"{v.defaults['motion_bucket_id']} only; other values are outside its training"]
         return []
 
-    def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop):
+    def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str):
         n = params.num_inference_steps
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled before it started")
-        clock = StageClock(self.pipe, self.device)
+        clock = StageClock(self.pipe, self.device, on_phase)
 
         def step_end(pipe, i, t, kwargs):
             clock.step_end()
             if on_step is not None:
                 on_step(i + 1, n)
-            if should_stop is not None and should_stop() and i + 1 < n:
+            if should_stop is not None and should_stop():  # the last step too: the decode never starts
                 raise _Stop
+            if i + 1 == n and on_phase is not None:
+                on_phase("decoding")
             return kwargs
 
-        decode_chunk = params.decode_chunk_size
-        if self.memory_mode == "low":
+        def before_decode(module, args):  # a pre-hook must return None: a value replaces the inputs
+            if should_stop is not None and should_stop():
+                raise _Stop
+
+        decode_chunk = params.decode_chunk
+        if mode == "low":
             decode_chunk = min(decode_chunk, LOW_DECODE_CHUNK)
+        used = {"decode_chunk_size": decode_chunk, "unet_ff_chunking": unet_chunking(self.pipe.unet)}
+        hook = self.pipe.vae.decoder.register_forward_pre_hook(before_decode)
         try:
             with clock, torch.inference_mode():
                 out = self.pipe(
@@ -267,6 +314,6 @@ class Sampler:
         except _Stop:
             raise Cancelled("run cancelled") from None
         finally:
+            hook.remove()
             self.pipe.maybe_free_model_hooks()
-        return to_uint8(out.frames[0]), clock.timings()
-
+        return to_uint8(out.frames[0]), clock.timings(), used

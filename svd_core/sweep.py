@@ -52,8 +52,6 @@ def grid_cells(base: SamplingParams, vary: dict[str, list], max_cells: int = MAX
     cells = []
     for combo in combos:
         changes = dict(zip(names, combo))
-        if "num_frames" in changes and "decode_chunk_size" not in changes:
-            changes["decode_chunk_size"] = min(base.decode_chunk_size, changes["num_frames"])
         label = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, combo))
         cells.append((label, base.replace(**changes)))
     return cells
