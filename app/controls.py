@@ -1,87 +1,137 @@
-"""Shared widgets: the sidebar model picker, the knobs (-> SamplingParams) and the image store. Values live in
-st.session_state so nothing is lost on a rerun or a page switch."""
+"""Shared widgets: the sidebar (the server's model and queue), the knobs (-> SamplingParams) and the image."""
 
 from __future__ import annotations
 
 import random
+import time
 
 import streamlit as st
 
-from resources import checkpoints, device_choices, get_sampler, make_demo_model
-from svd_core import (
-    MEMORY_MODES,
-    RANGES,
-    RESIZE_MODES,
-    ImageSpec,
-    SamplingParams,
-    SVDError,
-    prepare_image,
-)
+from app import state
+from app.resources import checkpoints, device_choices, get_server, make_demo_model
+from app.server import Busy, ModelChoice
+from svd_core import MEMORY_MODES, RANGES, RESIZE_MODES, ImageSpec, SamplingParams, SVDError, prepare_image
 from svd_core.checkpoints import default_checkpoint
 
 S = st.session_state
-KNOB = "knob_"  # widget keys: knob_<param name>
 
 
 # ------------------------------------------------------------------------------------------------- model
 
+def _label(info) -> str:
+    return f"{info.name} ({info.variant.name}, {info.size_gb:.2f} GB)" if info.size_gb >= 0.1 else \
+        f"{info.name} ({info.variant.name}, {info.size_bytes / 1e6:.0f} MB)"
+
+
+def _choose() -> None:
+    """on_change of the sidebar's model widgets: ask the server; refused while runs are active."""
+    server = get_server()
+    choice = ModelChoice(S["model_ckpt"], S.get("model_device", ""), S.get("model_memory_mode", "auto"))
+    try:
+        server.select(choice, by=state.session_id())
+    except Busy as e:
+        S["model_refused"] = str(e)
+
+
 def sidebar() -> None:
     found = checkpoints()
+    server = get_server()
     with st.sidebar:
         st.markdown("### Model")
         if not found:
             st.caption("No checkpoint yet: see Generate or Setup.")
             return
         by_path = {str(c.path): c for c in found}
-        if S.get("ckpt") not in by_path:
-            S["ckpt"] = str(default_checkpoint(found).path)
-        busy = any(S.get(f"{slot}_job") is not None for slot in ("gen", "cmp"))  # keep the model while it runs
-        st.selectbox("Checkpoint", list(by_path), key="ckpt", disabled=busy,
-                     format_func=lambda p: f"{by_path[p].name} · {by_path[p].variant.name} · "
-                                           f"{by_path[p].size_gb:.2f} GB")
-        info = by_path[S["ckpt"]]
+        if server.choice is None or server.choice.path not in by_path:
+            first = ModelChoice(str(default_checkpoint(found).path))
+            try:
+                server.select(first, by="the server (default)")
+            except Busy:
+                pass
+        choice = server.choice
+        if choice.path not in by_path:  # its file went away while runs still use it
+            st.warning(f"{choice.name} is no longer in checkpoints/; it stays loaded until its runs finish.",
+                       icon=":material/warning:")
+            queue_panel(server.jobs())
+            return
+        # the widgets show the server's model, whoever chose it
+        S["model_ckpt"], S["model_device"], S["model_memory_mode"] = choice.path, choice.device, choice.memory_mode
+        active = server.jobs()
+        st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
+                     format_func=lambda p: _label(by_path[p]),
+                     help="One model for every open tab: it can change while no run is queued or running.")
+        refused = S.pop("model_refused", None)
+        if refused:
+            st.warning(refused, icon=":material/block:")
+        info = by_path[choice.path]
         st.caption(info.variant.title)
         if info.variant.name.startswith("tiny"):
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
                        "checkpoints/ for real videos.", icon=":material/science:")
         devices = device_choices()
-        st.selectbox("Device", devices, key="device", help="CUDA GPU, Apple MPS or CPU (slow)", disabled=busy)
-        st.selectbox("Memory mode", MEMORY_MODES, key="memory_mode", disabled=busy,
-                     help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
-                          "small decode chunks (< 8 GB for SVD-XT) · auto: by free GPU memory")
-        if S.get("knobs_for") != S["ckpt"]:  # a new checkpoint: its variant's defaults
-            reset_knobs(SamplingParams.for_variant(info.variant))
-            S["knobs_for"] = S["ckpt"]
+        if devices == ["cpu"]:
+            st.caption("Device: CPU (no GPU found). Memory modes apply to GPUs only.")
+        else:
+            st.selectbox("Device", ["", *devices], key="model_device", on_change=_choose,
+                         format_func=lambda d: d or f"best ({devices[0]})", help="CUDA GPU, Apple MPS or CPU (slow)")
+            st.selectbox("Memory mode", MEMORY_MODES, key="model_memory_mode", on_change=_choose,
+                         help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
+                              "decode chunks of 2 (< 8 GB for SVD-XT) · auto: by free GPU memory")
+        who = "you" if server.changed_by == state.session_id() else server.changed_by or "the server"
+        st.caption(f"Chosen by {who} at {time.strftime('%H:%M', time.localtime(server.changed_at))} · "
+                   f"{'loaded' if server.loaded else 'loads on first use'}")
+        queue_panel(active)
+
+
+def queue_panel(active) -> None:
+    if not active:
+        st.caption("Queue: empty")
+        return
+    me = state.session_id()
+    lines = []
+    for j in active:
+        who = "you" if j.owner == me else f"session {j.owner}"
+        what = j.status_text() if j.status == "running" else "queued"
+        lines.append(f"- {j.kind} by {who}: {what}")
+    st.markdown("**Queue** (every tab shares it)\n" + "\n".join(lines))
 
 
 def current_checkpoint():
-    found = {str(c.path): c for c in checkpoints()}
-    return found.get(S.get("ckpt"))
-
-
-def load_sampler():
-    """The shared sampler for the sidebar's choices, or None after showing why not."""
-    info = current_checkpoint()
-    if info is None:
+    server = get_server()
+    if server.choice is None:
         return None
-    try:
-        return get_sampler(str(info.path), info.path.stat().st_mtime, S.get("device", ""), "",
-                           S.get("memory_mode", "auto"))
-    except (SVDError, ValueError) as e:
-        st.error(f"Cannot load {info.name}: {e}", icon=":material/error:")
-        return None
+    return {str(c.path): c for c in checkpoints()}.get(server.choice.path)
 
 
 def require_sampler():
     """The page's sampler. Without a checkpoint: the first-run screen; if it cannot load: the reason. Either
-    way the page stops there."""
-    if current_checkpoint() is None:
+    way the page stops there. A model changed by another session resets this session's knobs, visibly."""
+    info = current_checkpoint()
+    if info is None:
         first_run_screen()
         st.stop()
-    sampler = load_sampler()
-    if sampler is None:
+    server = get_server()
+    try:
+        if server.loaded:
+            sampler = server.sampler()
+        else:
+            with st.spinner(f"Loading {info.name}… (a 9.56 GB checkpoint takes a minute)"):
+                sampler = server.sampler()
+    except (SVDError, ValueError) as e:
+        st.error(f"Cannot load {info.name}: {e}", icon=":material/error:")
         st.stop()
+    sync_knobs(info)
     return sampler
+
+
+def sync_knobs(info) -> None:
+    """Knobs belong to a checkpoint: a new model (chosen here or in another tab) brings its defaults, said."""
+    made_for = state.knobs_for()
+    if made_for == str(info.path):
+        return
+    state.set_params(SamplingParams.for_variant(info.variant), str(info.path))
+    if made_for is not None:
+        state.notify("generate", f"The model is now {info.name}: settings reset to its defaults.")
 
 
 def first_run_screen() -> None:
@@ -104,29 +154,12 @@ def first_run_screen() -> None:
 
 # ------------------------------------------------------------------------------------------------- knobs
 
-def reset_knobs(params: SamplingParams) -> None:
-    S["knobs"] = params.to_dict()
-    for name in params.to_dict():
-        S.pop(KNOB + name, None)
-
-
-def knobs() -> dict:
-    if "knobs" not in S:
-        info = current_checkpoint()
-        S["knobs"] = (SamplingParams.for_variant(info.variant) if info else SamplingParams()).to_dict()
-    return S["knobs"]
-
-
 def _widget(name: str, make, label: str, **kw):
-    """A keyed widget for one SamplingParams field: range and help from svd_core's RANGES, value seeded from
-    S['knobs'] and written back, so it survives page switches."""
-    key = KNOB + name
-    if key not in S:
-        S[key] = knobs()[name]
+    """A keyed widget for one SamplingParams field (its key is the value's only store); range and help from
+    svd_core's RANGES."""
     lo, hi, help_ = RANGES[name]
-    kw = {"min_value": lo, "max_value": hi, "help": help_.capitalize() + ".", **kw}
-    knobs()[name] = make(label, key=key, **kw)
-    return knobs()[name]
+    kw = {"min_value": lo, "max_value": hi, "help": help_[0].upper() + help_[1:] + ".", **kw}
+    return make(label, key=state.knob_key(name), **kw)
 
 
 # Advanced: (field, label, step) in two columns
@@ -137,24 +170,28 @@ ADVANCED = [
 
 
 def _new_seed() -> None:
-    S[KNOB + "seed"] = random.randrange(0, 2**31)
+    S[state.knob_key("seed")] = random.randrange(0, 2**31)
+
+
+def _reset(info) -> None:
+    state.set_params(SamplingParams.for_variant(info.variant), str(info.path))
 
 
 def knob_widgets(multiple: int = 64) -> SamplingParams | None:
     """The micro-conditioning sliders and the Advanced section; returns the params or None (error shown).
     `multiple`: the model's size step, for the width/height inputs."""
-    k = knobs()
     info = current_checkpoint()
     if info is not None and info.variant.fixed_conditioning:
-        st.caption(f"{info.variant.name} was trained at fps {info.variant.defaults['fps']} and motion bucket "
-                   f"{info.variant.defaults['motion_bucket_id']} only.")
+        st.caption(f"{info.variant.name} was trained at one conditioning only: fps {info.variant.defaults['fps']} "
+                   f"(Stability's fps_id {info.variant.defaults['fps'] - 1}) and motion bucket "
+                   f"{info.variant.defaults['motion_bucket_id']}.")
     _widget("motion_bucket_id", st.slider, "Motion bucket id")
     _widget("fps", st.slider, "Conditioning fps")
     _widget("noise_aug_strength", st.slider, "Noise augmentation", step=0.01)
-    frames = int(S.get(KNOB + "num_frames", k["num_frames"]))
-    if S.get(KNOB + "decode_chunk_size", k["decode_chunk_size"]) > frames:
-        S[KNOB + "decode_chunk_size"] = frames
-    _widget("decode_chunk_size", st.slider, "Decode chunk size", max_value=frames)
+    chunk = _widget("decode_chunk_size", st.slider, "Decode chunk size")
+    frames = S.get(state.knob_key("num_frames"))
+    if frames and chunk > frames:
+        st.caption(f"Larger than the {frames} frames: all of them are decoded at once (as with {frames}).")
     with st.expander("Advanced"):
         for column, fields in zip(st.columns(2), ADVANCED):
             with column:
@@ -165,20 +202,14 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
             _widget("seed", st.number_input, "Seed", step=1)
         with c4:
             st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
-        S.setdefault(KNOB + "resize_mode", k["resize_mode"])
-        k["resize_mode"] = st.radio("Resize mode", RESIZE_MODES, horizontal=True, key=KNOB + "resize_mode",
-                                    help="crop: fill the frame (default) · pad: fit with black bars · stretch: "
-                                         "ignore the aspect")
-        if KNOB + "output_fps" not in S:
-            S[KNOB + "output_fps"] = k["output_fps"] or 0
-        k["output_fps"] = st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=60,
-                                          step=1, key=KNOB + "output_fps",
-                                          help="Frame rate of the exported video.") or None
-        if st.button("Reset to the checkpoint's defaults"):
-            reset_knobs(SamplingParams.for_variant(info.variant) if info else SamplingParams())
-            st.rerun()
+        st.radio("Resize mode", RESIZE_MODES, horizontal=True, key=state.knob_key("resize_mode"),
+                 help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
+        st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=60, step=1,
+                        key=state.knob_key("output_fps"), help="Playback frame rate of the exported video.")
+        if info is not None:
+            st.button("Reset to the checkpoint's defaults", on_click=_reset, args=(info,))
     try:
-        return SamplingParams.from_dict(k)
+        return state.params()
     except ValueError as e:
         st.error(str(e), icon=":material/warning:")
         return None
@@ -197,15 +228,16 @@ def prepare(sampler, data: bytes, params: SamplingParams):
     return _prepare(data, params.width, params.height, params.resize_mode, spec.multiple, spec.min_side)
 
 
-def image_uploader(key: str) -> bytes | None:
-    """Upload widget whose image outlives the page: stored in S['image'] = {name, bytes}."""
+def image_uploader(key: str) -> state.Upload | None:
+    """Upload widget whose image outlives the page (state.image())."""
     up = st.file_uploader("Conditioning image", type=["png", "jpg", "jpeg", "webp"], key=key,
                           help="The first frame of the video. 1024x576 (16:9) suits SVD best.")
     if up is not None:
         data = up.getvalue()
-        if S.get("image", {}).get("bytes") != data:
-            S["image"] = {"name": up.name, "bytes": data}
-    img = S.get("image")
+        current = state.image()
+        if current is None or current.data != data:
+            state.set_image(state.Upload(up.name, data))
+    img = state.image()
     if up is None and img:
-        st.caption(f"Using {img['name']} · upload another to replace it")
-    return img["bytes"] if img else None
+        st.caption(f"Using {img.name} · upload another to replace it")
+    return img

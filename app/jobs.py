@@ -1,7 +1,8 @@
 """Background jobs: a run or a sweep on its own thread, so reruns and page switches never interrupt it.
 
 The thread never touches Streamlit; pages poll `Job` for progress and results. Cancel sets an event that the
-core checks between steps (`should_stop`).
+core checks while queued, between steps, before each decode call and just before the run folder is renamed into
+place (`should_stop`).
 """
 
 from __future__ import annotations
@@ -12,20 +13,29 @@ from collections.abc import Callable
 
 from svd_core import Cancelled, SVDError
 
+PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "denoising": "denoising",
+          "decoding": "decoding frames", "saving": "saving"}
+
 
 class Job:
-    def __init__(self, kind: str, work: Callable[[Job], dict]):
+    def __init__(self, kind: str, work: Callable[[Job], dict], owner: str = "", label: str = "",
+                 decode_estimate: float | None = None):
         self._work = work
+        self.kind, self.owner, self.label = kind, owner, label
         self.cancel_event = threading.Event()
         self.status = "queued"  # queued -> running -> done | cancelled | error
+        self.phase = "queued"  # queued, encoding, denoising, decoding, saving
         self.queue_position = 0
         self.step = self.steps = 0
         self.cell = self.cells = 0
         self.cell_label = ""
         self.first_step_at: float | None = None  # pace of the current cell, from its first reported step
         self._first_i = 0
+        self.decode_estimate = decode_estimate  # seconds, from the server's earlier runs (None: unknown yet)
+        self.decode_rate: float | None = None  # measured here: decode seconds per megapixel-frame
         self.result: dict | None = None
         self.error = ""
+        self.on_finish: Callable[[Job], None] | None = None
         self._thread = threading.Thread(target=self._run, name=f"svd-{kind}", daemon=True)
 
     def start(self) -> Job:
@@ -40,6 +50,9 @@ class Job:
         self.queue_position = position
         if position == 0:
             self.status = "running"
+
+    def on_phase(self, phase: str) -> None:
+        self.status, self.phase = "running", phase
 
     def on_step(self, i: int, n: int) -> None:
         self.status = "running"
@@ -68,14 +81,23 @@ class Job:
         return min(1.0, (self.cell + per_cell) / self.cells) if self.cells else per_cell
 
     def seconds_left(self) -> float | None:
-        """From the pace of the steps so far (decoding not included)."""
+        """From the pace of the steps so far, plus the decode as long as earlier runs took for it."""
         if self.first_step_at is None or self.step <= self._first_i:
             return None
         pace = (time.monotonic() - self.first_step_at) / (self.step - self._first_i)
-        left_steps = self.steps - self.step
-        if self.cells:
-            left_steps += (self.cells - self.cell - 1) * self.steps
-        return pace * left_steps
+        cells_left = (self.cells - self.cell - 1) if self.cells else 0
+        left = pace * (self.steps - self.step + cells_left * self.steps)
+        if self.decode_estimate is not None:
+            left += self.decode_estimate * (cells_left + (self.phase != "saving"))
+        return left
+
+    def status_text(self) -> str:
+        """'denoising step 3/40', 'decoding frames', ... for the progress bar."""
+        if self.status == "queued":
+            return PHASES["queued"]
+        if self.phase == "denoising":
+            return f"denoising step {self.step}/{self.steps or '…'}"
+        return PHASES.get(self.phase, self.phase)
 
     def _run(self) -> None:
         try:
@@ -90,3 +112,6 @@ class Job:
 
             traceback.print_exc()
             self.error, self.status = f"{type(e).__name__}: {e}", "error"
+        finally:
+            if self.on_finish is not None:
+                self.on_finish(self)

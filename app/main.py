@@ -8,14 +8,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from checkpoints/, 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(ROOT / "app")):  # this checkout's svd_core and app modules, installed or not
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(ROOT) not in sys.path:  # this checkout's `app` package and svd_core, installed or not
+    sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
 
-from controls import sidebar  # noqa: E402
-from results import consume_job  # noqa: E402
+from app import state  # noqa: E402
+from app.controls import sidebar  # noqa: E402
+from app.results import consume_job  # noqa: E402
 
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
 VIEWS = ROOT / "app" / "views"
@@ -26,6 +26,7 @@ pages = [
     st.Page(VIEWS / "setup.py", title="Setup", icon=":material/settings:"),
 ]
 nav = st.navigation(pages)
+state.keep_widgets()  # knob and Compare values survive page switches
 for slot in ("gen", "cmp"):  # a finished background job hands its result to session state, on any page
     consume_job(slot)
 sidebar()

@@ -1,33 +1,28 @@
-"""Process-wide resources: the cached sampler (shared by every session) and the demo model."""
+"""Process-wide resources: the model server (one model and one queue for every session), the checkpoints
+listing and the demo model."""
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import streamlit as st
 import torch
 
+from app.server import ModelChoice, ModelServer
 from svd_core import Sampler, list_checkpoints, make_tiny
 from svd_core.checkpoints import checkpoint_dir
 
 DEMO_NAME = "tiny_demo.safetensors"
 
 
-def _release(sampler: Sampler) -> None:
-    """Called when the cache drops a sampler (another checkpoint was chosen): give its memory back once the
-    last run holding it ends."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def _make_sampler(choice: ModelChoice) -> Sampler:
+    return Sampler(choice.path, device=choice.device or None, memory_mode=choice.memory_mode)
 
 
-@st.cache_resource(max_entries=1, show_spinner="Loading the model… (a 9.56 GB checkpoint takes a minute)",
-                   on_release=_release)
-def get_sampler(path: str, mtime: float, device: str, dtype: str, memory_mode: str) -> Sampler:
-    """One Sampler per (checkpoint, device, dtype, memory mode), shared by all sessions. Its RunQueue makes
-    concurrent sessions take turns; max_entries=1 frees the previous checkpoint when another is chosen."""
-    return Sampler(path, device=device or None, dtype=dtype or None, memory_mode=memory_mode)
+@st.cache_resource(show_spinner=False)
+def get_server() -> ModelServer:
+    """The one ModelServer of this process, shared by all sessions."""
+    return ModelServer(_make_sampler)
 
 
 @st.cache_data(ttl=3, show_spinner=False)

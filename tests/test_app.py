@@ -15,6 +15,18 @@ APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 PNG = (FIXTURES / "A" / "input_image.png").read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def fresh_server():
+    """Each test starts with a fresh process-wide model server (st.cache_resource outlives AppTests)."""
+    from app.resources import get_server
+
+    get_server.clear()
+    yield
+    for job in get_server().jobs():  # nothing of this test runs on into the next
+        job.cancel()
+    get_server.clear()
+
+
 @pytest.fixture
 def dirs(tmp_path, monkeypatch):
     ck, out = tmp_path / "checkpoints", tmp_path / "outputs"
@@ -62,8 +74,21 @@ def wait_for(at, get, timeout=120):
     raise AssertionError("the job never finished")
 
 
-def wait(at, key, timeout=120):
-    return wait_for(at, lambda: at.session_state[key] if key in at.session_state else None, timeout)
+def slot(at, name):
+    return at.session_state[f"slot_{name}"] if f"slot_{name}" in at.session_state else None
+
+
+def result(at, name):
+    return getattr(slot(at, name), "result", None)
+
+
+def wait(at, name, what="result", timeout=120):
+    """Rerun until the page's slot holds a result (or an error)."""
+    return wait_for(at, lambda: getattr(slot(at, name), what, None), timeout)
+
+
+def job(at, name):
+    return slot(at, name).job
 
 
 def button(at, label):
@@ -89,59 +114,83 @@ def test_generate_gate_without_image(with_tiny):
     with pytest.raises(AppTestError, match="disabled"):  # AppTest, like a browser, cannot click it
         gen.click()
     at.run()
-    assert "gen_job" not in at.session_state and not at.exception
+    assert slot(at, "gen").job is None and not at.exception
 
 
 def test_defaults_and_ranges_follow_checkpoint(with_tiny, reference_checkpoints):
     ck, _ = with_tiny
     (ck / "svd_xt.safetensors").symlink_to(reference_checkpoints["A"])  # tiny weights, released name
     at = app()
-    assert at.sidebar.selectbox(key="ckpt").value.endswith("svd_xt.safetensors")
+    assert at.sidebar.selectbox(key="model_ckpt").value.endswith("svd_xt.safetensors")
     motion = at.slider(key="knob_motion_bucket_id")
-    assert (motion.value, motion.min, motion.max) == (127, 0, 255)
+    assert (motion.value, motion.min) == (127, 0)
     assert at.number_input(key="knob_num_frames").value == 25
     assert at.slider(key="knob_decode_chunk_size").value == 14
     assert at.number_input(key="knob_max_guidance_scale").value == 3.0
-    at.sidebar.selectbox(key="ckpt").set_value(str(ck / "tiny.safetensors")).run()
+    at.sidebar.selectbox(key="model_ckpt").set_value(str(ck / "tiny.safetensors")).run()
     assert at.number_input(key="knob_num_frames").value == 6
-    assert at.slider(key="knob_decode_chunk_size").max == 6
+    assert at.slider(key="knob_decode_chunk_size").value == 6
     assert not at.exception
+
+
+def test_cpu_only_hides_memory_modes(with_tiny):
+    at = app()
+    keys = {w.key for w in at.sidebar.selectbox}
+    assert "model_memory_mode" not in keys and "model_device" not in keys
+    assert any("Memory modes apply to GPUs only" in c.value for c in at.sidebar.caption)
+
+
+def test_frames_change_keeps_decode_chunk(with_tiny):
+    """Issue: Frames 6 -> 10 made the decode chunk jump to 1. The value is kept; above the frame count it
+    means 'all at once', and the page says so."""
+    at = app()
+    at.slider(key="knob_decode_chunk_size").set_value(5).run()
+    for frames in (10, 4, 8):
+        at.number_input(key="knob_num_frames").set_value(frames).run()
+        assert at.slider(key="knob_decode_chunk_size").value == 5
+        assert at.session_state["knob_decode_chunk_size"] == 5
+    at.number_input(key="knob_num_frames").set_value(4).run()
+    assert any("all of them are decoded at once" in c.value for c in at.caption)
+    assert not at.error
 
 
 def test_generate_full_run_survives_reruns(with_tiny):
     at = app()
-    at.file_uploader(key="gen_upload").set_value(("cat.png", PNG, "image/png")).run()
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
     small(at)
     assert not button(at, "Generate video").disabled
     assert at.image  # the preview
     button(at, "Generate video").click().run()
-    res = wait(at, "gen_result")
+    res = wait(at, "gen")
     assert (res["path"] / "video.mp4").is_file() and res["result"].frames.shape == (3, 64, 64, 3)
     assert at.get("video")
+    caption = next(c.value for c in at.caption if c.value.startswith("seed "))
+    assert "decode chunk 3" in caption and "guidance 1→2.5" in caption and "fps_id 6" in caption
+    assert (res["path"] / "input_original.png").read_bytes() == PNG  # the upload as given
     at.slider(key="knob_motion_bucket_id").set_value(40).run()  # any widget change keeps the result
-    assert at.get("video") and at.session_state["gen_result"]["path"] == res["path"]
+    assert at.get("video") and result(at, "gen")["path"] == res["path"]
     labels = [b.label for b in at.get("download_button")]
     assert labels[:4] == ["mp4", "GIF", "frames (zip)", "run.json"]
 
 
 def test_generate_cancel(with_tiny):
     at = app()
-    at.file_uploader(key="gen_upload").set_value(("cat.png", PNG, "image/png")).run()
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
     small(at, frames=4, steps=200)
     button(at, "Generate video").click().run()
-    job = at.session_state["gen_job"]
-    while job.step < 1:
+    j = job(at, "gen")
+    while j.step < 1:
         time.sleep(0.05)
     button(at, "Cancel").click().run()
-    err = wait(at, "gen_error")
+    err = wait(at, "gen", "error")
     assert err[0] == "info" and "Cancelled" in err[1]
-    assert job.status == "cancelled" and job.step < 200
+    assert j.status == "cancelled" and j.step < 200
     assert list_runs() == []
 
 
 def test_bad_image_shows_error_not_traceback(with_tiny):
     at = app()
-    at.file_uploader(key="gen_upload").set_value(("bad.png", b"not an image", "image/png")).run()
+    at.file_uploader(key="upload_gen").set_value(("bad.png", b"not an image", "image/png")).run()
     assert not at.exception
     assert any("not a readable image" in e.value for e in at.error)
     assert button(at, "Generate video").disabled
@@ -150,46 +199,95 @@ def test_bad_image_shows_error_not_traceback(with_tiny):
 def test_compare_two_cells(with_tiny):
     at = app("views/compare.py")
     assert button(at, "Run").disabled  # no image yet
-    at.file_uploader(key="cmp_upload").set_value(("cat.png", PNG, "image/png")).run()
+    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
     at.switch_page("views/generate.py").run()
     small(at, frames=3, steps=1)
     at.switch_page("views/compare.py").run()
-    at.text_input(key="cmp_values_motion_bucket_id").set_value("0, 255").run()
+    at.text_input(key="cmp_values_motion_bucket_id").set_value("0 255").run()  # spaces work too
     run = button(at, "Run 2 samplings")
     assert not run.disabled
     run.click().run()
-    res = wait(at, "cmp_result")
+    res = wait(at, "cmp")
     assert len(res["cells"]) == 2 and (res["path"] / "grid.mp4").is_file()
     assert [c[0] for c in res["cells"]] == ["motion_bucket_id=0", "motion_bucket_id=255"]
     assert len(at.get("video")) >= 1
     at.radio(key="cmp_mode").set_value("Settings A vs B").run()
+    # B starts equal to A (Generate's settings): nothing differs until the user changes something
+    assert at.slider(key="cmp_B_motion_bucket_id").value == at.slider(key="cmp_A_motion_bucket_id").value
+    assert button(at, "Run").disabled and any("A and B are the same" in e.value for e in at.error)
     at.slider(key="cmp_B_noise_aug_strength").set_value(0.5).run()
+    assert any("noise_aug_strength: A 0.02 → B 0.5" in m.value for m in at.markdown)
+    slot(at, "cmp").result = None
     button(at, "Run 2 samplings").click().run()
-    at.session_state["cmp_result"] = None
-    res = wait_for(at, lambda: at.session_state["cmp_result"])
-    assert [c[0] for c in res["cells"]] == ["A: motion_bucket_id=127 noise_aug_strength=0.02",
-                                            "B: motion_bucket_id=187 noise_aug_strength=0.5"]
+    res = wait(at, "cmp")
+    assert [c[0] for c in res["cells"]] == ["A: noise_aug_strength=0.02", "B: noise_aug_strength=0.5"]
     assert res["cells"][1][2].noise_aug_strength == 0.5 and res["cells"][0][2].seed == res["cells"][1][2].seed
+    assert res["cells"][0][2].motion_bucket_id == res["cells"][1][2].motion_bucket_id
+
+
+def test_compare_remembers_and_speaks_the_ui(with_tiny):
+    at = app("views/compare.py")
+    at.selectbox(key="cmp_knob").set_value("fps").run()
+    at.text_input(key="cmp_values_fps").set_value("3 7 15").run()
+    assert not at.error
+    at.text_input(key="cmp_values_fps").set_value("3, x").run()
+    assert [e.value for e in at.error] == ["'x' is not a number: type values for fps separated by commas or spaces"]
+    at.text_input(key="cmp_values_fps").set_value("3, 7, 15").run()
+    at.switch_page("views/generate.py").run()
+    at.switch_page("views/history.py").run()
+    at.switch_page("views/compare.py").run()
+    assert at.selectbox(key="cmp_knob").value == "fps"
+    assert at.text_input(key="cmp_values_fps").value == "3, 7, 15"
+    # presets valid for the loaded model: the demo has 6 frames
+    at.selectbox(key="cmp_knob").set_value("decode_chunk_size").run()
+    assert at.text_input(key="cmp_values_decode_chunk_size").value == "1, 3, 6" and not at.error
+
+
+def _saved_run(sampler, png, **kw):
+    from svd_core import save_run
+
+    params = sampler.default_params(width=64, height=64, num_frames=3, num_inference_steps=1,
+                                    decode_chunk_size=3, **kw)
+    return save_run(sampler.generate(png, params), sampler.info, source=("photo.png", PNG))
 
 
 def test_history_reload_and_delete(with_tiny, tiny_sampler, input_png):
-    from svd_core import save_run
-
-    params = tiny_sampler.default_params(width=64, height=64, num_frames=3, num_inference_steps=1,
-                                         decode_chunk_size=3, motion_bucket_id=42, seed=7)
-    path = save_run(tiny_sampler.generate(input_png, params), tiny_sampler.info)
-    at = app("views/history.py")
+    path = _saved_run(tiny_sampler, input_png, motion_bucket_id=42, seed=7)
+    at = app()
+    slot(at, "gen").result = {"path": path, "result": None}  # an older result on Generate
+    at.switch_page("views/history.py").run()
     assert any(path.name in m.value for m in at.markdown)
     button(at, "Use these settings").click().run()
-    assert at.session_state["knobs"]["motion_bucket_id"] == 42 and at.session_state["knobs"]["seed"] == 7
-    assert at.session_state["image"]["bytes"] == (path / "input.png").read_bytes()
+    assert at.session_state["knob_motion_bucket_id"] == 42 and at.session_state["knob_seed"] == 7
+    img = at.session_state["image"]
+    assert img.data == PNG and img.name == "photo.png"  # the original upload, not the 64x64 as sampled
     at.switch_page("views/generate.py").run()
     assert at.slider(key="knob_motion_bucket_id").value == 42
+    assert result(at, "gen") is None  # the older result is gone with the old settings
+    assert any("Settings and image of" in i.value for i in at.info)
     assert not button(at, "Generate video").disabled  # the run's image is loaded
     at.switch_page("views/history.py").run()
     button(at, "Yes, delete").click().run()
     assert not path.exists() and list_runs() == []
     assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_history_groups_a_comparison_and_deletes_it_with_its_cells(with_tiny, tiny_sampler, input_png):
+    from svd_core import grid_cells, run_sweep
+
+    base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1)
+    sweep = run_sweep(tiny_sampler, input_png, grid_cells(base, {"motion_bucket_id": [1, 2, 3]}))
+    at = app("views/history.py")
+    assert sum("Comparison" in m.value for m in at.markdown) == 1
+    assert len([b for b in at.button if b.label == "Use these settings"]) == 4  # the comparison + its 3 cells
+    assert any("1 entries" in c.value for c in at.caption)
+    at.checkbox(key=f"delcells_{sweep.path.name}").uncheck().run()
+    button(at, "Yes, delete").click().run()
+    assert not sweep.path.exists() and all(p.exists() for p in sweep.run_paths)  # kept on request
+    sweep = run_sweep(tiny_sampler, input_png, grid_cells(base, {"seed": [1, 2]}))
+    at.run()
+    next(b for b in at.button if b.key == f"del_{sweep.path.name}").click().run()
+    assert not sweep.path.exists() and not any(p.exists() for p in sweep.run_paths)
 
 
 def test_setup_page(with_tiny):
@@ -204,25 +302,84 @@ def test_setup_page(with_tiny):
 
 
 def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
-    """Sessions share the cached sampler; the second waits, sees its place in the queue, then runs."""
+    """Sessions share the server's sampler; the second waits, sees its place in the queue, then runs."""
     a, b = app(), app()
     for at, steps in ((a, 200), (b, 2)):
-        at.file_uploader(key="gen_upload").set_value(("cat.png", PNG, "image/png")).run()
+        at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
         small(at, frames=4, steps=steps)
     button(a, "Generate video").click().run()
-    job_a = a.session_state["gen_job"]
+    job_a = job(a, "gen")
     while job_a.step < 1:
         time.sleep(0.05)
     button(b, "Generate video").click().run()
-    job_b = b.session_state["gen_job"]
+    job_b = job(b, "gen")
     deadline = time.time() + 30
     while job_b.queue_position != 1 and time.time() < deadline:
         time.sleep(0.05)
     b.run()
     assert job_b.status == "queued" and any("1 run(s) ahead" in i.value for i in b.info)
+    queue = " ".join(m.value for m in b.sidebar.markdown)
+    assert f"generate by session {job_a.owner}: denoising step" in queue and "generate by you: queued" in queue
     button(a, "Cancel").click().run()
-    res = wait(b, "gen_result")
+    res = wait(b, "gen")
     assert res["result"].frames.shape[0] == 4 and job_a.status == "cancelled"
+
+
+def test_two_sessions_one_model(with_tiny, reference_checkpoints):
+    """The model belongs to the server: a change is refused while a run is active, then it is one change for
+    every session (no reloading back and forth), and the other session's settings follow, visibly."""
+    from app.resources import get_server
+
+    ck, _ = with_tiny
+    (ck / "svd_xt.safetensors").symlink_to(reference_checkpoints["A"])
+    a, b = app(), app()
+    tiny, xt = str(ck / "tiny.safetensors"), str(ck / "svd_xt.safetensors")
+    assert a.sidebar.selectbox(key="model_ckpt").value == xt  # the server's default
+    a.sidebar.selectbox(key="model_ckpt").set_value(tiny).run()
+    b.run()
+    assert b.sidebar.selectbox(key="model_ckpt").value == tiny
+    assert b.number_input(key="knob_num_frames").value == 6
+    assert any("The model is now tiny.safetensors" in i.value for i in b.info)
+    a.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    small(a, frames=4, steps=200)
+    button(a, "Generate video").click().run()
+    while job(a, "gen").step < 1:
+        time.sleep(0.05)
+    sampler = get_server().sampler()
+    b.sidebar.selectbox(key="model_ckpt").set_value(xt).run()
+    assert any("in use by 1 run(s)" in w.value for w in b.sidebar.warning)
+    assert b.sidebar.selectbox(key="model_ckpt").value == tiny and get_server().choice.path == tiny
+    assert get_server().sampler() is sampler  # never reloaded
+    button(a, "Cancel").click().run()
+    wait(a, "gen", "error")
+    b.sidebar.selectbox(key="model_ckpt").set_value(xt).run()
+    assert get_server().choice.path == xt and not b.sidebar.warning
+    a.run()
+    assert a.sidebar.selectbox(key="model_ckpt").value == xt
+
+
+def test_delete_while_shown_elsewhere(with_tiny, tiny_sampler, input_png):
+    """Tab A shows a run in Generate and Compare; tab B deletes it in History: A shows a note, no exception."""
+    from svd_core import grid_cells, run_sweep
+
+    path = _saved_run(tiny_sampler, input_png)
+    base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1)
+    sweep = run_sweep(tiny_sampler, input_png, grid_cells(base, {"seed": [1, 2]}))
+    a = app()
+    slot(a, "gen").result = {"path": path, "result": None}
+    slot(a, "cmp").result = {"path": sweep.path, "cells": [(lbl, p, r.params) for (lbl, r), p in
+                                                           zip(sweep.cells, sweep.run_paths)]}
+    b = app("views/history.py")
+    stale = app("views/history.py")  # a third tab whose History still lists the run
+    for key in (f"del_{path.name}", f"del_{sweep.path.name}"):
+        next(x for x in b.button if x.key == key).click().run()
+    assert not path.exists() and not sweep.path.exists()
+    a.run()
+    assert not a.exception and any(f"Run {path.name} was deleted" in i.value for i in a.info)
+    a.switch_page("views/compare.py").run()
+    assert not a.exception and any(f"Run {sweep.path.name} was deleted" in i.value for i in a.info)
+    next(x for x in stale.button if x.key == f"use_{path.name}").click().run()
+    assert not stale.exception and any("was deleted" in i.value for i in stale.info)
 
 
 def test_new_seed_button(with_tiny):
@@ -230,4 +387,3 @@ def test_new_seed_button(with_tiny):
     old = at.number_input(key="knob_seed").value
     next(b for b in at.button if b.help == "A new random seed").click().run()
     assert at.number_input(key="knob_seed").value != old and not at.exception
-    assert at.session_state["knobs"]["seed"] == at.number_input(key="knob_seed").value

@@ -1,30 +1,69 @@
 """Compare: one image, one seed, a knob over 2-6 values (or settings A vs B), run one after another and shown
 side by side in one synchronised, labelled grid video."""
 
+import re
+
 import streamlit as st
 
-from controls import S, image_uploader, knobs, prepare, require_sampler
-from results import run_button, show_video, start_job
-from svd_core import RANGES, SamplingParams, SVDError, grid_cells, parse_vary, run_sweep
+from app import state
+from app.controls import image_uploader, prepare, require_sampler
+from app.results import gone, run_button, show_video, start_job
+from svd_core import RANGES, SamplingParams, SVDError, grid_cells, run_sweep
 
-KNOBS = {
-    "motion_bucket_id": "32, 127, 255",
-    "fps": "3, 7, 15",
-    "noise_aug_strength": "0.0, 0.1, 0.3",
-    "decode_chunk_size": "1, 4, 14",
-    "num_inference_steps": "10, 25, 40",
-    "max_guidance_scale": "1.0, 2.5, 4.0",
-    "seed": "1, 2, 3",
-}
+S = st.session_state
+KNOBS = ["motion_bucket_id", "fps", "noise_aug_strength", "decode_chunk_size", "num_inference_steps",
+         "max_guidance_scale", "seed"]
 # A vs B: everything but the image, the seed and the video's size (name -> slider step; ranges from RANGES)
 AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.01, "num_inference_steps": 1,
             "min_guidance_scale": 0.1, "max_guidance_scale": 0.1, "decode_chunk_size": 1}
+MODES = ["One knob over values", "Settings A vs B"]
+
+
+def presets(knob: str, base: SamplingParams) -> str:
+    """Starting values for a knob, valid for the loaded model's settings."""
+    if knob == "decode_chunk_size":
+        n = base.num_frames
+        return ", ".join(str(v) for v in sorted({1, max(1, n // 2), n}))
+    return {"motion_bucket_id": "32, 127, 255", "fps": "3, 7, 15", "noise_aug_strength": "0, 0.1, 0.3",
+            "num_inference_steps": "10, 25, 40", "max_guidance_scale": "1, 2.5, 4",
+            "seed": f"{base.seed}, {base.seed + 1}, {base.seed + 2}"}[knob]
+
+
+def parse_values(knob: str, text: str) -> list:
+    """'3, 7 15' -> [3, 7, 15]: commas and/or spaces; errors in the page's words."""
+    lo, hi, _ = RANGES[knob]
+    whole = isinstance(lo, int)
+    out = []
+    for token in (t for t in re.split(r"[,\s;]+", text.strip()) if t):
+        try:
+            value = float(token)
+        except ValueError:
+            raise ValueError(f"'{token}' is not a number: type values for {knob} separated by commas or spaces") \
+                from None
+        if whole and value != int(value):
+            raise ValueError(f"{knob} takes whole numbers: '{token}' is not one")
+        if not lo <= value <= hi:
+            raise ValueError(f"{knob} goes from {lo} to {hi}: {token} is outside")
+        out.append(int(value) if whole else value)
+    if not 2 <= len(out) <= 6:
+        raise ValueError(f"type 2 to 6 values for {knob} (you typed {len(out)})")
+    return out
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _reset_ab(base: SamplingParams) -> None:
+    for tag in "AB":
+        for name in AB_KNOBS:
+            S[f"cmp_{tag}_{name}"] = getattr(base, name)
+
 
 sampler = require_sampler()
-
 st.title("Compare")
 try:
-    base = SamplingParams.from_dict(knobs())
+    base = state.params()
 except ValueError as e:
     st.error(f"Fix the settings on Generate first: {e}")
     st.stop()
@@ -34,25 +73,30 @@ st.caption(f"Everything not varied comes from Generate's settings: seed {base.se
 
 left, right = st.columns([1, 2], gap="large")
 with left:
-    data = image_uploader("cmp_upload")
-    if data is not None:
+    upload = image_uploader("upload_cmp")
+    if upload is not None:
         try:
-            st.image(prepare(sampler, data, base).image, caption="As sampled")
+            st.image(prepare(sampler, upload.data, base).image, caption="As sampled")
         except (SVDError, ValueError) as e:
             st.error(str(e), icon=":material/broken_image:")
-            data = None
+            upload = None
 with right:
-    mode = st.radio("What to compare", ["One knob over values", "Settings A vs B"], horizontal=True,
-                    key="cmp_mode")
+    S.setdefault("cmp_mode", MODES[0])
+    mode = st.radio("What to compare", MODES, horizontal=True, key="cmp_mode")
     cells, problem = None, None
-    if mode == "One knob over values":
-        knob = st.selectbox("Knob", list(KNOBS), key="cmp_knob")
-        text = st.text_input("Values (2 to 6, comma-separated)", value=KNOBS[knob], key=f"cmp_values_{knob}")
+    if mode == MODES[0]:
+        S.setdefault("cmp_knob", KNOBS[0])
+        knob = st.selectbox("Knob", KNOBS, key="cmp_knob")
+        key = f"cmp_values_{knob}"
+        S.setdefault(key, presets(knob, base))
+        text = st.text_input("Values (2 to 6, separated by commas or spaces)", key=key)
         try:
-            cells = grid_cells(base, dict([parse_vary(f"{knob}={text}")]), max_cells=6)
+            cells = grid_cells(base, {knob: parse_values(knob, text)}, max_cells=6)
         except ValueError as e:
             problem = str(e)
     else:
+        if "cmp_A_motion_bucket_id" not in S:  # A and B both start as Generate's settings
+            _reset_ab(base)
         cols = st.columns(2)
         sets = []
         for col, tag in zip(cols, "AB"):
@@ -60,55 +104,62 @@ with right:
                 st.markdown(f"**{tag}**")
                 changes = {}
                 for name, step in AB_KNOBS.items():
-                    key = f"cmp_{tag}_{name}"
                     lo, hi, help_ = RANGES[name]
-                    hi = base.num_frames if name == "decode_chunk_size" else hi  # a chunk cannot exceed the frames
-                    if key not in S or S[key] > hi:  # A starts as Generate's settings, B with more motion
-                        bump = 60 if tag == "B" and name == "motion_bucket_id" else 0
-                        S[key] = min(hi, getattr(base, name) + bump)
-                    changes[name] = st.slider(name, lo, hi, step=step, key=key, help=help_.capitalize())
+                    changes[name] = st.slider(name, lo, hi, step=step, key=f"cmp_{tag}_{name}",
+                                              help=help_[0].upper() + help_[1:])
                 sets.append(changes)
-        try:
-            differ = [k for k in AB_KNOBS if sets[0][k] != sets[1][k]] or ["motion_bucket_id"]
-            cells = [(f"{tag}: " + " ".join(f"{k}={ch[k]:g}" for k in differ), base.replace(**ch))
-                     for tag, ch in zip("AB", sets)]
-        except ValueError as e:
-            problem = str(e)
+        st.button("Reset A and B to Generate's settings", on_click=_reset_ab, args=(base,))
+        differ = [k for k in AB_KNOBS if sets[0][k] != sets[1][k]]
+        if not differ:
+            problem = "A and B are the same: change a setting of B (or A) to compare."
+        else:
+            st.markdown("**Differs:** " + " · ".join(
+                f":orange-badge[{k}: A {_fmt(sets[0][k])} → B {_fmt(sets[1][k])}]" for k in differ))
+            try:
+                cells = [(f"{tag}: " + ", ".join(f"{k}={_fmt(ch[k])}" for k in differ), base.replace(**ch))
+                         for tag, ch in zip("AB", sets)]
+            except ValueError as e:
+                problem = str(e)
     if problem:
         st.error(problem, icon=":material/warning:")
 
 
-def start(sampler, image, cells):
-    if image is None or not cells:  # the gate: no image, no run
+def start(sampler, upload, cells):
+    if upload is None or not cells:  # the gate: no image, no run
         return
 
     def work(job):
         def progress(idx, n, i, steps):
             job.on_cell(idx, n, i, steps, cells[idx][0])
-        res = run_sweep(sampler, image, cells, on_progress=progress, should_stop=job.should_stop,
+        res = run_sweep(sampler, upload.data, cells, on_progress=progress, should_stop=job.should_stop,
                         on_queue=job.on_queue)
         return {"path": res.path, "cells": [(label, p, r.params) for (label, r), p in zip(res.cells, res.run_paths)]}
-    start_job("cmp", "compare", work)
+    p = cells[0][1]
+    start_job("cmp", "compare", work, label=f"{len(cells)} cells",
+              frame_megapixels=p.num_frames * p.width * p.height / 1e6)
 
 
-hint = ("Upload an image to enable comparing." if data is None else
+hint = ("Upload an image to enable comparing." if upload is None else
         "Fix the values above." if not cells else None)
-run_button("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, data, cells))
+run_button("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells))
 
-res = S.get("cmp_result")
+res = state.slot("cmp").result
 if res:
     st.divider()
     st.subheader("Side by side")
-    st.caption("One video, all cells in sync, labelled with their values.")
-    grid_width = sum(params.width for _, _, params in res["cells"][:3]) + 8
-    show_video(res["path"] / "grid.mp4", frame_width=grid_width)
-    c = st.columns(3)
-    c[0].download_button("Grid video (mp4)", (res["path"] / "grid.mp4").read_bytes(),
-                         file_name=f"{res['path'].name}.mp4", mime="video/mp4", key="cmp-grid-dl")
-    c[1].download_button("Contact sheet (png)", (res["path"] / "contact_sheet.png").read_bytes(),
-                         file_name=f"{res['path'].name}.png", mime="image/png", key="cmp-sheet-dl")
-    with st.expander("Each run on its own"):
-        cols = st.columns(min(3, len(res["cells"])))
-        for i, (label, path, params) in enumerate(res["cells"]):
-            with cols[i % len(cols)]:
-                show_video(path / "video.mp4", label, frame_width=params.width)
+    if not gone(res["path"]):
+        st.caption("One video, all cells in sync, labelled with their values.")
+        grid_width = sum(params.width for _, _, params in res["cells"][:3]) + 8
+        show_video(res["path"] / "grid.mp4", frame_width=grid_width)
+        c = st.columns(3)
+        for col, (label, name, mime) in zip(c, [("Grid video (mp4)", "grid.mp4", "video/mp4"),
+                                                ("Contact sheet (png)", "contact_sheet.png", "image/png")]):
+            f = res["path"] / name
+            if f.is_file():
+                col.download_button(label, f.read_bytes(), file_name=f"{res['path'].name}-{name}", mime=mime,
+                                    key=f"cmp-dl-{name}")
+        with st.expander("Each run on its own"):
+            cols = st.columns(min(3, len(res["cells"])))
+            for i, (label, path, params) in enumerate(res["cells"]):
+                with cols[i % len(cols)]:
+                    show_video(path / "video.mp4", label, frame_width=params.width)

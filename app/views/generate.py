@@ -2,22 +2,25 @@
 
 import streamlit as st
 
-from controls import S, image_uploader, knob_widgets, prepare, require_sampler
-from results import downloads, run_button, show_video, start_job
+from app import state
+from app.controls import image_uploader, knob_widgets, prepare, require_sampler
+from app.results import downloads, gone, record_decode_rate, run_button, show_video, start_job
 from svd_core import SVDError, save_run
 
 sampler = require_sampler()
 st.title("Generate")
+for note in state.take_notices("generate"):
+    st.info(note, icon=":material/info:")
 left, right = st.columns([1, 1], gap="large")
 with right:
     st.subheader("Micro-conditioning")
     params = knob_widgets(sampler.image_spec.multiple)
 with left:
-    data = image_uploader("gen_upload")
+    upload = image_uploader("upload_gen")
     prepared = None
-    if data is not None and params is not None:
+    if upload is not None and params is not None:
         try:
-            prepared = prepare(sampler, data, params)
+            prepared = prepare(sampler, upload.data, params)
             st.image(prepared.image, caption=f"As sampled: {prepared.size[0]}x{prepared.size[1]} "
                                              f"({params.resize_mode}) from {prepared.original_size[0]}x"
                                              f"{prepared.original_size[1]}")
@@ -27,33 +30,42 @@ with left:
             st.error(str(e), icon=":material/broken_image:")
 
 
-def start(sampler, prepared, params):
+def start(sampler, prepared, params, upload):
     if prepared is None or params is None:  # the gate: no image, no run
         return
 
     def work(job):
         result = sampler.generate(prepared, params, on_step=job.on_step, should_stop=job.should_stop,
-                                  on_queue=job.on_queue)
-        return {"path": save_run(result, sampler.info), "result": result}
-    start_job("gen", "generate", work)
+                                  on_queue=job.on_queue, on_phase=job.on_phase)
+        record_decode_rate(job, result)
+        job.on_phase("saving")
+        path = save_run(result, sampler.info, source=(upload.name, upload.data), should_stop=job.should_stop)
+        return {"path": path, "result": result}
+    start_job("gen", "generate", work, frame_megapixels=params.num_frames * params.width * params.height / 1e6)
 
 
-hint = ("Upload an image to enable sampling." if data is None else
+hint = ("Upload an image to enable sampling." if upload is None else
         "Fix the settings above." if params is None else
         "Upload another image: this one cannot be used (see above)." if prepared is None else None)
-run_button("gen", "Generate video", hint, start, (sampler, prepared, params))
+run_button("gen", "Generate video", hint, start, (sampler, prepared, params, upload))
 
-res = S.get("gen_result")
+res = state.slot("gen").result
 if res:
     st.divider()
     st.subheader("Result")
-    r = res["result"]
-    p, t = r.params, r.timings
-    show_video(res["path"] / "video.mp4", frame_width=p.width)
-    st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} · noise aug {p.noise_aug_strength:g} · "
-               f"{p.num_frames} frames · {p.num_inference_steps} steps · {t['total']:.1f} s "
-               f"(encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode {t['decode']:.1f}) · "
-               f"{r.memory_mode} on {r.device} · saved to outputs/{res['path'].name}")
-    for note in r.notes:
-        st.caption(f":material/info: {note}")
-    downloads(res["path"], r.frames, p.video_fps, "gen")
+    if not gone(res["path"]):
+        r = res["result"]
+        p, t, eff = r.params, r.timings, r.effective
+        show_video(res["path"] / "video.mp4", frame_width=p.width)
+        chunk = eff.get("decode_chunk_size", p.decode_chunk)
+        chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size
+                                                else "")
+        where = f"{r.memory_mode} mode on {r.device}" if r.device.startswith("cuda") else f"on {r.device}"
+        st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} (fps_id {p.fps - 1}) · noise aug "
+                   f"{p.noise_aug_strength:g} · guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g} · "
+                   f"{p.num_frames} frames · {p.num_inference_steps} steps · {chunk_text} · {p.width}x{p.height} · "
+                   f"{t['total']:.1f} s (encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode "
+                   f"{t['decode']:.1f}) · {where} · saved to outputs/{res['path'].name}")
+        for note in r.notes:
+            st.caption(f":material/info: {note}")
+        downloads(res["path"], r.frames, p.video_fps, "gen")

@@ -1,44 +1,80 @@
-"""History: the runs in outputs/, newest first; reuse a run's settings and image, or delete it."""
+"""History: the runs in outputs/, newest first, a comparison's cells under it; reuse a run's settings and its
+original image, or delete it (a comparison with or without its cells)."""
 
 import streamlit as st
 
-from controls import S, reset_knobs
-from resources import checkpoints
-from svd_core import delete_run, list_runs
+from app import state
+from app.resources import checkpoints
+from svd_core import delete_run, list_runs, load_run
 
+S = st.session_state
 PAGE = 12
 
 st.title("History")
+for note in state.take_notices("history"):
+    st.info(note, icon=":material/info:")
 runs = list_runs()
 if not runs:
     st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon=":material/history:")
     st.stop()
 
+by_id = {r.id: r for r in runs}
+cells_of = {r.id: [by_id[c["run"]] for c in r.record.get("cells", []) if c["run"] in by_id]
+            for r in runs if r.kind == "sweep"}
+in_a_sweep = {c.id for cells in cells_of.values() for c in cells}
+top = [r for r in runs if r.id not in in_a_sweep]  # a comparison's cells are shown under it
 
-def use_settings(run):
-    """Load the run's parameters, image and (when it is still here) checkpoint into Generate."""
+
+def use_settings(run_id: str):
+    """Load the run's parameters, original image and (when it is still here) checkpoint into Generate."""
+    from app.controls import current_checkpoint
+    from app.resources import get_server
+    from app.server import Busy
+
+    try:
+        run = load_run(by_id[run_id].path)
+        image = run.original_input or run.file("input.png")
+        data = image.read_bytes()
+    except (ValueError, OSError):
+        state.notify("history", f"Run {run_id} was deleted (maybe in another tab): nothing loaded.")
+        return
+    server = get_server()
     same_file = [c for c in checkpoints() if c.name == run.record.get("checkpoint", {}).get("file")]
-    if same_file:
-        S["ckpt"] = str(same_file[0].path)
-    reset_knobs(run.params)
-    S["knobs_for"] = S.get("ckpt")  # these settings, not the checkpoint's defaults
-    S["image"] = {"name": f"{run.id}/input.png", "bytes": run.file("input.png").read_bytes()}
-    S["history_notice"] = run.id
+    note = ""
+    if same_file and server.choice is not None and str(same_file[0].path) != server.choice.path:
+        try:
+            server.select(server.choice.__class__(str(same_file[0].path), server.choice.device,
+                                                  server.choice.memory_mode), by=state.session_id())
+        except Busy as e:
+            note = f" Its checkpoint {same_file[0].name} is not loaded: {e}."
+    elif not same_file:
+        note = f" Its checkpoint {run.record.get('checkpoint', {}).get('file', '?')} is not in checkpoints/."
+    info = current_checkpoint()
+    state.set_params(run.params, str(info.path) if info else None)
+    state.set_image(state.Upload(run.record.get("input", {}).get("name") or f"{run.id}/{image.name}", data))
+    gen = state.slot("gen")
+    gen.result, gen.error = None, None  # the old result does not belong to these settings
+    state.notify("generate", f"Settings and image of {run.id} loaded: Generate reproduces it.{note}")
+    state.notify("history", f"Settings and image of {run.id} loaded.{note}")
+    S["history_loaded"] = True
 
 
-def remove(run):
-    delete_run(run.path)
-    S.pop(f"confirm_{run.id}", None)
+def remove(run_id: str, with_cells: bool):
+    run = by_id[run_id]
+    targets = [run] + (cells_of.get(run_id, []) if with_cells else [])
+    for r in targets:
+        try:
+            delete_run(r.path)
+        except (ValueError, OSError):
+            pass  # already gone (another tab): nothing to do
+    S.pop(f"confirm_{run_id}", None)
 
 
-notice = S.pop("history_notice", None)
-if notice:
-    st.success(f"Settings and image of {notice} loaded.", icon=":material/check_circle:")
+if S.pop("history_loaded", False):
     st.page_link("views/generate.py", label="Open Generate to reproduce it", icon=":material/movie:")
 
-shown = S.setdefault("history_shown", PAGE)
-st.caption(f"{len(runs)} runs in outputs/")
-for run in runs[:shown]:
+
+def card(run, nested: bool = False):
     rec = run.record
     p = rec["params"]
     with st.container(border=True):
@@ -47,25 +83,37 @@ for run in runs[:shown]:
             if run.file("poster.png").is_file():
                 st.image(str(run.file("poster.png")), width="stretch")
         with c2:
-            kind = "Comparison" if run.kind == "sweep" else ("Cell of a comparison" if "sweep" in rec else "Run")
+            kind = "Comparison" if run.kind == "sweep" else ("Cell" if nested else "Run")
             label = f" · {rec['label']}" if "label" in rec else ""
             st.markdown(f"**{kind}{label}** · `{run.id}` · {rec.get('checkpoint', {}).get('file', '?')}")
             st.caption(f"seed {p['seed']} · motion {p['motion_bucket_id']} · fps {p['fps']} · noise aug "
                        f"{p['noise_aug_strength']} · {p['num_frames']} frames · {p['num_inference_steps']} steps · "
                        f"{p['width']}x{p['height']} · {rec.get('created', '')[:16].replace('T', ' ')} UTC")
-            if run.kind == "sweep":
-                st.caption("Cells: " + " | ".join(c["label"] for c in rec.get("cells", [])))
-            with st.expander("Play"):
-                video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
+            video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
+            with st.popover("Play") if nested else st.expander("Play"):  # expanders do not nest
                 if video.is_file():
                     st.video(str(video), loop=True, muted=True)
         with c3:
-            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run,),
+            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id,),
                       width="stretch")
             with st.popover("Delete", width="stretch"):
+                cells = cells_of.get(run.id, [])
                 st.write(f"Delete `{run.id}` and its files for good?")
-                st.button("Yes, delete", key=f"del_{run.id}", type="primary", on_click=remove, args=(run,))
-if len(runs) > shown:
-    if st.button(f"Show {min(PAGE, len(runs) - shown)} more"):
+                with_cells = bool(cells) and st.checkbox(f"Also delete its {len(cells)} cells", value=True,
+                                                         key=f"delcells_{run.id}")
+                st.button("Yes, delete", key=f"del_{run.id}", type="primary", on_click=remove,
+                          args=(run.id, with_cells))
+        if run.kind == "sweep" and cells_of.get(run.id):
+            with st.expander(f"Its {len(cells_of[run.id])} cells"):
+                for cell in cells_of[run.id]:
+                    card(cell, nested=True)
+
+
+shown = S.setdefault("history_shown", PAGE)
+st.caption(f"{len(top)} entries in outputs/ ({len(runs)} run folders: a comparison's cells are listed under it)")
+for run in top[:shown]:
+    card(run)
+if len(top) > shown:
+    if st.button(f"Show {min(PAGE, len(top) - shown)} more"):
         S["history_shown"] = shown + PAGE
         st.rerun()

@@ -5,8 +5,8 @@ import platform
 import streamlit as st
 import torch
 
-from controls import first_run_screen
-from resources import checkpoints, make_demo_model
+from app.controls import first_run_screen
+from app.resources import checkpoints, make_demo_model
 from svd_core import CheckpointError, inspect_checkpoint
 from svd_core.checkpoints import PICKLE_SUFFIXES, checkpoint_dir, get_variant, list_variants
 

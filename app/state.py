@@ -1,0 +1,109 @@
+"""Everything one browser session keeps, in one place: named accessors over `st.session_state`.
+
+- Knob values live in one store: the widgets' own keys (`knob_<field>`). Streamlit drops a widget's key on a run
+  where the widget is not drawn (another page); `keep_widgets()`, called by main.py before any page, writes them
+  back so they survive page switches (Streamlit's documented pattern). Compare's widgets (`cmp_*`) too.
+- A page's background work is a `Slot` (job, result, error), one per page that runs things.
+- The model itself is not here: it belongs to the server (server.py), shared by every session.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from svd_core import SamplingParams
+from svd_core.params import field_names
+
+S = st.session_state
+KNOB = "knob_"  # widget keys of the SamplingParams fields: knob_<field>
+PERSISTENT = (KNOB, "cmp_")  # widget keys that outlive page switches
+
+
+@dataclass
+class Slot:
+    """A page's background work: the running job, the last result, the last error or notice."""
+
+    job: object | None = None
+    result: dict | None = None
+    error: tuple[str, str] | None = None  # (kind "info"|"error", text)
+    notices: list[str] = field(default_factory=list)  # shown once above the result
+
+
+def slot(name: str) -> Slot:
+    key = f"slot_{name}"
+    if key not in S:
+        S[key] = Slot()
+    return S[key]
+
+
+def session_id() -> str:
+    """A short id for this browser session, to tell its runs from others' in the shared queue."""
+    if "sid" not in S:
+        S["sid"] = secrets.token_hex(2)
+    return S["sid"]
+
+
+def keep_widgets() -> None:
+    for key in list(S.keys()):
+        if isinstance(key, str) and key.startswith(PERSISTENT):
+            S[key] = S[key]
+
+
+# ----------------------------------------------------------------------------------------------- knobs
+
+def knob_key(name: str) -> str:
+    return KNOB + name
+
+
+def set_params(params: SamplingParams, made_for: str | None) -> None:
+    """Write every knob (before the widgets are drawn, or from a callback). `made_for`: the checkpoint these
+    values belong to, so a change of model is noticed."""
+    for name, value in params.to_dict().items():
+        S[knob_key(name)] = 0 if name == "output_fps" and value is None else value  # 0: the conditioning fps
+    S["knobs_for"] = made_for
+
+
+def knobs_for() -> str | None:
+    return S.get("knobs_for")
+
+
+def knob_values() -> dict:
+    return {name: S[knob_key(name)] for name in field_names() if knob_key(name) in S}
+
+
+def params() -> SamplingParams:
+    """The session's settings as SamplingParams; ValueError says what is wrong."""
+    values = knob_values()
+    if values.get("output_fps") == 0:
+        values["output_fps"] = None
+    return SamplingParams.from_dict(values)
+
+
+# ----------------------------------------------------------------------------------------------- image
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+def image() -> Upload | None:
+    return S.get("image")
+
+
+def set_image(upload: Upload) -> None:
+    S["image"] = upload
+
+
+# ----------------------------------------------------------------------------------------------- notices
+
+def notify(page: str, text: str) -> None:
+    """A one-line note shown once at the top of `page` (e.g. settings loaded from History)."""
+    S.setdefault("notices", {}).setdefault(page, []).append(text)
+
+
+def take_notices(page: str) -> list[str]:
+    return S.get("notices", {}).pop(page, [])
