@@ -1,13 +1,16 @@
 .PHONY: test lint app setup
 
+# The project's virtual environment when scripts/setup.sh made one, else the python3 on PATH (CI).
+PY := $(shell [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
+
 setup:
 	bash scripts/setup.sh
 
 lint:
-	python -m ruff check .
+	$(PY) -m ruff check .
 
 test: lint
-	python -m pytest -q
+	$(PY) -m pytest -q
 
 app:
-	python -m streamlit run app/main.py
+	$(PY) -m streamlit run app/main.py

@@ -161,8 +161,8 @@ def main(argv=None) -> int:
         row = {
             "config": label, "mode": mode, "decode_chunk": chunk, **{k: round(v, 3) for k, v in t.items()},
             "steps_per_s": round(steps / t["denoise"], 3),
-            "denoise_tflops": round(denoise_flops / t["denoise"] / 1e12, 2),
-            "decode_tflops": round(decode_flops / t["decode"] / 1e12, 2),
+            "denoise_tflops": float(f"{denoise_flops / t['denoise'] / 1e12:.3g}"),  # 3 significant digits: the
+            "decode_tflops": float(f"{decode_flops / t['decode'] / 1e12:.3g}"),  # tiny model is far below 0.01
             "peak_mem_gb": round(mem / 1e9, 2) if mem else None,
             "psnr_vs_baseline": None if ref is None else round(psnr(frames_, ref), 2),
         }

@@ -46,6 +46,7 @@ def server(tmp_path_factory, tiny_checkpoint):
                              "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://localhost:{port}"
+    url_out = base / "out"
     try:
         for _ in range(120):
             try:
@@ -55,7 +56,7 @@ def server(tmp_path_factory, tiny_checkpoint):
                 time.sleep(0.5)
         else:
             raise RuntimeError("streamlit did not start")
-        yield url
+        yield url, url_out
     finally:
         proc.terminate()
         try:
@@ -67,13 +68,27 @@ def server(tmp_path_factory, tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1500})
-        pg.set_default_timeout(90_000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def new_tab(browser):
+    """A new tab: its own Streamlit session."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1500})
+    pg.set_default_timeout(90_000)
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return new_tab(browser)
+
+
+def no_exception(page):
+    assert page.locator("[data-testid=stException]").count() == 0
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +111,7 @@ def wait_playing(page, index=-1):
 
 
 def test_generate_in_a_real_browser(server, page, shots):
-    page.goto(server)
+    page.goto(server[0])
     page.get_by_role("heading", name="Generate").wait_for()
     gen = page.get_by_role("button", name="Generate video")
     assert gen.is_disabled()  # the gate
@@ -130,7 +145,7 @@ def test_compare_in_a_real_browser(server, page, shots):
 
 
 def test_history_in_a_real_browser(server, page, shots):
-    page.goto(f"{server}/history")  # a deep link runs the entry file first (no legacy pages/ mode)
+    page.goto(f"{server[0]}/history")  # a deep link runs the entry file first (no legacy pages/ mode)
     page.get_by_role("heading", name="History").wait_for()
     page.get_by_role("link", name="Compare").wait_for()
     page.get_by_text("Comparison").first.wait_for()
@@ -139,3 +154,73 @@ def test_history_in_a_real_browser(server, page, shots):
                            ".filter(b => b.innerText.includes('Use these settings')).length >= 4")
     page.wait_for_timeout(1000)
     page.screenshot(path=str(shots / "history.png"), full_page=True)
+
+
+def ready(page, url, steps=2):
+    """Generate with the image uploaded and few steps, the button enabled."""
+    page.goto(url)
+    page.get_by_role("heading", name="Generate").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(FIXTURES / "A" / "input_image.png"))
+    page.get_by_text("As sampled:").wait_for()
+    page.get_by_text("Advanced").click()
+    box = page.get_by_role("spinbutton", name="Steps")
+    box.fill(str(steps))
+    box.press("Enter")
+    page.wait_for_function("() => { const b = [...document.querySelectorAll('button')].find("
+                           "b => b.innerText.includes('Generate video')); return b && !b.disabled; }")
+    page.wait_for_timeout(300)
+
+
+def runs_in(out):
+    return sorted(p.name for p in out.iterdir() if (p / "run.json").is_file()) if out.is_dir() else []
+
+
+def test_three_tabs_at_once_and_a_double_click(server, browser):
+    """Three sessions click at once: one queue, every video plays. A fourth tab clicks and is closed at once: its
+    run does not hold the queue, it finishes and lands in History. A double click starts one run."""
+    url, out = server
+    tabs = [new_tab(browser) for _ in range(4)]
+    for t in tabs:
+        ready(t, url)
+    before = runs_in(out)
+    for t in tabs:
+        t.get_by_role("button", name="Generate video").click(no_wait_after=True)
+    tabs.pop().close()
+    for t in tabs:
+        info = wait_playing(t)
+        assert info["duration"] > 0
+        no_exception(t)
+    deadline = time.time() + 120
+    while len(runs_in(out)) < len(before) + 4 and time.time() < deadline:
+        time.sleep(0.5)
+    assert len(runs_in(out)) == len(before) + 4
+    before = runs_in(out)
+    tabs[0].get_by_role("button", name="Generate video").dblclick()
+    tabs[0].get_by_text("saved to outputs/").wait_for()
+    tabs[0].wait_for_timeout(1500)
+    assert len(runs_in(out)) == len(before) + 1
+    for t in tabs[1:]:
+        t.close()
+
+
+def test_delete_while_shown_in_another_tab(server, browser):
+    url, out = server
+    shown = new_tab(browser)
+    ready(shown, url)
+    shown.get_by_role("button", name="Generate video").click()
+    wait_playing(shown)
+    caption = shown.get_by_text("saved to outputs/").inner_text()
+    run_id = caption.rsplit("outputs/", 1)[1].split()[0]
+    other = new_tab(browser)
+    other.goto(f"{url}/history")
+    other.get_by_role("heading", name="History").wait_for()
+    card = other.locator("[data-testid=stVerticalBlockBorderWrapper]").filter(has_text=run_id).first
+    card.get_by_role("button", name="Delete").click()
+    other.get_by_role("button", name="Yes, delete").click()
+    other.wait_for_function(f"() => !document.body.innerText.includes('{run_id}')")
+    assert run_id not in runs_in(out)
+    shown.get_by_role("slider").first.focus()  # any interaction reruns the page that still shows the run
+    shown.keyboard.press("ArrowRight")
+    shown.get_by_text(f"Run {run_id} was deleted").wait_for()
+    no_exception(shown)
+    no_exception(other)

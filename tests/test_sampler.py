@@ -45,8 +45,10 @@ def base(tiny_sampler):
 def test_params_validation_names_field_and_range():
     with pytest.raises(ValueError, match=r"motion_bucket_id must be between 0 and 255, got 300"):
         SamplingParams(motion_bucket_id=300)
-    with pytest.raises(ValueError, match=r"decode_chunk_size must be between 1 and num_frames \(14\)"):
-        SamplingParams(decode_chunk_size=20)
+    with pytest.raises(ValueError, match=r"decode_chunk_size must be between 1 and 64, got 0"):
+        SamplingParams(decode_chunk_size=0)
+    # a chunk larger than the clip decodes every frame at once, as diffusers and Stability's scripts do
+    assert SamplingParams(num_frames=6, decode_chunk_size=20).decode_chunk == 6
     with pytest.raises(ValueError, match="num_frames must be an integer"):
         SamplingParams(num_frames=2.5)
     with pytest.raises(ValueError, match="resize_mode must be one of crop, pad, stretch"):
@@ -67,7 +69,7 @@ def test_variant_defaults():
     assert (xt.num_frames, xt.num_inference_steps, xt.min_guidance_scale, xt.max_guidance_scale) == (25, 30, 1.5, 3.0)
     assert (xt11.fps, xt11.motion_bucket_id) == (7, 127)  # sgm fps_id 6
     assert xt.decode_chunk_size == 14 and (xt.width, xt.height) == (1024, 576)
-    assert SamplingParams.for_variant("svd_xt", num_frames=8).decode_chunk_size == 8
+    assert SamplingParams.for_variant("svd_xt", num_frames=8).decode_chunk_size == 14  # kept as set
     assert SamplingParams.for_variant("svd_image_decoder").num_frames == 14
     assert SamplingParams.for_variant("svd_xt", motion_bucket_id=30).motion_bucket_id == 30
     with pytest.raises(ValueError, match="valid variants: svd, "):
@@ -94,59 +96,74 @@ def test_micro_conditioning_changes_frames(tiny_sampler, base, input_png, change
     assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() > 0
 
 
-def test_progress_and_cancel(tiny_sampler, base, input_png, tmp_path):
-    seen = []
-    tiny_sampler.generate(input_png, base.replace(num_inference_steps=3), on_step=lambda i, n: seen.append((i, n)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+def test_progress_and_cancel(tiny_sampler, base, input_png):
+    seen, phases = [], []
+    tiny_sampler.generate(input_png, base.replace(num_inference_steps=3), on_step=lambda i, n: seen.append((i, n)),
+                          on_phase=phases.append)
+    assert seen == [(1, 3), (2, 3), (3, 3)] and phases == ["encoding", "denoising", "decoding"]
     seen.clear()
     with pytest.raises(Cancelled):
         tiny_sampler.generate(input_png, base.replace(num_inference_steps=5),
                               on_step=lambda i, n: seen.append(i), should_stop=lambda: len(seen) >= 2)
     assert seen == [1, 2]
-    assert list(tmp_path.iterdir()) == []
     # the sampler stays usable after a cancel
     assert tiny_sampler.generate(input_png, base).frames.shape[0] == 4
 
 
-def test_one_run_at_a_time_across_threads(tiny_sampler, base, input_png):
-    active, overlap, positions = [0], [False], []
+def test_cancel_during_the_last_step_and_the_decode(tiny_sampler, base, input_png):
+    decoder_calls = []
+    hook = tiny_sampler.pipe.vae.decoder.register_forward_pre_hook(lambda m, a: decoder_calls.append(1))
+    try:
+        steps = []
+        with pytest.raises(Cancelled):  # cancelled while the last step runs: no decode at all
+            tiny_sampler.generate(input_png, base, on_step=lambda i, n: steps.append(i),
+                                  should_stop=lambda: len(steps) == base.num_inference_steps)
+        assert decoder_calls == []
+        with pytest.raises(Cancelled):  # cancelled during the decode (one frame per call): it stops there
+            tiny_sampler.generate(input_png, base.replace(decode_chunk_size=1),
+                                  should_stop=lambda: len(decoder_calls) >= 1)
+        assert len(decoder_calls) == 1
+    finally:
+        hook.remove()
+
+
+def test_cancel_up_to_the_save(tiny_sampler, base, input_png, tmp_path):
+    result = tiny_sampler.generate(input_png, base)
+    with pytest.raises(Cancelled, match="nothing was written"):
+        save_run(result, tiny_sampler.info, tmp_path, should_stop=lambda: True)
+    assert list(tmp_path.iterdir()) == []
+    assert save_run(result, tiny_sampler.info, tmp_path, should_stop=lambda: False).is_dir()
+
+
+def test_one_run_at_a_time_across_threads(tiny_sampler, base, input_png, monkeypatch):
+    inside, most, positions, errors = [0], [0], [], []
     lock = threading.Lock()
+    real_run = tiny_sampler._run
 
-    def on_step(i, n):
+    def counted(*a, **k):
         with lock:
-            overlap[0] |= active[0] > 1
-
-    def worker():
-        def step(i, n):
-            on_step(i, n)
-        with lock:
-            active[0] += 1
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
         try:
-            tiny_sampler.generate(input_png, base, on_step=step, on_queue=positions.append)
+            return real_run(*a, **k)
         finally:
             with lock:
-                active[0] -= 1
+                inside[0] -= 1
+    monkeypatch.setattr(tiny_sampler, "_run", counted)
 
-    orig = tiny_sampler._run
-    running = [0]
-
-    def guarded(*a, **k):
-        running[0] += 1
+    def worker():
         try:
-            assert running[0] == 1, "two runs inside one pipeline"
-            return orig(*a, **k)
-        finally:
-            running[0] -= 1
-    tiny_sampler._run = guarded
-    try:
-        threads = [threading.Thread(target=worker) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        del tiny_sampler._run
-    assert running[0] == 0 and positions.count(0) == 3 and max(positions) >= 1  # 0: your turn
+            tiny_sampler.generate(input_png, base, on_queue=positions.append)
+        except Exception as e:  # reported to the main thread
+            errors.append(e)
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert most[0] == 1, "two runs inside one pipeline at once"
+    assert positions.count(0) == 3 and max(positions) >= 1  # 0: your turn; someone had to wait
 
 
 def test_cancel_while_queued(tiny_sampler, base, input_png):
@@ -305,13 +322,16 @@ def test_run_folder_contents(tiny_sampler, base, input_png, tmp_path):
 
 def test_failed_write_leaves_nothing(tiny_sampler, base, input_png, tmp_path, monkeypatch):
     result = tiny_sampler.generate(input_png, base)
-    from svd_core import export
+    real_replace, seen = os.replace, []
 
-    def boom(*a, **k):
-        raise OSError("disk full")
-    monkeypatch.setattr(export, "to_png", boom)
+    def full_disk(src, dst):  # fails after every file is in the temporary folder
+        seen.append(sorted(p.name for p in Path(src).iterdir()))
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError):
         save_run(result, tiny_sampler.info, tmp_path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert "run.json" in seen[0]  # the temporary folder existed, complete, when the write failed
     assert list(tmp_path.iterdir()) == []
 
 
@@ -390,7 +410,8 @@ def test_cli_end_to_end(tiny_checkpoint, input_png, tmp_path):
     assert r.returncode == 0, r.stderr
     run = Path(r.stdout.split()[0])
     assert (run / "video.mp4").is_file() and (run / "video.gif").is_file()
-    assert json.loads((run / "run.json").read_text())["params"]["decode_chunk_size"] == 3
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["params"]["decode_chunk_size"] == 6 and rec["effective"]["decode_chunk_size"] == 3  # 3 frames
     r = _cli("sweep", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64",
              "--height", "64", "--num-frames", "3", "--num-inference-steps", "1", "--vary", "motion_bucket_id=0,255")
     assert r.returncode == 0, r.stderr
@@ -405,7 +426,7 @@ def test_cli_end_to_end(tiny_checkpoint, input_png, tmp_path):
 
 @pytest.mark.parametrize("args, match", [
     (["--motion-bucket-id", "300"], "motion_bucket_id must be between 0 and 255"),
-    (["--decode-chunk-size", "9"], "decode_chunk_size must be between 1 and num_frames"),
+    (["--num-frames", "1"], "num_frames must be between 2 and 64"),
     (["--format", "avi"], "unknown format"),
 ])
 def test_cli_bad_params_one_line(tiny_checkpoint, input_png, args, match):
@@ -424,23 +445,28 @@ def test_cli_bad_image_and_no_checkpoint(tiny_checkpoint, tmp_path):
 
 # ------------------------------------------------------------------------------------------ memory fallback
 
-def test_out_of_memory_retries_once_in_the_next_mode(tiny_sampler, base, input_png, monkeypatch):
+def test_out_of_memory_retries_once_in_the_next_mode_for_that_run_only(tiny_sampler, base, input_png,
+                                                                        monkeypatch, tmp_path):
     import torch
 
     from svd_core import OutOfMemory
 
     real_run, calls = tiny_sampler._run, []
 
-    def oom_once(*a, **k):
-        calls.append(tiny_sampler.memory_mode)
+    def oom_once(prepared, params, on_step, should_stop, on_phase, mode):
+        calls.append(mode)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_run(*a, **k)
+        return real_run(prepared, params, on_step, should_stop, on_phase, mode)
     monkeypatch.setattr(tiny_sampler, "_run", oom_once)
     monkeypatch.setattr(tiny_sampler, "memory_mode", "fast")
     result = tiny_sampler.generate(input_png, base)
     assert calls == ["fast", "balanced"] and result.memory_mode == "balanced"
-    assert any("retried in 'balanced' mode" in n for n in result.notes)
+    assert tiny_sampler.memory_mode == "fast"  # the server's mode is not changed for later runs
+    assert any("this run was retried in 'balanced' mode" in n for n in result.notes)
+    rec = json.loads((save_run(result, tiny_sampler.info, tmp_path) / "run.json").read_text())
+    assert rec["effective"]["fallback"] == {"from": "fast", "to": "balanced", "reason": "out of memory"}
+    assert rec["effective"]["memory_mode"] == "balanced"
 
     def always_oom(*a, **k):
         raise RuntimeError("MPS backend out of memory")
@@ -450,13 +476,82 @@ def test_out_of_memory_retries_once_in_the_next_mode(tiny_sampler, base, input_p
     assert len(tiny_sampler.queue) == 0  # the lock is released after a failure
 
 
-def test_unet_forward_chunking_toggles(tiny_sampler):
+def test_low_mode_caps_the_decode_chunk_and_says_so(tiny_sampler, base, input_png, monkeypatch, tmp_path):
+    decoded = []
+    hook = tiny_sampler.pipe.vae.decoder.register_forward_pre_hook(lambda m, a: decoded.append(a[0].shape[0]))
+    monkeypatch.setattr(tiny_sampler, "memory_mode", "low")  # on the CPU, low only changes the decode chunk
+    try:
+        result = tiny_sampler.generate(input_png, base)  # decode_chunk_size 4
+    finally:
+        hook.remove()
+    assert decoded == [2, 2]  # what the decoder really got
+    assert result.effective["decode_chunk_size"] == 2 and result.params.decode_chunk_size == 4
+    assert any("decode_chunk_size lowered from 4 to 2" in n for n in result.notes)
+    rec = json.loads((save_run(result, tiny_sampler.info, tmp_path) / "run.json").read_text())
+    assert rec["effective"]["decode_chunk_size"] == 2 and rec["params"]["decode_chunk_size"] == 4
+
+
+def test_auto_memory_mode_thresholds(monkeypatch):
+    import torch
+
+    from svd_core.sampler import resolve_memory_mode
+
+    GiB = 1 << 30
+    cuda = torch.device("cuda")
+    for free, want in [(40 * GiB, "fast"), (24 * GiB, "fast"), (23 * GiB, "balanced"), (12 * GiB, "balanced"),
+                       (11.9 * GiB, "low"), (4 * GiB, "low")]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, f=free: (int(f), 80 * GiB))
+        assert resolve_memory_mode("auto", cuda) == want, free / GiB
+    assert resolve_memory_mode("low", cuda) == "low"
+    assert resolve_memory_mode("auto", torch.device("cpu")) == "fast"
+    with pytest.raises(ValueError, match="valid: auto, fast, balanced, low"):
+        resolve_memory_mode("turbo", cuda)
+
+
+def test_fps_id_reaches_the_unet(tiny_sampler, base, input_png):
+    """diffusers' fps is Stability's fps_id + 1: the UNet must see fps - 1, and run.json says so."""
+    seen = []
+    hook = tiny_sampler.pipe.unet.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["added_time_ids"][0].tolist()), with_kwargs=True)
+    try:
+        result = tiny_sampler.generate(input_png, base.replace(fps=9, motion_bucket_id=50, noise_aug_strength=0.1))
+    finally:
+        hook.remove()
+    fps_id, bucket, aug = seen[0]
+    assert (fps_id, bucket) == (8, 50) and aug == pytest.approx(0.1)
+    assert result.effective["fps_id"] == fps_id
+
+
+def test_unet_forward_chunking_is_diffusers_recipe_and_changes_nothing(tiny_checkpoint, input_png):
+    """Chunking only splits the feed-forward's batch: the same frames. In float64, so that the CPU's GEMM
+    blocking (a different row count per call) stays far below one level of 8-bit output; in float32 it moves
+    0.03 % of the pixels by one level."""
+    import torch
+
+    from svd_core import Sampler
     from svd_core.sampler import set_unet_chunking
 
-    unet = tiny_sampler.pipe.unet
+    sampler = Sampler(tiny_checkpoint, device="cpu", dtype=torch.float64)
+    base = sampler.default_params(**SMALL)
+    unet = sampler.pipe.unet
     blocks = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
-    assert blocks
-    set_unet_chunking(unet, True)
-    assert all(m._chunk_size == 1 for m in blocks)
+    rows = []  # batch rows of each spatial block's feed-forward call
+    spatial = [m for m in blocks if type(m).__name__ == "BasicTransformerBlock"]
+    hooks = [m.ff.register_forward_pre_hook(lambda mod, a: rows.append(a[0].shape[0])) for m in spatial]
+    try:
+        plain = sampler.generate(input_png, base)
+        plain_calls, plain_rows = len(rows), set(rows)
+        set_unet_chunking(unet, True)
+        assert all(m._chunk_size == 1 for m in blocks)
+        rows.clear()
+        chunked = sampler.generate(input_png, base)
+        assert chunked.effective["unet_ff_chunking"] and not plain.effective["unet_ff_chunking"]
+    finally:
+        for h in hooks:
+            h.remove()
     set_unet_chunking(unet, False)
     assert all(m._chunk_size is None for m in blocks)
+    # spatial blocks: one call per frame of the CFG batch (2 x 4 frames, so batch 1); temporal blocks: one per frame
+    # position (diffusers fixes their dim). Chunking over tokens instead would multiply calls by the token count.
+    assert spatial and plain_rows == {8} and set(rows) == {1} and len(rows) == 8 * plain_calls
+    assert np.array_equal(plain.frames, chunked.frames)
