@@ -77,7 +77,7 @@ if S.pop("history_loaded", False):
 def card(run, nested: bool = False):
     rec = run.record
     p = rec["params"]
-    with st.container(border=True):
+    with st.container(border=True, key=f"card_{run.id}"):
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
         with c1:
             if run.file("poster.png").is_file():
