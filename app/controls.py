@@ -18,9 +18,8 @@ S = st.session_state
 
 # ------------------------------------------------------------------------------------------------- model
 
-def _label(info) -> str:
-    return f"{info.name} ({info.variant.name}, {info.size_gb:.2f} GB)" if info.size_gb >= 0.1 else \
-        f"{info.name} ({info.variant.name}, {info.size_bytes / 1e6:.0f} MB)"
+def _size(info) -> str:
+    return f"{info.size_gb:.2f} GB" if info.size_gb >= 0.1 else f"{info.size_bytes / 1e6:.0f} MB"
 
 
 def _choose() -> None:
@@ -58,13 +57,13 @@ def sidebar() -> None:
         S["model_ckpt"], S["model_device"], S["model_memory_mode"] = choice.path, choice.device, choice.memory_mode
         active = server.jobs()
         st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
-                     format_func=lambda p: _label(by_path[p]),
+                     format_func=lambda p: by_path[p].path.stem,  # short enough for the sidebar
                      help="One model for every open tab: it can change while no run is queued or running.")
         refused = S.pop("model_refused", None)
         if refused:
             st.warning(refused, icon=":material/block:")
         info = by_path[choice.path]
-        st.caption(info.variant.title)
+        st.caption(f"{info.variant.title} · {info.name} · {_size(info)} · {info.dtype}")
         if info.variant.name.startswith("tiny"):
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
                        "checkpoints/ for real videos.", icon=":material/science:")
