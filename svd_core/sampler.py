@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
@@ -52,10 +53,6 @@ def set_unet_chunking(unet, enabled: bool) -> None:
 
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
-
-
-class _Stop(Exception):
-    """Raised inside the pipeline's step callback to stop a run between steps."""
 
 
 class RunQueue:
@@ -147,6 +144,11 @@ class SampleResult:
     device: str
     dtype: str
     notes: list[str] = field(default_factory=list)
+    # num_videos: every video (seeds seed, seed+1, ...; videos[0] is `frames`), its final latents (float32
+    # (F, 4, h, w), scaled space), and the UNet calls of the whole run
+    videos: list[np.ndarray] = field(default_factory=list)
+    latents: list[torch.Tensor] = field(default_factory=list)
+    model_calls: int = 0
 
 
 class Sampler:
@@ -207,11 +209,25 @@ class Sampler:
         notes = list(prepared.notes) + self._conditioning_notes(params)
         self.queue.acquire(on_queue, should_stop)
         try:
-            frames, timings = self._run_with_fallback(prepared, params, on_step, should_stop, notes)
+            videos, timings, outputs = self._run_videos(prepared, params, on_step, should_stop, notes)
         finally:
             self.queue.release()
-        return SampleResult(frames, params, prepared, timings, self.memory_mode, str(self.device),
-                            str(self.dtype).replace("torch.", ""), notes)
+        return SampleResult(videos[0], params, prepared, timings, self.memory_mode, str(self.device),
+                            str(self.dtype).replace("torch.", ""), notes, videos, [o.latents for o in outputs],
+                            sum(o.model_calls for o in outputs))
+
+    def _run_videos(self, prepared, params, on_step, should_stop, notes: list[str]):
+        """num_videos: one run per seed (seed, seed+1, ...), each the same as a run of that seed alone. Progress
+        counts the steps of all videos; timings add up."""
+        videos, outputs, timings = [], [], {}
+        for k in range(params.num_videos):
+            step = None if on_step is None else (lambda i, n, k=k: on_step(k * n + i, n * params.num_videos))
+            frames, t, out = self._run_with_fallback(prepared, params.replace(seed=params.seed + k, num_videos=1), step,
+                                                     should_stop, notes)
+            videos.append(frames)
+            outputs.append(out)
+            timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}
+        return videos, timings, outputs
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, notes: list[str]):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low), retry once."""
@@ -239,34 +255,11 @@ class Sampler:
         return []
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop):
-        n = params.num_inference_steps
-        if should_stop is not None and should_stop():
-            raise Cancelled("run cancelled before it started")
-        clock = StageClock(self.pipe, self.device)
-
-        def step_end(pipe, i, t, kwargs):
-            clock.step_end()
-            if on_step is not None:
-                on_step(i + 1, n)
-            if should_stop is not None and should_stop() and i + 1 < n:
-                raise _Stop
-            return kwargs
-
+        """One video (seed params.seed) through svd_core.pipeline: (uint8 frames, timings, PipelineOutput)."""
         decode_chunk = params.decode_chunk_size
         if self.memory_mode == "low":
             decode_chunk = min(decode_chunk, LOW_DECODE_CHUNK)
-        try:
-            with clock, torch.inference_mode():
-                out = self.pipe(
-                    prepared.image, height=params.height, width=params.width, num_frames=params.num_frames,
-                    num_inference_steps=n, min_guidance_scale=params.min_guidance_scale,
-                    max_guidance_scale=params.max_guidance_scale, fps=params.fps,
-                    motion_bucket_id=params.motion_bucket_id, noise_aug_strength=params.noise_aug_strength,
-                    decode_chunk_size=decode_chunk, generator=torch.Generator("cpu").manual_seed(params.seed),
-                    output_type="np", callback_on_step_end=step_end)
-        except _Stop:
-            raise Cancelled("run cancelled") from None
-        finally:
-            self.pipe.maybe_free_model_hooks()
-        return to_uint8(out.frames[0]), clock.timings()
-
+        out = pipeline.run(self.pipe, prepared.image, params, decode_chunk_size=decode_chunk,
+                           generator=torch.Generator("cpu").manual_seed(params.seed), on_step=on_step,
+                           should_stop=should_stop)
+        return to_uint8(out.frames), out.timings, out
