@@ -254,7 +254,8 @@ class SamplerInfo:
     knobs: tuple[str, ...] = ()
 
     def model_calls(self, steps: int) -> int:
-        """Model (UNet) calls of a run of `steps` steps."""
+        """Model (UNet) calls of a run of `steps` steps (at most: dpmpp_2s_ancestral skips its midpoint call
+        on a step whose float32 sigma_down comes out 0, as sgm does)."""
         return self.calls_per_step * (steps - 1) + 1
 
 
