@@ -74,6 +74,9 @@ def set_samplers(reference_checkpoints):
     cache = {}
 
     def get(fixture_set):
+        if fixture_set not in reference_checkpoints:
+            pytest.fail(f"sampler fixtures of set {fixture_set} need tests/fixtures/{fixture_set}/ (its "
+                        "weights_manifest.json and reference.json) for the checkpoint")
         if fixture_set not in cache:
             cache[fixture_set] = Sampler(reference_checkpoints[fixture_set], device="cpu", dtype=torch.float32)
         return cache[fixture_set]
