@@ -4,6 +4,10 @@ diffusers with the same modules, in each memory mode, optionally with torch.comp
     python bench/sample.py                 # full size: 25 frames, 576x1024, 25 steps, decode chunks 8 and 25 (GPU)
     python bench/sample.py --small         # the same code on the tiny model on the CPU, about a minute (CI smoke)
 
+A second table covers Stability's sampling panel: linear vs identity guidance (identity runs the UNet on half the
+rows: time per step) and every other sampler (model calls per run: Heun and DPM++ 2S call the UNet about twice
+per step), on the fast-mode Sampler.
+
 Speed and memory do not depend on the weights' values, so a random model costs what the real one does. FLOPs
 come from torch.utils.flop_counter on meta tensors (nothing allocated), once per shape; achieved TFLOP/s is that
 count over the measured time. Every configuration uses the same seed and is compared to the baseline by PSNR.
@@ -88,6 +92,11 @@ def run_baseline(pipe, image, p, device):
     return to_uint8(out.frames[0]), clock.timings()
 
 
+def _sig(x: float, digits: int = 3) -> float:
+    """Round to significant digits (a tiny model on a slow CPU is not 0 TFLOP/s)."""
+    return float(f"{x:.{digits}g}")
+
+
 def _gen(sampler, img, params):
     """Sampler.generate, timed from outside too: `total` is the wall time of the whole call (image
     preparation, queue, pipeline, frame conversion), so it shows the overhead over a bare pipeline call."""
@@ -116,6 +125,7 @@ def main(argv=None) -> int:
     from svd_core.checkpoints import file_sha256, read_safetensors_header, shapes_of
     from svd_core.convert import infer_architecture
     from svd_core.loader import load_pipeline
+    from svd_core.params import SAMPLERS
 
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,8 +171,8 @@ def main(argv=None) -> int:
         row = {
             "config": label, "mode": mode, "decode_chunk": chunk, **{k: round(v, 3) for k, v in t.items()},
             "steps_per_s": round(steps / t["denoise"], 3),
-            "denoise_tflops": float(f"{denoise_flops / t['denoise'] / 1e12:.3g}"),  # 3 significant digits: the
-            "decode_tflops": float(f"{decode_flops / t['decode'] / 1e12:.3g}"),  # tiny model is far below 0.01
+            "denoise_tflops": _sig(denoise_flops / t["denoise"] / 1e12),
+            "decode_tflops": _sig(decode_flops / t["decode"] / 1e12),
             "peak_mem_gb": round(mem / 1e9, 2) if mem else None,
             "psnr_vs_baseline": None if ref is None else round(psnr(frames_, ref), 2),
         }
@@ -213,13 +223,40 @@ def main(argv=None) -> int:
         del sampler
         peak_mem_reset()
 
+    # 3. Stability's sampling panel (fast mode, first decode chunk): the identity guider's half batch, and the
+    #    model calls of each sampler
+    panel = []
+    sampler = Sampler(ckpt, device=device, memory_mode="fast")
+    sampler.generate(img, base.replace(num_inference_steps=2))  # warm-up
+    unet_rows = []
+    hook = sampler.pipe.unet.register_forward_pre_hook(lambda m, a: unet_rows.append(a[0].shape[0] * a[0].shape[1]))
+    variants = [("guider", "linear"), ("guider", "identity")] + [("sampler", s) for s in SAMPLERS if s != "euler"]
+    for knob, value in variants:
+        p = base.replace(decode_chunk_size=chunks[0], **{knob: value})
+        runs = []
+        for _ in range(repeat):
+            unet_rows.clear()
+            r = sampler.generate(img, p)
+            runs.append((r.timings["total"], r, unet_rows[0]))
+        runs.sort(key=lambda x: x[0])
+        _, r, rows_per_call = runs[len(runs) // 2]
+        row = {"config": f"{knob}={value}", "sampler": p.sampler, "guider": p.guider, "steps": steps,
+               "model_calls": r.model_calls, "unet_rows_per_call": rows_per_call,
+               "denoise": round(r.timings["denoise"], 3), "s_per_step": round(r.timings["denoise"] / steps, 4),
+               "s_per_model_call": round(r.timings["denoise"] / r.model_calls, 4)}
+        panel.append(row)
+        print(json.dumps(row), flush=True)
+    hook.remove()
+    del sampler
+    peak_mem_reset()
+
     meta = {"repeat": repeat, "device": name, "torch": torch.__version__,
             "dtype": "float16" if device.type == "cuda" else "float32",
             "frames": frames, "size": f"{width}x{height}", "steps": steps, "flops_per_step_tflop":
             round(flops["step"] / 1e12, 2), "flops_decode_tflop": round(flops["decode"] / 1e12, 2),
             "peak_tflops": peak_tflops, "command": "python bench/sample.py " + " ".join(argv or sys.argv[1:])}
     (args.out / ("sample_small.json" if args.small else "sample.json")).write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=2))
+        json.dumps({"meta": meta, "rows": rows, "panel": panel}, indent=2))
     print()
     print(f"{name} · {meta['dtype']} · {frames} frames {width}x{height} · {steps} steps · "
           f"{meta['flops_per_step_tflop']} TFLOP/step (CFG batch) · decode {meta['flops_decode_tflop']} TFLOP")
@@ -228,6 +265,12 @@ def main(argv=None) -> int:
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
+        print("| " + " | ".join(str(r.get(c)) for c in cols) + " |")
+    print()
+    cols = ["config", "steps", "model_calls", "unet_rows_per_call", "denoise", "s_per_step", "s_per_model_call"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in panel:
         print("| " + " | ".join(str(r.get(c)) for c in cols) + " |")
     return 0
 

@@ -18,12 +18,14 @@ from .checkpoints import (
 from .errors import Cancelled, CheckpointError, ImageError, OutOfMemory, SVDError
 from .export import contact_sheet, export_frames, grid_frames, to_frames_zip, to_gif, to_mp4, to_webp
 from .images import ImageSpec, PreparedImage, prepare_image
-from .params import RANGES, RESIZE_MODES, SamplingParams
+from .params import CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, delete_run, list_runs, load_run, save_run
 from .sweep import SweepResult, grid_cells, parse_vary, run_sweep
 from .tiny import make_tiny
 
-_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampler", "SampleResult": "sampler"}
+_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampler", "SampleResult": "sampler",
+         "guidance_scales": "samplers", "list_samplers": "samplers", "list_discretizations": "samplers",
+         "list_guiders": "samplers", "applicable_knobs": "samplers"}
 
 
 def __getattr__(name):
@@ -35,10 +37,11 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Cancelled", "CheckpointError", "CheckpointInfo", "ImageError", "ImageSpec", "MEMORY_MODES", "OutOfMemory",
-    "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError", "SampleResult", "Sampler", "SamplingParams",
-    "SweepResult", "Variant", "contact_sheet", "delete_run", "export_frames", "file_sha256", "get_variant",
-    "grid_cells", "grid_frames", "inspect_checkpoint", "list_checkpoints", "list_runs", "list_variants",
-    "load_pipeline", "load_run", "make_tiny", "parse_vary", "prepare_image", "run_sweep", "save_run",
+    "CHOICES", "Cancelled", "CheckpointError", "CheckpointInfo", "ImageError", "ImageSpec", "KNOBS_OF",
+    "MEMORY_MODES", "OutOfMemory", "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError", "SampleResult",
+    "Sampler", "SamplingParams", "SweepResult", "Variant", "applicable_knobs", "contact_sheet", "delete_run",
+    "export_frames", "file_sha256", "get_variant", "grid_cells", "grid_frames", "guidance_scales",
+    "inspect_checkpoint", "list_checkpoints", "list_discretizations", "list_guiders", "list_runs", "list_samplers",
+    "list_variants", "load_pipeline", "load_run", "make_tiny", "parse_vary", "prepare_image", "run_sweep", "save_run",
     "to_frames_zip", "to_gif", "to_mp4", "to_webp",
 ]

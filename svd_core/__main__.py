@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .params import RANGES, RESIZE_MODES
+from .params import CHOICES, RANGES
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
@@ -16,8 +16,9 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
     for name, (lo, hi, help_) in RANGES.items():
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=int if isinstance(lo, int) else float,
                        default=None, metavar="N", help=f"{help_} [{lo}..{hi}]")
-    g.add_argument("--resize-mode", dest="resize_mode", choices=RESIZE_MODES, default=None,
-                   help="how the image meets the output aspect (default crop)")
+    for name, (valid, help_) in CHOICES.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=name, choices=valid, default=None,
+                       help=f"{help_} (default {valid[0]})")
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -74,7 +75,7 @@ def _checked_inputs(args):
     from .params import SamplingParams
 
     info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
-    overrides = {k: getattr(args, k) for k in [*RANGES, "resize_mode"] if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in [*RANGES, *CHOICES] if getattr(args, k) is not None}
     params = SamplingParams.for_variant(info.variant, **overrides)
     open_image(args.image)
     return info, params
@@ -116,6 +117,9 @@ def cmd_sample(args) -> int:
         bar.close()
     for note in result.notes:
         print("note:", note, file=sys.stderr)
+    if params.inapplicable():
+        print(f"note: ignored by {params.sampler} / {params.discretization} / {params.guider}: "
+              f"{', '.join(params.inapplicable())}", file=sys.stderr)
     path = save_run(result, sampler.info, args.out, formats=formats)
     t = result.timings
     print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "

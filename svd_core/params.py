@@ -13,8 +13,9 @@ RESIZE_MODES = ("crop", "pad", "stretch")
 RANGES: dict[str, tuple[float, float, str]] = {
     "num_frames": (2, 64, "frames to generate; SVD was trained on 14, SVD-XT on 25"),
     "num_inference_steps": (1, 200, "denoising steps; more is slower and smoother"),
-    "min_guidance_scale": (0.0, 20.0, "classifier-free guidance on the first frame"),
-    "max_guidance_scale": (0.0, 20.0, "guidance on the last frame (it ramps linearly across frames)"),
+    "min_guidance_scale": (0.0, 20.0, "classifier-free guidance on the first frame (linear and triangle guiders)"),
+    "max_guidance_scale": (0.0, 20.0, "guidance on the last frame (linear guider), mid-clip (triangle) or on "
+                                        "every frame (vanilla)"),
     "fps": (1, 60, "the frame rate the model is told to produce: lower means larger changes between frames"),
     "motion_bucket_id": (0, 255, "how much motion to ask for: higher moves more"),
     "noise_aug_strength": (0.0, 1.0, "noise added to the conditioning image: more gives more motion and less "
@@ -25,7 +26,55 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "width": (64, 2048, "output width in pixels"),
     "height": (64, 2048, "output height in pixels"),
     "output_fps": (1, 60, "frame rate of the exported video (default: the conditioning fps)"),
+    # Stability's sampling panel (sgm's sampler, discretization and guider arguments)
+    "sigma_min": (0.0001, 100.0, "EDM discretization: the last (smallest) noise level"),
+    "sigma_max": (0.01, 10000.0, "EDM discretization: the first (largest) noise level"),
+    "rho": (0.5, 30.0, "EDM discretization: how steps crowd towards sigma_min (higher crowds more)"),
+    "s_churn": (0.0, 100.0, "Euler/Heun: noise re-added each step (0 = deterministic)"),
+    "s_tmin": (0.0, 10000.0, "Euler/Heun: churn only at noise levels from s_tmin ..."),
+    "s_tmax": (0.0, 10000.0, "Euler/Heun: ... up to s_tmax"),
+    "s_noise": (0.0, 2.0, "scale of the noise re-added by churn or by the ancestral samplers"),
+    "eta": (0.0, 2.0, "ancestral samplers: share of each step's noise drawn afresh (0 = deterministic)"),
+    "lms_order": (1, 4, "linear multistep: how many past steps each step uses"),
+    "num_videos": (1, 16, "videos per run, with seeds seed, seed+1, ...: each one reproducible alone"),
 }
+
+SAMPLERS = ("euler", "heun", "euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m", "lms")
+DISCRETIZATIONS = ("edm", "legacy_ddpm")
+GUIDERS = ("linear", "triangle", "vanilla", "identity")
+
+# field -> (valid values, help): the string knobs, for validation, CLI choices and the app's selectors.
+CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "sampler": (SAMPLERS, "euler: Euler (EDM) · heun: 2nd order, ~2 model calls a step · euler_ancestral: "
+                          "Euler with fresh noise each step · dpmpp_2s_ancestral: DPM++ 2S ancestral, ~2 calls a "
+                          "step · dpmpp_2m: DPM++ 2M · lms: linear multistep"),
+    "discretization": (DISCRETIZATIONS, "noise levels: edm (sigma_min, sigma_max, rho) or legacy_ddpm (Stable "
+                                        "Diffusion's 1000-step schedule)"),
+    "guider": (GUIDERS, "classifier-free guidance across frames: linear (min on the first frame, max on the last), "
+                        "triangle (min at both ends, max mid-clip), vanilla (max everywhere), identity (none: half "
+                        "the UNet work)"),
+    "resize_mode": (RESIZE_MODES, "how the image meets the output aspect"),
+}
+
+# The knobs each choice reads; every other knob of this table is ignored by that choice.
+KNOBS_OF: dict[str, dict[str, tuple[str, ...]]] = {
+    "sampler": {
+        "euler": ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+        "heun": ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+        "euler_ancestral": ("eta", "s_noise"),
+        "dpmpp_2s_ancestral": ("eta", "s_noise"),
+        "dpmpp_2m": (),
+        "lms": ("lms_order",),
+    },
+    "discretization": {"edm": ("sigma_min", "sigma_max", "rho"), "legacy_ddpm": ()},
+    "guider": {
+        "linear": ("min_guidance_scale", "max_guidance_scale"),
+        "triangle": ("min_guidance_scale", "max_guidance_scale"),
+        "vanilla": ("max_guidance_scale",),
+        "identity": (),
+    },
+}
+CHURN_KNOBS = ("s_tmin", "s_tmax", "s_noise")  # Euler/Heun read these only when s_churn > 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +92,19 @@ class SamplingParams:
     height: int = 576
     output_fps: int | None = None
     resize_mode: str = "crop"
+    sampler: str = "euler"
+    discretization: str = "edm"
+    sigma_min: float = 0.002
+    sigma_max: float = 700.0
+    rho: float = 7.0
+    guider: str = "linear"
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 999.0
+    s_noise: float = 1.0
+    eta: float = 1.0
+    lms_order: int = 4
+    num_videos: int = 1
 
     def __post_init__(self):
         for name, (lo, hi, _) in RANGES.items():
@@ -56,8 +118,16 @@ class SamplingParams:
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
             object.__setattr__(self, name, int(value) if integer else float(value))
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
+        for name, (valid, _) in CHOICES.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if self.seed + self.num_videos - 1 > RANGES["seed"][1]:
+            raise ValueError(f"seed + num_videos - 1 must be at most {RANGES['seed'][1]}, got "
+                             f"{self.seed + self.num_videos - 1}")
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min:g}) must be below sigma_max ({self.sigma_max:g})")
+        if self.s_tmin > self.s_tmax:
+            raise ValueError(f"s_tmin ({self.s_tmin:g}) must not exceed s_tmax ({self.s_tmax:g})")
 
     @property
     def decode_chunk(self) -> int:
@@ -68,6 +138,20 @@ class SamplingParams:
     @property
     def video_fps(self) -> int:
         return self.output_fps or self.fps
+
+    def applicable(self) -> tuple[str, ...]:
+        """The knobs of KNOBS_OF that this sampler, discretization and guider read."""
+        return tuple(k for table, name in ((t, getattr(self, t)) for t in KNOBS_OF) for k in KNOBS_OF[table][name])
+
+    def inapplicable(self) -> list[str]:
+        """The knobs set away from their defaults that this combination ignores (for run.json), e.g.
+        ['eta'] for euler with eta=0.5, or ['s_noise'] for euler with s_noise=0.9 but no churn."""
+        used = set(self.applicable())
+        if self.sampler in ("euler", "heun") and self.s_churn == 0:
+            used -= set(CHURN_KNOBS)
+        knobs = {k for table in KNOBS_OF.values() for names in table.values() for k in names}
+        defaults = SamplingParams.__dataclass_fields__
+        return [k for k in field_names() if k in knobs and k not in used and getattr(self, k) != defaults[k].default]
 
     def replace(self, **changes) -> SamplingParams:
         return dataclasses.replace(self, **changes)

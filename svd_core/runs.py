@@ -1,5 +1,7 @@
 """Run folders: outputs/<run id>/ with the video(s), the prepared input image, a poster and run.json.
 
+With num_videos > 1 the k-th extra video (seed + k) is video-k.<fmt> (frames-k.zip) beside video.<fmt> (seed).
+
 A run is written into a hidden temporary folder and renamed into place only when complete, so a killed or
 failed run never leaves a folder that looks like a run; `list_runs` only sees complete ones.
 """
@@ -101,8 +103,11 @@ def save_run(result, checkpoint: CheckpointInfo, out_dir=None, formats=("mp4",),
     up to the final rename writes nothing."""
     out_dir = Path(out_dir or output_dir())
     fps = result.params.video_fps
-    files = {("frames.zip" if fmt == "zip" else f"video.{fmt}"): export.export_frames(result.frames, fmt, fps)
-             for fmt in formats}
+    files = {}
+    for k, frames in enumerate(getattr(result, "videos", None) or [result.frames]):
+        tail = f"-{k}" if k else ""  # num_videos: video.mp4 is seed, video-1.mp4 seed + 1, ...
+        files.update({(f"frames{tail}.zip" if fmt == "zip" else f"video{tail}.{fmt}"):
+                      export.export_frames(frames, fmt, fps) for fmt in formats})
     files["input.png"] = export.to_png(np.asarray(result.image.image))
     files["poster.png"] = export.to_png(result.frames[0])
     if source is not None:

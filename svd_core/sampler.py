@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
@@ -58,10 +59,6 @@ def unet_chunking(unet) -> bool:
 
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
-
-
-class _Stop(Exception):
-    """Raised inside the pipeline's step callback to stop a run between steps."""
 
 
 class RunQueue:
@@ -113,8 +110,8 @@ class StageClock:
     step's end, marked by `step_end()` from the step callback), decode (-> return). Synchronises CUDA at each
     mark, so GPU work is counted where it happens."""
 
-    def __init__(self, pipe, device: torch.device, on_phase: Callable[[str], None] | None = None):
-        self.pipe, self.device, self.marks, self.on_phase = pipe, device, {}, on_phase
+    def __init__(self, pipe, device: torch.device):
+        self.pipe, self.device, self.marks = pipe, device, {}
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -122,10 +119,7 @@ class StageClock:
         return time.perf_counter()
 
     def _first_unet_call(self, module, args) -> None:  # a pre-hook must return None: a value replaces the inputs
-        if "denoise_start" not in self.marks:
-            self.marks["denoise_start"] = self._now()
-            if self.on_phase is not None:
-                self.on_phase("denoising")
+        self.marks.setdefault("denoise_start", self._now())
 
     def step_end(self) -> None:
         self.marks["denoise_end"] = self._now()
@@ -133,8 +127,6 @@ class StageClock:
     def __enter__(self):
         self._hook = self.pipe.unet.register_forward_pre_hook(self._first_unet_call)
         self.marks["start"] = self._now()
-        if self.on_phase is not None:
-            self.on_phase("encoding")
         return self
 
     def __exit__(self, *exc):
@@ -159,6 +151,11 @@ class SampleResult:
     dtype: str
     notes: list[str] = field(default_factory=list)
     effective: dict = field(default_factory=dict)  # what the run really used (run.json's "effective")
+    # num_videos: every video (seeds seed, seed+1, ...; videos[0] is `frames`), its final latents (float32
+    # (F, 4, h, w), scaled space), and the UNet calls of the whole run
+    videos: list[np.ndarray] = field(default_factory=list)
+    latents: list[torch.Tensor] = field(default_factory=list)
+    model_calls: int = 0
 
 
 class Sampler:
@@ -222,14 +219,29 @@ class Sampler:
         notes = list(prepared.notes) + self._conditioning_notes(params)
         self.queue.acquire(on_queue, should_stop)
         try:
-            frames, timings, effective = self._run_with_fallback(prepared, params, on_step, should_stop, on_phase,
-                                                                 notes)
+            videos, timings, outputs, effective = self._run_videos(prepared, params, on_step, should_stop, on_phase,
+                                                                   notes)
         finally:
             self.queue.release()
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
-        return SampleResult(frames, params, prepared, timings, effective["memory_mode"], effective["device"],
-                            effective["dtype"], notes, effective)
+        return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
+                            effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
+                            sum(o.model_calls for o in outputs))
+
+    def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
+        """num_videos: one run per seed (seed, seed+1, ...), each the same as a run of that seed alone. Progress
+        counts the steps of all videos; timings add up; an out-of-memory fallback of any video is recorded."""
+        videos, outputs, timings, fallback = [], [], {}, None
+        for k in range(params.num_videos):
+            step = None if on_step is None else (lambda i, n, k=k: on_step(k * n + i, n * params.num_videos))
+            frames, t, out, effective = self._run_with_fallback(
+                prepared, params.replace(seed=params.seed + k, num_videos=1), step, should_stop, on_phase, notes)
+            videos.append(frames)
+            outputs.append(out)
+            timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}
+            fallback = fallback or effective["fallback"]
+        return videos, timings, outputs, {**effective, "fallback": fallback}
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
@@ -238,7 +250,7 @@ class Sampler:
         try:
             for attempt in (1, 2):
                 try:
-                    frames, timings, used = self._run(prepared, params, on_step, should_stop, on_phase, mode)
+                    frames, timings, out, used = self._run(prepared, params, on_step, should_stop, on_phase, mode)
                     break
                 except Exception as e:
                     if not _is_oom(e):
@@ -267,7 +279,7 @@ class Sampler:
             "fps_id": params.fps - 1,  # what the model is conditioned on: diffusers passes fps - 1 (Stability's)
             "fallback": fallback,
         }
-        return frames, timings, effective
+        return frames, timings, out, effective
 
     def _conditioning_notes(self, params: SamplingParams) -> list[str]:
         v = self.info.variant
@@ -278,42 +290,13 @@ class Sampler:
         return []
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str):
-        n = params.num_inference_steps
-        if should_stop is not None and should_stop():
-            raise Cancelled("run cancelled before it started")
-        clock = StageClock(self.pipe, self.device, on_phase)
-
-        def step_end(pipe, i, t, kwargs):
-            clock.step_end()
-            if on_step is not None:
-                on_step(i + 1, n)
-            if should_stop is not None and should_stop():  # the last step too: the decode never starts
-                raise _Stop
-            if i + 1 == n and on_phase is not None:
-                on_phase("decoding")
-            return kwargs
-
-        def before_decode(module, args):  # a pre-hook must return None: a value replaces the inputs
-            if should_stop is not None and should_stop():
-                raise _Stop
-
+        """One video (seed params.seed) through svd_core.pipeline in memory mode `mode`: (uint8 frames, timings,
+        PipelineOutput, what it used)."""
         decode_chunk = params.decode_chunk
         if mode == "low":
             decode_chunk = min(decode_chunk, LOW_DECODE_CHUNK)
         used = {"decode_chunk_size": decode_chunk, "unet_ff_chunking": unet_chunking(self.pipe.unet)}
-        hook = self.pipe.vae.decoder.register_forward_pre_hook(before_decode)
-        try:
-            with clock, torch.inference_mode():
-                out = self.pipe(
-                    prepared.image, height=params.height, width=params.width, num_frames=params.num_frames,
-                    num_inference_steps=n, min_guidance_scale=params.min_guidance_scale,
-                    max_guidance_scale=params.max_guidance_scale, fps=params.fps,
-                    motion_bucket_id=params.motion_bucket_id, noise_aug_strength=params.noise_aug_strength,
-                    decode_chunk_size=decode_chunk, generator=torch.Generator("cpu").manual_seed(params.seed),
-                    output_type="np", callback_on_step_end=step_end)
-        except _Stop:
-            raise Cancelled("run cancelled") from None
-        finally:
-            hook.remove()
-            self.pipe.maybe_free_model_hooks()
-        return to_uint8(out.frames[0]), clock.timings(), used
+        out = pipeline.run(self.pipe, prepared.image, params, decode_chunk_size=decode_chunk,
+                           generator=torch.Generator("cpu").manual_seed(params.seed), on_step=on_step,
+                           should_stop=should_stop, on_phase=on_phase)
+        return to_uint8(out.frames), out.timings, out, used

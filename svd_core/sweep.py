@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from . import export
-from .params import SamplingParams, field_names
+from .params import CHOICES, SamplingParams, field_names
 from .runs import new_run_id, output_dir, save_run, utc_now, write_folder_atomically
 
 MAX_CELLS = 16
 
 
 def parse_vary(spec: str) -> tuple[str, list]:
-    """'motion_bucket_id=32,127,255' -> ('motion_bucket_id', [32, 127, 255])."""
+    """'motion_bucket_id=32,127,255' -> ('motion_bucket_id', [32, 127, 255]); 'sampler=euler,heun' ->
+    ('sampler', ['euler', 'heun']) (string knobs are checked against their valid values)."""
     name, sep, values = spec.partition("=")
     name = name.strip()
     if not sep or not values.strip():
@@ -31,9 +32,14 @@ def parse_vary(spec: str) -> tuple[str, list]:
     ftype = str(fields[name].type)  # a string under postponed annotations: 'int', 'float', 'Optional[int]', 'str'
     cast = int if "int" in ftype else float if "float" in ftype else str
     try:
-        return name, [cast(v.strip()) for v in values.split(",") if v.strip()]
+        parsed = [cast(v.strip()) for v in values.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"bad value in --vary {spec!r}: expected {cast.__name__}s") from None
+    valid = CHOICES.get(name, (None,))[0]
+    bad = [v for v in parsed if valid is not None and v not in valid]
+    if bad:
+        raise ValueError(f"unknown {name} {bad[0]!r} in --vary; valid: {', '.join(valid)}")
+    return name, parsed
 
 
 def _fmt(v) -> str:

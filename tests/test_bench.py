@@ -27,6 +27,12 @@ def test_sample_bench_small(tmp_path):
     rows = data["rows"]
     assert {r["config"] for r in rows} == {"diffusers (stock call)", "svd_core Sampler"}
     assert all(r["steps_per_s"] > 0 and r["denoise_tflops"] > 0 for r in rows)
-    # same seed, same modules: our sampler reproduces the stock pipeline exactly on the CPU
-    assert all(r["psnr_vs_baseline"] == float("inf") for r in rows if r["config"] == "svd_core Sampler")
+    # same seed, same modules: our sampler (sgm's float32 sampling loop) reproduces the stock pipeline up to the
+    # uint8 rounding of a few pixels on the CPU
+    assert all(r["psnr_vs_baseline"] > 60 for r in rows if r["config"] == "svd_core Sampler")
+    panel = {r["config"]: r for r in data["panel"]}
+    assert panel["guider=identity"]["unet_rows_per_call"] * 2 == panel["guider=linear"]["unet_rows_per_call"]
+    steps = panel["guider=linear"]["steps"]
+    assert panel["guider=linear"]["model_calls"] == panel["sampler=dpmpp_2m"]["model_calls"] == steps
+    assert panel["sampler=heun"]["model_calls"] == 2 * steps - 1
     assert data["meta"]["flops_per_step_tflop"] > 0
