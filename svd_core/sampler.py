@@ -20,7 +20,9 @@ from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
+from .metrics import measure_result
 from .params import SamplingParams
+from .training import training_warnings
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}
@@ -156,6 +158,7 @@ class SampleResult:
     videos: list[np.ndarray] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)
     model_calls: int = 0
+    metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_result: motion, flicker, likeness
 
 
 class Sampler:
@@ -216,18 +219,30 @@ class Sampler:
         prepared = image if isinstance(image, PreparedImage) else self.prepare(image, params)
         if prepared.size != (params.width, params.height):
             params = params.replace(width=prepared.size[0], height=prepared.size[1])
-        notes = list(prepared.notes) + self._conditioning_notes(params)
+        notes = list(prepared.notes) + training_warnings(params, self.info.variant)
         self.queue.acquire(on_queue, should_stop)
         try:
             videos, timings, outputs, effective = self._run_videos(prepared, params, on_step, should_stop, on_phase,
                                                                    notes)
+            metrics = self._measure(videos[0], params, prepared, timings)
         finally:
             self.queue.release()
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
         return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
                             effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
-                            sum(o.model_calls for o in outputs))
+                            sum(o.model_calls for o in outputs), metrics)
+
+    def _measure(self, frames, params, prepared, timings) -> dict:
+        """Metrics while the run still holds the queue (the image encoder may sit on the accelerator). A failed
+        measurement is recorded, never fails the run."""
+        t0 = time.perf_counter()
+        try:
+            metrics = measure_result(self.pipe, frames, params, prepared.image)
+        except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
+            metrics = {"error": f"{type(e).__name__}: {e}"}
+        timings["measure"] = time.perf_counter() - t0
+        return metrics
 
     def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
         """num_videos: one run per seed (seed, seed+1, ...), each the same as a run of that seed alone. Progress
@@ -241,7 +256,9 @@ class Sampler:
             outputs.append(out)
             timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}
             fallback = fallback or effective["fallback"]
-        return videos, timings, outputs, {**effective, "fallback": fallback}
+        return videos, timings, outputs, {**effective, "fallback": fallback,
+                                          "model_calls": sum(o.model_calls for o in outputs),
+                                          "ignored_knobs": params.inapplicable()}  # set, but unread by this sampler
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
@@ -280,14 +297,6 @@ class Sampler:
             "fallback": fallback,
         }
         return frames, timings, out, effective
-
-    def _conditioning_notes(self, params: SamplingParams) -> list[str]:
-        v = self.info.variant
-        if v.fixed_conditioning and (params.fps, params.motion_bucket_id) != (v.defaults["fps"],
-                                                                             v.defaults["motion_bucket_id"]):
-            return [f"{v.name} was trained at fps {v.defaults['fps']} and motion_bucket_id "
-                    f"{v.defaults['motion_bucket_id']} only; other values are outside its training"]
-        return []
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str):
         """One video (seed params.seed) through svd_core.pipeline in memory mode `mode`: (uint8 frames, timings,
