@@ -10,7 +10,19 @@ import streamlit as st
 from app import state
 from app.resources import checkpoints, device_choices, get_server, make_demo_model
 from app.server import Busy, ModelChoice
-from svd_core import MEMORY_MODES, RANGES, RESIZE_MODES, ImageSpec, SamplingParams, SVDError, prepare_image
+from svd_core import (
+    CHOICES,
+    MEMORY_MODES,
+    RANGES,
+    ImageSpec,
+    SamplingParams,
+    SVDError,
+    applicable_knobs,
+    describe_fps,
+    guidance_scales,
+    prepare_image,
+    training_warnings,
+)
 from svd_core.checkpoints import default_checkpoint
 
 S = st.session_state
@@ -176,17 +188,43 @@ def _reset(info) -> None:
     state.set_params(SamplingParams.for_variant(info.variant), str(info.path))
 
 
+FPS_HELP = ("Three numbers are called fps. Conditioning fps (this knob) is diffusers' and ComfyUI's `fps`; the "
+            "model sees fps_id = fps - 1, which Stability's scripts call `fps_id` (their 'fps 6' is this knob at 7); "
+            "the playback fps is the exported file's frame rate (Advanced).")
+
+
+def _warnings_about(warnings: list[str], *names: str) -> None:
+    """The training-range warnings that start with one of `names`, right under that knob (they never block)."""
+    for w in warnings:
+        if w.startswith(names):
+            st.caption(f":orange[:material/warning: {w}]")
+
+
+def _draft() -> SamplingParams | None:
+    try:
+        return state.params()
+    except ValueError:
+        return None
+
+
 def knob_widgets(multiple: int = 64) -> SamplingParams | None:
-    """The micro-conditioning sliders and the Advanced section; returns the params or None (error shown).
-    `multiple`: the model's size step, for the width/height inputs."""
+    """The micro-conditioning sliders, the Advanced section and the sampler panel; returns the params or None
+    (error shown). `multiple`: the model's size step, for the width/height inputs."""
     info = current_checkpoint()
+    draft = _draft()
+    warnings = training_warnings(draft, info.variant) if info is not None and draft is not None else []
     if info is not None and info.variant.fixed_conditioning:
         st.caption(f"{info.variant.name} was trained at one conditioning only: fps {info.variant.defaults['fps']} "
                    f"(Stability's fps_id {info.variant.defaults['fps'] - 1}) and motion bucket "
                    f"{info.variant.defaults['motion_bucket_id']}.")
     _widget("motion_bucket_id", st.slider, "Motion bucket id")
-    _widget("fps", st.slider, "Conditioning fps")
+    _warnings_about(warnings, "motion_bucket_id", info.variant.name if info else "-")
+    _widget("fps", st.slider, "Conditioning fps", help=FPS_HELP)
+    if draft is not None:
+        st.caption(describe_fps(draft))
+    _warnings_about(warnings, "fps")
     _widget("noise_aug_strength", st.slider, "Noise augmentation", step=0.01)
+    _warnings_about(warnings, "noise_aug_strength")
     chunk = _widget("decode_chunk_size", st.slider, "Decode chunk size")
     frames = S.get(state.knob_key("num_frames"))
     if frames and chunk > frames:
@@ -196,15 +234,17 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
             with column:
                 for name, label, step in fields:  # sizes step by the model's multiple
                     _widget(name, st.number_input, label, step=step or multiple)
+        _warnings_about(warnings, *(f"{d}" for d in "0123456789"))  # sizes and frame counts
         c3, c4 = st.columns([3, 1], vertical_alignment="bottom")
         with c3:
             _widget("seed", st.number_input, "Seed", step=1)
         with c4:
             st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
-        st.radio("Resize mode", RESIZE_MODES, horizontal=True, key=state.knob_key("resize_mode"),
+        st.radio("Resize mode", CHOICES["resize_mode"][0], horizontal=True, key=state.knob_key("resize_mode"),
                  help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
-        st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=60, step=1,
-                        key=state.knob_key("output_fps"), help="Playback frame rate of the exported video.")
+        st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=RANGES["output_fps"][1],
+                        step=1, key=state.knob_key("output_fps"), help="Playback frame rate of the exported video.")
+        sampler_panel(draft)
         if info is not None:
             st.button("Reset to the checkpoint's defaults", on_click=_reset, args=(info,))
     try:
@@ -212,6 +252,36 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
     except ValueError as e:
         st.error(str(e), icon=":material/warning:")
         return None
+
+
+PANEL_STEPS = {"sigma_min": 0.001, "sigma_max": 10.0, "rho": 0.5, "s_churn": 0.1, "s_tmin": 0.1, "s_tmax": 1.0,
+               "s_noise": 0.01, "eta": 0.05, "lms_order": 1}
+
+
+def sampler_panel(draft: SamplingParams | None) -> None:
+    """Stability's sampling panel: sampler, discretization, guider, and only the knobs that combination reads."""
+    st.markdown("**Sampler**")
+    c = st.columns(3)
+    for col, name in zip(c, ("sampler", "discretization", "guider")):
+        with col:
+            st.selectbox(name.capitalize(), CHOICES[name][0], key=state.knob_key(name), help=CHOICES[name][1])
+    sampler, disc, guider = (S[state.knob_key(n)] for n in ("sampler", "discretization", "guider"))
+    reads = [k for k in applicable_knobs(sampler, disc, guider) if k in PANEL_STEPS]
+    if sampler in ("euler", "heun") and not S.get(state.knob_key("s_churn")):
+        reads = [k for k in reads if k not in ("s_tmin", "s_tmax", "s_noise")]  # read only with churn
+    if reads:
+        cols = st.columns(min(4, len(reads)))
+        for i, name in enumerate(reads):
+            with cols[i % len(cols)]:
+                _widget(name, st.number_input, name, step=PANEL_STEPS[name])
+    else:
+        st.caption("This combination has no further knobs.")
+    _widget("num_videos", st.number_input, "Videos per run", step=1)
+    if draft is not None:
+        scales = guidance_scales(draft)
+        label = "no classifier-free guidance (identity)" if guider == "identity" else f"{guider} guider"
+        st.caption(f"Guidance scale per frame: {label}")
+        st.bar_chart({"guidance": scales.tolist()}, height=120, x_label="frame", y_label="scale")
 
 
 # ------------------------------------------------------------------------------------------------- image

@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from app.server import ModelChoice, ModelServer
-from svd_core import Sampler, list_checkpoints, make_tiny
+from svd_core import Sampler, clean_stale_temp, list_checkpoints, make_tiny
 from svd_core.checkpoints import checkpoint_dir
 
 DEMO_NAME = "tiny_demo.safetensors"
@@ -21,7 +21,9 @@ def _make_sampler(choice: ModelChoice) -> Sampler:
 
 @st.cache_resource(show_spinner=False)
 def get_server() -> ModelServer:
-    """The one ModelServer of this process, shared by all sessions."""
+    """The one ModelServer of this process, shared by all sessions. Made once at start: temporary run folders
+    a killed server left behind are removed then."""
+    clean_stale_temp()
     return ModelServer(_make_sampler)
 
 
@@ -35,9 +37,14 @@ def checkpoints():
     return _checkpoints(str(checkpoint_dir()))
 
 
+def clear_checkpoints() -> None:
+    """Forget the cached listing (a new file arrived)."""
+    _checkpoints.clear()
+
+
 def make_demo_model() -> Path:
     path = make_tiny(checkpoint_dir() / DEMO_NAME, seed=0)
-    _checkpoints.clear()
+    clear_checkpoints()
     return path
 
 

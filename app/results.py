@@ -91,6 +91,36 @@ def show_video(path, caption: str | None = None, frame_width: int | None = None)
         st.caption(html.escape(caption))
 
 
+METRIC_CHARTS = [("motion", "Motion (flow, px per frame)"), ("flicker", "Flicker"),
+                 ("likeness", "Likeness to the input (CLIP cosine)")]
+
+
+def show_metrics(metrics: dict, untrained: bool) -> None:
+    """Each run's measurements: one number and a small per-frame chart per metric."""
+    if not metrics:
+        return
+    if "error" in metrics:
+        st.caption(f":material/info: not measured: {metrics['error']}")
+        return
+    st.markdown("**Measured**" + (" · :orange[demo model with random weights: these numbers are meaningless]"
+                                  if untrained else ""))
+    tb = metrics.get("time_base", {})
+    cols = st.columns(len(METRIC_CHARTS))
+    for col, (key, title) in zip(cols, METRIC_CHARTS):
+        m = metrics.get(key)
+        if not m:
+            continue
+        with col:
+            value = m.get("score") if key == "motion" else m.get("mean")
+            extra = f" · {m['flow_px_per_frame']:.2f} px/frame" if key == "motion" else ""
+            st.caption(f"{title}: **{value:.3g}**{extra}" if value is not None else title)
+            if m.get("per_frame"):
+                st.line_chart({key: m["per_frame"]}, height=110, x_label="frame", y_label="")
+    if tb:
+        st.caption(f"Motion score in the SVD paper's units (Farneback flow at 2 fps, 16 px short side) on the "
+                   f"{tb.get('kind', '?')} time base ({tb.get('fps', '?')} fps). See docs/metrics.md.")
+
+
 def _exporter(frames, fmt: str, fps: int):
     return lambda: export_frames(frames, fmt, fps)
 

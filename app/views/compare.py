@@ -8,11 +8,21 @@ import streamlit as st
 from app import state
 from app.controls import image_uploader, prepare, require_sampler
 from app.results import gone, run_button, show_video, start_job
-from svd_core import RANGES, SamplingParams, SVDError, grid_cells, run_sweep
+from svd_core import (
+    CHOICES,
+    RANGES,
+    SamplingParams,
+    SVDError,
+    grid_cells,
+    is_untrained,
+    parse_seeds,
+    response_table,
+    run_sweep,
+)
 
 S = st.session_state
 KNOBS = ["motion_bucket_id", "fps", "noise_aug_strength", "decode_chunk_size", "num_inference_steps",
-         "max_guidance_scale", "seed"]
+         "max_guidance_scale", "sampler", "guider", "seed"]
 # A vs B: everything but the image, the seed and the video's size (name -> slider step; ranges from RANGES)
 AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.01, "num_inference_steps": 1,
             "min_guidance_scale": 0.1, "max_guidance_scale": 0.1, "decode_chunk_size": 1}
@@ -25,16 +35,26 @@ def presets(knob: str, base: SamplingParams) -> str:
         n = base.num_frames
         return ", ".join(str(v) for v in sorted({1, max(1, n // 2), n}))
     return {"motion_bucket_id": "32, 127, 255", "fps": "3, 7, 15", "noise_aug_strength": "0, 0.1, 0.3",
-            "num_inference_steps": "10, 25, 40", "max_guidance_scale": "1, 2.5, 4",
+            "num_inference_steps": "10, 25, 40", "max_guidance_scale": "1, 2.5, 4", "sampler": "euler, heun, dpmpp_2m",
+            "guider": "linear, triangle, identity",
             "seed": f"{base.seed}, {base.seed + 1}, {base.seed + 2}"}[knob]
 
 
 def parse_values(knob: str, text: str) -> list:
     """'3, 7 15' -> [3, 7, 15]: commas and/or spaces; errors in the page's words."""
+    tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
+    if knob in CHOICES:
+        valid = CHOICES[knob][0]
+        bad = [t for t in tokens if t not in valid]
+        if bad:
+            raise ValueError(f"'{bad[0]}' is not a {knob}: choose from {', '.join(valid)}")
+        if not 2 <= len(tokens) <= 6:
+            raise ValueError(f"type 2 to 6 values for {knob} (you typed {len(tokens)})")
+        return tokens
     lo, hi, _ = RANGES[knob]
     whole = isinstance(lo, int)
     out = []
-    for token in (t for t in re.split(r"[,\s;]+", text.strip()) if t):
+    for token in tokens:
         try:
             value = float(token)
         except ValueError:
@@ -58,6 +78,34 @@ def _reset_ab(base: SamplingParams) -> None:
     for tag in "AB":
         for name in AB_KNOBS:
             S[f"cmp_{tag}_{name}"] = getattr(base, name)
+
+
+def response(path) -> None:
+    """Each metric against the knob: mean over seeds with its min-max spread (Streamlit's own charts)."""
+    try:
+        rows = response_table(path)
+    except (OSError, ValueError):
+        return
+    knobs = [k for k in (rows[0] if rows else {}) if k not in ("metric", "mean", "std", "min", "max", "n")]
+    if len(knobs) != 1:
+        return
+    knob = knobs[0]
+    st.markdown(f"**Response to {knob}**" + (" · :orange[demo model: meaningless numbers]"
+                                            if is_untrained(sampler.info.variant) else ""))
+    metrics = sorted({r["metric"] for r in rows})
+    cols = st.columns(min(3, len(metrics)) or 1)
+    for i, metric in enumerate(metrics):
+        pts = [r for r in rows if r["metric"] == metric]
+        with cols[i % len(cols)]:
+            spread = f", spread over {pts[0]['n']} seeds" if pts and pts[0]["n"] > 1 else ""
+            st.caption(f"{metric} (mean{spread})")
+            data = {knob: [str(r[knob]) for r in pts], "mean": [r["mean"] for r in pts],
+                    "min": [r["min"] for r in pts], "max": [r["max"] for r in pts]}
+            st.line_chart(data, x=knob, y=["mean", "min", "max"] if spread else ["mean"], height=160)
+    f = path / "metrics.csv"
+    if f.is_file():
+        st.download_button("metrics.csv", f.read_bytes(), file_name=f"{path.name}-metrics.csv", mime="text/csv",
+                           key="cmp-dl-csv")
 
 
 sampler = require_sampler()
@@ -90,8 +138,14 @@ with right:
         key = f"cmp_values_{knob}"
         S.setdefault(key, presets(knob, base))
         text = st.text_input("Values (2 to 6, separated by commas or spaces)", key=key)
+        S.setdefault("cmp_seeds", 1)
+        n_seeds = 1 if knob == "seed" else st.number_input(
+            "Seeds per value", min_value=1, max_value=5, key="cmp_seeds",
+            help="Each value runs on seeds seed, seed+1, ... (the same seeds for every value): the response curve "
+                 "shows the mean and the spread over seeds.")
         try:
-            cells = grid_cells(base, {knob: parse_values(knob, text)}, max_cells=6)
+            seeds = parse_seeds(str(n_seeds), base.seed) if n_seeds > 1 else None
+            cells = grid_cells(base, {knob: parse_values(knob, text)}, max_cells=30, seeds=seeds)
         except ValueError as e:
             problem = str(e)
     else:
@@ -158,6 +212,7 @@ if res:
             if f.is_file():
                 col.download_button(label, f.read_bytes(), file_name=f"{res['path'].name}-{name}", mime=mime,
                                     key=f"cmp-dl-{name}")
+        response(res["path"])
         with st.expander("Each run on its own"):
             cols = st.columns(min(3, len(res["cells"])))
             for i, (label, path, params) in enumerate(res["cells"]):

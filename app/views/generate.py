@@ -4,8 +4,8 @@ import streamlit as st
 
 from app import state
 from app.controls import image_uploader, knob_widgets, prepare, require_sampler
-from app.results import downloads, gone, record_decode_rate, run_button, show_video, start_job
-from svd_core import SVDError, save_run
+from app.results import downloads, gone, record_decode_rate, run_button, show_metrics, show_video, start_job
+from svd_core import SVDError, is_untrained, save_run
 
 sampler = require_sampler()
 st.title("Generate")
@@ -56,16 +56,25 @@ if res:
     if not gone(res["path"]):
         r = res["result"]
         p, t, eff = r.params, r.timings, r.effective
-        show_video(res["path"] / "video.mp4", frame_width=p.width)
+        n = len(r.videos) if r.videos else 1
+        if n == 1:
+            show_video(res["path"] / "video.mp4", frame_width=p.width)
+        else:  # num_videos: side by side, each with its own seed
+            for i, col in enumerate(st.columns(min(n, 4))):
+                with col:
+                    for k in range(i, n, min(n, 4)):
+                        show_video(res["path"] / (f"video-{k}.mp4" if k else "video.mp4"), f"seed {p.seed + k}")
         chunk = eff.get("decode_chunk_size", p.decode_chunk)
         chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size
                                                 else "")
         where = f"{r.memory_mode} mode on {r.device}" if r.device.startswith("cuda") else f"on {r.device}"
-        st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} (fps_id {p.fps - 1}) · noise aug "
+        st.caption(f"seed {p.seed}{f'-{p.seed + n - 1}' if n > 1 else ''} · {p.sampler}/{p.discretization}/"
+                   f"{p.guider} · motion {p.motion_bucket_id} · fps {p.fps} (fps_id {p.fps - 1}) · noise aug "
                    f"{p.noise_aug_strength:g} · guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g} · "
                    f"{p.num_frames} frames · {p.num_inference_steps} steps · {chunk_text} · {p.width}x{p.height} · "
                    f"{t['total']:.1f} s (encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode "
                    f"{t['decode']:.1f}) · {where} · saved to outputs/{res['path'].name}")
         for note in r.notes:
             st.caption(f":material/info: {note}")
+        show_metrics(r.metrics, is_untrained(sampler.info.variant))
         downloads(res["path"], r.frames, p.video_fps, "gen")

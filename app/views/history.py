@@ -5,15 +5,51 @@ import streamlit as st
 
 from app import state
 from app.resources import checkpoints
-from svd_core import delete_run, list_runs, load_run
+from svd_core import SamplingParams, SVDError, delete_run, list_runs, load_run, read_video_record
 
 S = st.session_state
 PAGE = 12
 
 st.title("History")
+
+
+def load_from_video(runs) -> None:
+    """A dropped mp4 of ours carries its run's record: load its settings (and its image, if a run here used the
+    same one)."""
+    up = st.file_uploader("Load the settings of a video made with SVD Studio (mp4)", type=["mp4"],
+                          key="upload_video", help="Every mp4 we write carries its parameters, seed and checkpoint.")
+    if up is None or S.get("video_loaded") == up.file_id:
+        return
+    S["video_loaded"] = up.file_id
+    try:
+        record = read_video_record(up.getvalue())
+        params = SamplingParams.from_dict(record["params"])
+    except (SVDError, ValueError) as e:
+        st.error(f"{up.name}: {e}", icon=":material/error:")
+        return
+    from app.controls import current_checkpoint
+
+    info = current_checkpoint()
+    state.set_params(params, str(info.path) if info else None)
+    same = next((r for r in runs if r.record.get("input_pixels_sha256") == record.get("input_pixels_sha256")), None)
+    image = (same.original_input or same.file("input.png")) if same is not None else None
+    if image is not None and image.is_file():
+        state.set_image(state.Upload(same.record.get("input", {}).get("name") or image.name, image.read_bytes()))
+        got = "settings and image"
+    else:
+        got = "settings (its image is not among the runs here: upload it on Generate)"
+    ck = record.get("checkpoint", {}).get("file")
+    note = f" It was made with {ck}." if info is None or ck != info.name else ""
+    state.slot("gen").result = None
+    state.notify("generate", f"The {got} of {up.name} loaded.{note}")
+    st.success(f"The {got} of {up.name} loaded.{note}", icon=":material/check_circle:")
+    st.page_link("views/generate.py", label="Open Generate to rerun it", icon=":material/movie:")
+
+
 for note in state.take_notices("history"):
     st.info(note, icon=":material/info:")
 runs = list_runs()
+load_from_video(runs)
 if not runs:
     st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon=":material/history:")
     st.stop()

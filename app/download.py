@@ -1,0 +1,113 @@
+"""Weights in one click: download a Stability release from the Hugging Face Hub in the background, with progress,
+speed, time left and Cancel. The token is used for this download only: it never reaches session state, a file or
+a run record (an empty field uses the one the user already has from `hf auth login` / HF_TOKEN)."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from app import state
+from app.jobs import Job
+from app.resources import clear_checkpoints
+from svd_core import get_variant
+
+POLL_S = 1.0
+
+
+class Download(Job):
+    """A Job whose progress is bytes."""
+
+    def __init__(self, variant: str, work):
+        super().__init__("download", work, owner=state.session_id(), label=variant)
+        self.done_bytes = self.total_bytes = 0
+        self.started = time.monotonic()
+        self._resumed = None
+
+    def on_bytes(self, done: int, total: int) -> None:
+        self.status, self.phase = "running", "downloading"
+        if self._resumed is None:
+            self._resumed = done  # a resumed download starts with what is already on disk
+        self.done_bytes, self.total_bytes = done, total
+
+    def text(self) -> str:
+        gb = 1e9
+        got = self.done_bytes - (self._resumed or 0)
+        elapsed = time.monotonic() - self.started
+        speed = got / elapsed if elapsed > 0.5 and got > 0 else None
+        t = f"{self.done_bytes / gb:.2f} of {self.total_bytes / gb:.2f} GB"
+        if speed:
+            left = (self.total_bytes - self.done_bytes) / speed
+            t += f" · {speed / 1e6:.1f} MB/s · about {left / 60:.0f} min left" if left > 90 else \
+                f" · {speed / 1e6:.1f} MB/s · about {left:.0f} s left"
+        return t
+
+
+def _start(variant: str, token_key: str) -> None:
+    from svd_core.hub import download
+
+    slot = state.slot("download")
+    if slot.job is not None and not slot.job.finished:
+        return
+    token = S.get(token_key) or None
+    S[token_key] = ""  # not kept in the session once handed over
+
+    def work(job: Download):
+        path = download(variant, token=token, on_progress=job.on_bytes, should_stop=job.should_stop)
+        clear_checkpoints()
+        return {"path": path}
+    slot.job, slot.error, slot.result = Download(variant, work).start(), None, None
+
+
+S = st.session_state
+
+
+def download_panel(key: str) -> None:
+    """Pick a release, optionally a token, download; progress while it runs; the outcome after."""
+    from svd_core.hub import downloadable
+
+    slot = state.slot("download")
+    job = slot.job
+    if job is not None and job.finished:
+        slot.job = None
+        if job.status == "done":
+            slot.result = job.result
+        elif job.status == "cancelled":
+            slot.error = ("info", "Download cancelled: the part already fetched is kept (hidden) and resumes next "
+                                  "time.")
+        else:
+            slot.error = ("error", job.error)
+        job = None
+    names = downloadable()
+    c1, c2 = st.columns([1, 1])
+    with c1:
+        variant = st.selectbox("Release", names, index=names.index("svd_xt") if "svd_xt" in names else 0,
+                               key=f"{key}_variant", format_func=lambda n: f"{n} · {get_variant(n).title}",
+                               disabled=job is not None)
+    with c2:
+        st.text_input("Hugging Face token (optional)", type="password", key=f"{key}_token",
+                      disabled=job is not None,
+                      help="Empty: the token you already have (`hf auth login` or HF_TOKEN). Used for this download "
+                           "only, never saved. The repository is gated: accept its licence on its page first.")
+    v = get_variant(variant)
+    st.caption(f"From [{v.repo_id}]({v.url}), file {v.filename}: accept the licence on that page first.")
+    st.button("Download", type="primary", on_click=_start, args=(variant, f"{key}_token"), disabled=job is not None,
+              key=f"{key}_go")
+    if job is not None:
+
+        @st.fragment(run_every=POLL_S)
+        def progress():
+            if job.finished:
+                st.rerun()
+            frac = job.done_bytes / job.total_bytes if job.total_bytes else 0.0
+            st.progress(frac, text=f"Downloading {job.label}: " + (job.text() if job.total_bytes else
+                                                                   "asking the hub…"))
+            st.button("Cancel download", on_click=job.cancel, key=f"{key}_cancel",
+                      disabled=job.cancel_event.is_set())
+        progress()
+    if slot.result:
+        st.success(f"{slot.result['path'].name} is complete and verified (sha256): pick it in the sidebar.",
+                   icon=":material/check_circle:")
+    if slot.error:
+        (st.info if slot.error[0] == "info" else st.error)(slot.error[1], icon=":material/info:")
