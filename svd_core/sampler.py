@@ -221,9 +221,9 @@ class Sampler:
         counts the steps of all videos; timings add up."""
         videos, outputs, timings = [], [], {}
         for k in range(params.num_videos):
+            one = params.replace(seed=params.seed + k, num_videos=1)
             step = None if on_step is None else (lambda i, n, k=k: on_step(k * n + i, n * params.num_videos))
-            frames, t, out = self._run_with_fallback(prepared, params.replace(seed=params.seed + k, num_videos=1), step,
-                                                     should_stop, notes)
+            frames, t, out = self._run_with_fallback(prepared, one, step, should_stop, notes)
             videos.append(frames)
             outputs.append(out)
             timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}
