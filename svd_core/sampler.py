@@ -249,9 +249,10 @@ class Sampler:
         counts the steps of all videos; timings add up; an out-of-memory fallback of any video is recorded."""
         videos, outputs, timings, fallback = [], [], {}, None
         for k in range(params.num_videos):
+            one = params.replace(seed=params.seed + k, num_videos=1)
             step = None if on_step is None else (lambda i, n, k=k: on_step(k * n + i, n * params.num_videos))
-            frames, t, out, effective = self._run_with_fallback(
-                prepared, params.replace(seed=params.seed + k, num_videos=1), step, should_stop, on_phase, notes)
+            frames, t, out, effective = self._run_with_fallback(prepared, one, step, should_stop, on_phase,
+                                                                notes)
             videos.append(frames)
             outputs.append(out)
             timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}

@@ -11,10 +11,14 @@ with the trailing 0). Random draws go through `noise(x)` (the run's torch.Genera
   step's is discarded, as in sgm);
 * dpmpp_2m, lms: none.
 
-diffusers' schedulers are not used here: they step from the UNet's v-prediction with their own sigma tables
-(float64) and step counters; their Euler churn evaluates the model at sigma instead of sgm's sigma_hat, their
-ancestral sigma_down is not sgm's float32 one, and there is no DPM++ 2S ancestral. See the module notes in
-the report of issue 11.
+diffusers' schedulers are not used, though two of them do sgm's arithmetic: EDMDPMSolverMultistepScheduler
+(sigma_data 1, v_prediction) matches dpmpp_2m and EDMEulerScheduler matches euler without churn (within 5e-7
+and 3e-6 relative, replayed on one denoiser). But they step from the UNet's raw output with their own step
+counter, and EDMDPMSolverMultistepScheduler builds only the EDM schedule (no legacy_ddpm); the others differ
+from sgm: their Euler churn evaluates the model at sigma instead of sgm's sigma_hat, Heun has no churn,
+EulerAncestral has no eta or s_noise, LMSDiscreteScheduler takes no EDM sigmas, and there is no DPM++ 2S
+ancestral. One small
+step function per sampler over one guided denoiser keeps all six the same shape.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from svd_core import pipeline as svd_pipeline
 from svd_core.sampler import to_uint8
 from svd_core.samplers import discretize, guidance_scale, guidance_scales, list_samplers
 
-from .conftest import FIXTURES
+from .conftest import FIXTURES, REFERENCE_SETS
 
 # Bounds of issue 11 (float32, CPU)
 REL_LATENTS = 5e-5
@@ -119,6 +119,25 @@ def test_case_matches_stability(set_samplers, fixture_set, case_name, monkeypatc
     assert np.array_equal(result.frames, to_uint8(out.frames))
     assert result.model_calls == case["model_calls"] == len(rows)
     assert set(rows) == {case["model_batch_rows"]}
+
+
+@pytest.mark.parametrize("fixture_set", REFERENCE_SETS)
+@pytest.mark.parametrize("run", ["sample_noaug", "sample_aug"])
+def test_defaults_reproduce_the_loader_references(set_samplers, fixture_set, run):
+    """The default sampling panel (Euler, EDM 0.002/700/7, linear guider) through Sampler.generate gives the
+    full loops of the loader fixtures (video and image decoder), as the stock pipeline call did."""
+    p = json.loads((FIXTURES / fixture_set / "reference.json").read_text())["params"]
+    ref = load_file(str(FIXTURES / fixture_set / "reference.safetensors"))
+    params = SamplingParams(
+        num_frames=p["num_frames"], num_inference_steps=p["num_steps"], min_guidance_scale=p["min_guidance_scale"],
+        max_guidance_scale=p["max_guidance_scale"], fps=p["diffusers_fps"], motion_bucket_id=p["motion_bucket_id"],
+        noise_aug_strength=p["sample_runs"][run]["noise_aug_strength"], decode_chunk_size=p["decode_chunk_size"],
+        seed=p["sample_seed"], width=p["image_width"], height=p["image_height"])
+    result = set_samplers(fixture_set).generate(FIXTURES / fixture_set / "input_image.png", params)
+    latents = ref[f"{run}.latents"]
+    assert ((result.latents[0] - latents).abs().max() / latents.abs().max()).item() < REL_LATENTS
+    want = to_uint8(ref[f"{run}.frames_01"].permute(0, 2, 3, 1).numpy())
+    assert np.abs(result.frames.astype(int) - want).max() <= 1  # uint8 rounding of a 1e-5 difference
 
 
 # ---------------------------------------------------------------------------------------------- on the tiny
