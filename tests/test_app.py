@@ -387,3 +387,70 @@ def test_new_seed_button(with_tiny):
     old = at.number_input(key="knob_seed").value
     next(b for b in at.button if b.help == "A new random seed").click().run()
     assert at.number_input(key="knob_seed").value != old and not at.exception
+
+
+def test_sampler_panel_shows_what_applies_and_runs_several_videos(with_tiny):
+    at = app()
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    small(at, frames=3, steps=2)
+    numbers = {w.key for w in at.number_input}
+    assert "knob_s_churn" in numbers and "knob_eta" not in numbers  # euler: churn, no eta
+    assert "knob_s_noise" not in numbers  # read only with churn
+    at.selectbox(key="knob_sampler").set_value("euler_ancestral").run()
+    numbers = {w.key for w in at.number_input}
+    assert {"knob_eta", "knob_s_noise"} <= numbers and "knob_s_churn" not in numbers
+    at.selectbox(key="knob_discretization").set_value("legacy_ddpm").run()
+    assert "knob_sigma_max" not in {w.key for w in at.number_input}
+    at.selectbox(key="knob_guider").set_value("triangle").run()
+    chart = at.get("arrow_bar_chart") or at.get("bar_chart") or at.get("vega_lite_chart")
+    assert chart and any("triangle guider" in c.value for c in at.caption)
+    at.number_input(key="knob_num_videos").set_value(2).run()
+    button(at, "Generate video").click().run()
+    res = wait(at, "gen")
+    r = res["result"]
+    assert len(r.videos) == 2 and (res["path"] / "video-1.mp4").is_file()
+    assert any(c.value == f"seed {r.params.seed + 1}" for c in at.caption)  # side by side, each with its seed
+    import json
+    rec = json.loads((res["path"] / "run.json").read_text())
+    assert rec["params"]["sampler"] == "euler_ancestral" and rec["params"]["guider"] == "triangle"
+    assert rec["effective"]["model_calls"] == 2 * 2  # two videos of two steps
+    assert any("meaningless" in m.value for m in at.markdown)  # the demo model's metrics are labelled
+
+
+def test_warnings_next_to_the_knob_and_the_fps_vocabulary(with_tiny):
+    at = app()
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    at.slider(key="knob_motion_bucket_id").set_value(600).run()
+    at.slider(key="knob_fps").set_value(40).run()
+    captions = [c.value for c in at.caption]
+    assert any("motion_bucket_id 600 is above the trained 0-255" in c for c in captions)
+    assert any("fps 40 is fps_id 39, outside the trained fps_id 5-30" in c for c in captions)
+    assert any("fps 40 (conditioning; Stability's fps_id 39) · plays at 40 fps" in c for c in captions)
+    assert not at.error and not button(at, "Generate video").disabled  # a warning never blocks
+
+
+def test_compare_across_seeds_shows_the_response(with_tiny):
+    at = app()
+    small(at, frames=2, steps=1)
+    at.switch_page("views/compare.py").run()
+    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
+    at.text_input(key="cmp_values_motion_bucket_id").set_value("0 255").run()
+    at.number_input(key="cmp_seeds").set_value(2).run()
+    button(at, "Run 4 samplings").click().run()
+    res = wait(at, "cmp")
+    assert len(res["cells"]) == 4 and (res["path"] / "metrics.csv").is_file()
+    assert any("Response to motion_bucket_id" in m.value for m in at.markdown)
+    assert any("spread over 2 seeds" in c.value for c in at.caption)
+    assert any(b.label == "metrics.csv" for b in at.get("download_button"))
+
+
+def test_history_loads_a_dropped_mp4(with_tiny, tiny_sampler, input_png):
+    path = _saved_run(tiny_sampler, input_png, motion_bucket_id=77, seed=5)
+    at = app("views/history.py")
+    at.file_uploader(key="upload_video").set_value(("clip.mp4", (path / "video.mp4").read_bytes(),
+                                                    "video/mp4")).run()
+    assert at.session_state["knob_motion_bucket_id"] == 77 and at.session_state["knob_seed"] == 5
+    assert at.session_state["image"].data == PNG  # the run here with the same input: its original image
+    assert any("settings and image of clip.mp4 loaded" in s.value for s in at.success)
+    at.file_uploader(key="upload_video").set_value(("x.mp4", b"not a video", "video/mp4")).run()
+    assert not at.exception and any("x.mp4" in e.value for e in at.error)
