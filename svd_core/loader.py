@@ -12,27 +12,54 @@ Peak host memory is the kept weights plus one tensor in flight; keys the referen
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import transformers
 from accelerate import init_empty_weights
 from accelerate.utils import set_module_tensor_to_device
-from diffusers import (
-    AutoencoderKL,
-    AutoencoderKLTemporalDecoder,
-    EulerDiscreteScheduler,
-    StableVideoDiffusionPipeline,
-    UNetSpatioTemporalConditionModel,
-)
 from diffusers.models.resnet import SpatioTemporalResBlock
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .checkpoints import detect_layout, inspect_checkpoint, read_safetensors_header, shapes_of
+from .checkpoints import (
+    detect_layout,
+    diffusers_weights_variant,
+    inspect_checkpoint,
+    read_safetensors_header,
+    shapes_of,
+)
 from .convert import OPS, Architecture, Target, infer_architecture, map_key, target_shape
 from .errors import CheckpointError
+
+
+@contextmanager
+def _without_torchvision_fallback_warning():
+    """diffusers' SVD pipeline module does `from transformers import CLIPImageProcessor`; without torchvision,
+    transformers answers with CLIPImageProcessorPil and logs a warning on the terminal at every start. We build
+    the Pil processor ourselves (build_feature_extractor), so that one message is dropped; nothing else is."""
+    log = logging.getLogger("transformers.utils.import_utils")
+
+    def drop(record):
+        return "falling back to `CLIPImageProcessorPil`" not in record.getMessage()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
+with _without_torchvision_fallback_warning():
+    from diffusers import (
+        AutoencoderKL,
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SGM_GROUPNORM_EPS = 1e-5  # sgm's ResBlock GroupNorm; diffusers uses 1e-6 in some SpatioTemporalResBlocks
@@ -118,9 +145,10 @@ def match_sgm_groupnorm_eps(unet: torch.nn.Module) -> None:
 
 # ------------------------------------------------------------------------------------------------- planning
 
-def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[str, torch.nn.Module]
-              ) -> dict[str, list[Target]]:
-    """sgm key -> targets, in file order; raises CheckpointError unless the plan fills every parameter exactly."""
+def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[str, torch.nn.Module],
+              name: str = "the checkpoint") -> dict[str, list[Target]]:
+    """sgm key -> targets, in file order; raises CheckpointError (naming the file `name`) unless the plan fills
+    every parameter exactly."""
     plan: dict[str, list[Target]] = {}
     unknown = []
     for key in shapes:
@@ -130,25 +158,25 @@ def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[st
         elif targets:
             plan[key] = targets
     if unknown:
-        raise CheckpointError(f"{len(unknown)} unexpected tensor(s) for an SVD checkpoint (e.g. {unknown[0]}): "
-                              "the file is not a Stability SVD release")
+        raise CheckpointError(f"{name} has {len(unknown)} unexpected tensor(s) for an SVD checkpoint (e.g. "
+                              f"{unknown[0]}): the file is not a Stability SVD release")
     expected = {c: dict(m.named_parameters()) for c, m in modules.items()}
     seen = defaultdict(set)
     for key, targets in plan.items():
         for t in targets:
             param = expected[t.component].get(t.key)
             if param is None:
-                raise CheckpointError(f"{key} maps to no parameter of the {t.component} ({t.key}): the file's "
-                                      "architecture is not one this loader knows")
+                raise CheckpointError(f"{name}: {key} maps to no parameter of the {t.component} ({t.key}): the "
+                                      "file's architecture is not one this loader knows")
             got = target_shape(t.op, shapes[key])
             if tuple(param.shape) != got:
-                raise CheckpointError(f"{key} has shape {list(shapes[key])}, the {t.component} expects "
+                raise CheckpointError(f"{name}: {key} has shape {list(shapes[key])}, the {t.component} expects "
                                       f"{list(param.shape)}: the file is corrupt or of another architecture")
             seen[t.component].add(t.key)
     missing = [f"{c}.{k}" for c, params in expected.items() for k in params if k not in seen[c]]
     if missing:
-        raise CheckpointError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs (e.g. {missing[0]}): "
-                              "the file is incomplete; download it again")
+        raise CheckpointError(f"{name} lacks {len(missing)} tensor(s) the model needs (e.g. {missing[0]}): the file "
+                              "is incomplete; download it again")
     return plan
 
 
@@ -167,14 +195,14 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     device, dtype = resolve_device_dtype(device, dtype)
     header = read_safetensors_header(path)
     shapes = shapes_of(header)
-    detect_layout(shapes)
+    detect_layout(shapes, path.name)
     try:
         arch = infer_architecture(shapes, header.get("__metadata__"))
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError(f"cannot read the architecture of {path.name} ({e}): the file is incomplete or "
                               "not an SVD release") from None
     modules = empty_modules(arch)
-    plan = plan_load(shapes, arch, modules)
+    plan = plan_load(shapes, arch, modules, path.name)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             for key, targets in plan.items():
@@ -204,7 +232,8 @@ def load_pipeline(path, *, device=None, dtype=None) -> StableVideoDiffusionPipel
     info = inspect_checkpoint(path)  # every "this is not an SVD checkpoint" answer comes from here
     if info.diffusers_folder:
         try:
-            pipe = StableVideoDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            pipe = StableVideoDiffusionPipeline.from_pretrained(
+                path, torch_dtype=dtype, variant=diffusers_weights_variant(path, dtype), local_files_only=True)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot load the diffusers folder {path}: {str(e).splitlines()[0]}") from None
         pipe.to(device)
