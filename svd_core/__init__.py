@@ -7,16 +7,20 @@ sampler) load on first use, so `python -m svd_core list` and the header-only fun
 import importlib
 
 from .checkpoints import (
-                          CheckpointInfo,
-                          Variant,
-                          file_sha256,
-                          get_variant,
-                          inspect_checkpoint,
-                          list_checkpoints,
-                          list_variants,
+    CheckpointInfo,
+    Variant,
+    file_sha256,
+    find_models,
+    get_variant,
+    inspect_checkpoint,
+    list_checkpoints,
+    list_variants,
+    scan_checkpoints,
+    scan_hf_cache,
 )
-from .errors import Cancelled, CheckpointError, ImageError, OutOfMemory, SVDError
+from .errors import Cancelled, CheckpointError, DownloadError, ImageError, OutOfMemory, SVDError
 from .export import contact_sheet, export_frames, grid_frames, to_frames_zip, to_gif, to_mp4, to_webp
+from .hub import discard_partial, download, downloadable, partial_downloads
 from .images import ImageSpec, PreparedImage, prepare_image
 from .params import RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, delete_run, list_runs, load_run, save_run
@@ -35,10 +39,11 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Cancelled", "CheckpointError", "CheckpointInfo", "ImageError", "ImageSpec", "MEMORY_MODES", "OutOfMemory",
-    "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError", "SampleResult", "Sampler", "SamplingParams",
-    "SweepResult", "Variant", "contact_sheet", "delete_run", "export_frames", "file_sha256", "get_variant",
-    "grid_cells", "grid_frames", "inspect_checkpoint", "list_checkpoints", "list_runs", "list_variants",
-    "load_pipeline", "load_run", "make_tiny", "parse_vary", "prepare_image", "run_sweep", "save_run",
+    "Cancelled", "CheckpointError", "CheckpointInfo", "DownloadError", "ImageError", "ImageSpec", "MEMORY_MODES",
+    "OutOfMemory", "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError", "SampleResult", "Sampler",
+    "SamplingParams", "SweepResult", "Variant", "contact_sheet", "delete_run", "discard_partial", "download",
+    "downloadable", "export_frames", "file_sha256", "find_models", "get_variant", "grid_cells", "grid_frames",
+    "inspect_checkpoint", "list_checkpoints", "list_runs", "list_variants", "load_pipeline", "load_run", "make_tiny",
+    "parse_vary", "partial_downloads", "prepare_image", "run_sweep", "save_run", "scan_checkpoints", "scan_hf_cache",
     "to_frames_zip", "to_gif", "to_mp4", "to_webp",
 ]

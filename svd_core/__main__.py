@@ -1,4 +1,4 @@
-"""python -m svd_core {sample, sweep, list, make-tiny}. Expected errors print one line and exit 2."""
+"""python -m svd_core {sample, sweep, list, download, make-tiny}. Expected errors print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -44,8 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. motion_bucket_id=32,127,255 (give --vary twice for a 2-D grid)")
     _model_flags(w)
     _param_flags(w)
-    ls = sub.add_parser("list", help="checkpoints in checkpoints/")
+    ls = sub.add_parser("list", help="checkpoints in checkpoints/ (and why others cannot be used), SVD pipelines "
+                                     "in the Hugging Face cache")
     ls.add_argument("folder", nargs="?")
+    ls.add_argument("--no-hf-cache", action="store_true", help="skip the Hugging Face cache")
+    d = sub.add_parser("download", help="download a Stability release from the Hugging Face Hub into checkpoints/")
+    d.add_argument("variant", help="svd, svd_image_decoder, svd_xt, svd_xt_image_decoder or svd_xt_1_1")
+    d.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the one from `hf auth login`)")
+    d.add_argument("--dir", help="checkpoint folder (default checkpoints/ or $SVD_CHECKPOINT_DIR)")
     t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
     t.add_argument("path")
     t.add_argument("--seed", type=int, default=0)
@@ -149,15 +155,39 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .checkpoints import DOWNLOAD_HINT, checkpoint_dir, list_checkpoints
+    from .checkpoints import DOWNLOAD_HINT, checkpoint_dir, scan_checkpoints, scan_hf_cache
 
-    found = list_checkpoints(args.folder)
-    if not found:
-        print(f"no checkpoints in {args.folder or checkpoint_dir()}: {DOWNLOAD_HINT}")
-        return 0
-    for c in found:
-        print(f"{c.name:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "
+    folder = args.folder or checkpoint_dir()
+    found, problems = scan_checkpoints(folder)
+    cached, cache_problems = ([], []) if args.no_hf_cache else scan_hf_cache()
+    if not found and not problems and not cached:
+        print(f"no checkpoints in {folder}: {DOWNLOAD_HINT}, or `python -m svd_core download svd_xt`")
+    for c in found + cached:
+        print(f"{c.label:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "
               f"{c.variant.num_frames} frames")
+    for path, reason in problems + cache_problems:
+        print(f"{path.name:40s} unusable: {reason}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from tqdm import tqdm
+
+    from .hub import download
+
+    bars = []
+
+    def on_progress(done, total):
+        if not bars:  # first call: the checks passed, the hub answered
+            bars.append(tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=args.variant, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+    try:
+        path = download(args.variant, folder=args.dir, token=args.token, on_progress=on_progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{path}  ({'downloaded, sha256 verified against the hub' if bars else 'already there'})")
     return 0
 
 
@@ -169,13 +199,15 @@ def cmd_make_tiny(args) -> int:
     return 0
 
 
-COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "list": cmd_list, "make-tiny": cmd_make_tiny}
+COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "list": cmd_list, "download": cmd_download,
+            "make-tiny": cmd_make_tiny}
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
     args = build_parser().parse_args(argv)
+    if args.command != "download":  # only `download` talks to the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
     from .errors import Cancelled, SVDError
 
     try:
