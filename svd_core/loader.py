@@ -217,8 +217,9 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     read_on = str(device) if device.type == "cuda" else "cpu"
     try:
         with safe_open(str(path), framework="pt", device=read_on) as f:
-            for key, targets in plan.items():
+            for key in sorted(plan, key=lambda k: header[k]["data_offsets"][0]):  # file order: sequential reads
                 tensor = f.get_tensor(key)
+                targets = plan[key]
                 for t in targets:
                     value = OPS[t.op](tensor).to(device=device, dtype=dtype).contiguous()
                     owner, name = slots[t.component][t.key]
