@@ -21,8 +21,9 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", "-c", help="checkpoint file or diffusers folder (default: the first in "
-                                              "checkpoints/)")
+    p.add_argument("--checkpoint", "-c", help="checkpoint file, diffusers folder or SVD repo id in the Hugging Face "
+                                              "cache (default: svd_xt, else the first in checkpoints/, else the "
+                                              "cache)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default float16 on GPU, "
                                                                                "float32 on CPU")
@@ -60,16 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pick_checkpoint(arg):
-    from .checkpoints import DOWNLOAD_HINT, default_checkpoint, list_checkpoints
-    from .errors import CheckpointError
+    from .checkpoints import resolve_checkpoint
 
-    if arg:
-        return arg
-    found = default_checkpoint(list_checkpoints())
-    if found is None:
-        raise CheckpointError("no checkpoint in checkpoints/: " + DOWNLOAD_HINT + ", or make the demo model with "
-                              "`python -m svd_core make-tiny checkpoints/tiny.safetensors`")
-    return found.path
+    return resolve_checkpoint(arg)  # a path, an SVD repo id in the Hugging Face cache, or the default
 
 
 def _checked_inputs(args):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -374,6 +375,29 @@ def find_models(folder=None, *, hf_cache=True, cache_dir=None
         usable += more
         problems += bad
     return usable, problems
+
+
+def resolve_checkpoint(arg=None, *, folder=None, cache_dir=None) -> Path:
+    """What `--checkpoint` names: a path as it is; else the repo id of an SVD pipeline in the Hugging Face cache
+    (e.g. stabilityai/stable-video-diffusion-img2vid-xt) -> its snapshot folder; None -> the default of the
+    checkpoint folder, else of the cache. Raises CheckpointError when nothing matches."""
+    repo_like = arg is not None and re.fullmatch(r"[\w.-]+/[\w.-]+", str(arg)) and Path(str(arg)).suffix.lower() \
+        not in PICKLE_SUFFIXES | {".safetensors"}
+    if arg is not None and (Path(arg).exists() or not repo_like):
+        return Path(arg)
+    cached = scan_hf_cache(cache_dir)[0]
+    if arg is not None:
+        match = next((c for c in cached if c.repo_id == str(arg)), None)
+        if match is None:
+            raise CheckpointError(f"{arg} is neither a file nor an SVD pipeline in the Hugging Face cache: "
+                                  + DOWNLOAD_HINT)
+        return match.path
+    found = default_checkpoint(list_checkpoints(folder)) or default_checkpoint(cached)
+    if found is None:
+        raise CheckpointError("no checkpoint in checkpoints/ or the Hugging Face cache: " + DOWNLOAD_HINT
+                              + ", or run `python -m svd_core download svd_xt`, or make the demo model with "
+                              "`python -m svd_core make-tiny checkpoints/tiny.safetensors`")
+    return found.path
 
 
 def default_checkpoint(found: list[CheckpointInfo]) -> CheckpointInfo | None:

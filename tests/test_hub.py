@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from svd_core import Cancelled, CheckpointError, DownloadError, hub, inspect_checkpoint, load_pipeline
-from svd_core.checkpoints import find_models, get_variant, scan_checkpoints, scan_hf_cache
+from svd_core.checkpoints import find_models, get_variant, resolve_checkpoint, scan_checkpoints, scan_hf_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -410,6 +410,21 @@ def test_hf_cache_discovery_prefers_fp16(fake_cache, tmp_path):
     assert torch.equal(only16.unet.conv_in.weight, w16.float())
     both, _ = find_models(tmp_path, cache_dir=cache)
     assert len(both) == 2
+
+
+def test_checkpoint_argument_resolves_cache_repo_ids(fake_cache, tmp_path, tiny_checkpoint):
+    cache, _, _ = fake_cache
+    xt = "stabilityai/stable-video-diffusion-img2vid-xt"
+    assert resolve_checkpoint(xt, cache_dir=cache).parent.name == "snapshots"
+    assert resolve_checkpoint(None, folder=tmp_path, cache_dir=cache).parts[-3].startswith("models--stabilityai")
+    (tmp_path / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    assert resolve_checkpoint(None, folder=tmp_path, cache_dir=cache) == tmp_path / "tiny.safetensors"
+    with pytest.raises(CheckpointError, match="^someone/else is neither a file nor an SVD pipeline"):
+        resolve_checkpoint("someone/else", cache_dir=cache)
+    missing = tmp_path / "nope" / "svd.safetensors"
+    assert resolve_checkpoint(str(missing), cache_dir=cache) == missing  # a path: its own error when opened
+    with pytest.raises(CheckpointError, match="no checkpoint in checkpoints/ or the Hugging Face cache"):
+        resolve_checkpoint(None, folder=tmp_path / "empty", cache_dir=tmp_path / "no-cache")
 
 
 def test_folder_variant_comes_from_configs_not_names(tmp_path, tiny_pipeline):
