@@ -80,7 +80,7 @@ def download(variant: str, *, folder=None, token: str | bool | None = None,
     Raises DownloadError with one line for: licence not accepted (gated repo), token refused, file not found,
     no network, not enough disk space, a checksum mismatch.
     """
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import constants
 
     v = _release(variant)
     folder = Path(folder or checkpoint_dir())
@@ -98,6 +98,25 @@ def download(variant: str, *, folder=None, token: str | bool | None = None,
     except OSError as e:
         raise DownloadError(f"cannot create the checkpoint folder {folder}: {e.strerror or e}") from None
 
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(folder / f".{v.filename}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise DownloadError(f"{v.filename} is already being downloaded into {folder} (another session or "
+                            "process): wait for it to finish") from None
+    try:
+        return _download_locked(v, folder, dest, token, on_progress, should_stop)
+    finally:
+        lock.release()
+
+
+def _download_locked(v, folder: Path, dest: Path, token, on_progress, should_stop) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    if dest.exists():  # finished by whoever held the lock before us
+        return dest
     url = hf_hub_url(v.repo_id, v.filename)
     try:
         meta = get_hf_file_metadata(url, token=token)  # no retries: no network fails in a second
@@ -109,8 +128,8 @@ def download(variant: str, *, folder=None, token: str | bool | None = None,
                             "it cannot be verified, so it is not downloaded")
     size = meta.size
 
-    partial = partial_path(variant, folder, sha)
-    for stale in partial_downloads(variant, folder):  # an older upstream version of the file
+    partial = partial_path(v.name, folder, sha)
+    for stale in partial_downloads(v.name, folder):  # an older upstream version of the file
         if stale != partial:
             stale.unlink(missing_ok=True)
     have = partial.stat().st_size if partial.exists() else 0

@@ -145,7 +145,8 @@ def fake_hub(monkeypatch, tiny_checkpoint):
 
 
 def _files(folder: Path):
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    """What a download left, its lock file aside (hidden, holds nothing)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.is_dir() else []
 
 
 def test_complete_download(fake_hub, tmp_path, tiny_checkpoint):
@@ -260,6 +261,15 @@ def test_disk_space_checked_before_and_full_disk_during(fake_hub, tmp_path, monk
                                             r"1\.0 MB kept"):
         hub.download("svd_xt", folder=tmp_path, token=GOOD_TOKEN)
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_one_download_at_a_time(fake_hub, tmp_path):
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path / ".svd_xt.safetensors.lock")):  # another process holds it
+        with pytest.raises(DownloadError, match="already being downloaded"):
+            hub.download("svd_xt", folder=tmp_path, token=GOOD_TOKEN)
+    assert hub.download("svd_xt", folder=tmp_path, token=GOOD_TOKEN).is_file()
 
 
 def test_unknown_release_lists_the_valid_ones(tmp_path):
