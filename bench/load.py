@@ -41,8 +41,7 @@ with PeakAnon() as peak:
 kept = sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.image_encoder) for p in m.parameters())
 print(json.dumps(dict(seconds=dt, peak=peak.peak, base=base, kept=kept)))
 if {save!r}:
-    pipe.save_pretrained({save!r})
-    pipe.to(torch.float16).save_pretrained({save!r}, variant="fp16")
+    pipe.save_pretrained({save!r}, variant="fp16")  # diffusers' fp16 variant files only: what its row loads
 """
 
 CHILD_BARE = """
@@ -161,10 +160,11 @@ def main(argv=None) -> int:
     size = ckpt.stat().st_size
     folder = args.out / ("tiny-diffusers" if args.small else "svd_xt-diffusers")
     if not args.no_diffusers and not (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file():
-        child(CHILD_OURS, path=str(ckpt), dtype="float32", save=str(folder))  # the same weights, + fp16 variant
+        child(CHILD_OURS, path=str(ckpt), dtype="float16", save=str(folder))  # the same weights, fp16 variant
 
     print(f"\ncheckpoint {ckpt.name}: {gb(size)} float32 on disk; target dtype {args.dtype}; "
-          f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} on {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f}")
     for cache in [c.strip() for c in args.cache.split(",") if c.strip()]:
         rows = measure(ckpt, folder, args.dtype, cache, not args.no_diffusers, args.repeat)
         bare, ours = rows[1], rows[2]
