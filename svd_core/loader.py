@@ -254,6 +254,9 @@ def load_pipeline(path, *, device=None, dtype=None) -> StableVideoDiffusionPipel
         match_sgm_groupnorm_eps(pipe.unet)
     else:
         modules = load_components(path, device=device, dtype=dtype)
+        # the frames the variant was trained for, as Stability's diffusers repos record it (14 svd, 25 svd_xt):
+        # a folder saved from this pipeline is then identified from its configs like theirs
+        modules["unet"].register_to_config(num_frames=info.variant.num_frames)
         pipe = StableVideoDiffusionPipeline(scheduler=build_scheduler(), feature_extractor=build_feature_extractor(),
                                             **modules)
     pipe.set_progress_bar_config(disable=True)

@@ -186,6 +186,11 @@ def test_float16_file_loads(tmp_path, reference_checkpoints):
     assert rel(emb, ref["clip_image_embeds"]) < 1e-2  # fp16 weights: rounding of the weights only
 
 
+def test_unet_config_records_the_variants_frames(tmp_path, reference_checkpoints):
+    (tmp_path / "svd.safetensors").symlink_to(reference_checkpoints["A"])  # a release name: the 14-frame variant
+    assert load_pipeline(tmp_path / "svd.safetensors", device="cpu").unet.config.num_frames == 14
+
+
 def test_diffusers_folder_round_trip(tmp_path, reference_checkpoints):
     pipe = load_pipeline(reference_checkpoints["A"], device="cpu", dtype=torch.float32)
     pipe.save_pretrained(tmp_path / "svd-diffusers")
