@@ -83,6 +83,7 @@ def download(variant: str, *, folder=None, token: str | bool | None = None,
     from huggingface_hub import constants
 
     v = _release(variant)
+    token = None if token == "" else token  # an empty token field means "the one I have", not "none"
     folder = Path(folder or checkpoint_dir())
     dest = folder / v.filename
     if dest.exists():
