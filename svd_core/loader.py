@@ -228,8 +228,9 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path.name} could not be read ({e}): the file is corrupt; download it again") from None
     for m in modules.values():
-        m.to(device)  # non-persistent buffers (CLIP position ids) were built on the CPU
-        m.eval().requires_grad_(False)
+        if device.type != "cpu":
+            m.to(device)  # non-persistent buffers (CLIP position ids) were built on the CPU
+        m.eval()  # parameters were made with requires_grad=False
     match_sgm_groupnorm_eps(modules["unet"])
     return modules
 
