@@ -210,7 +210,8 @@ def main(argv=None) -> int:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(e, Cancelled) else EXIT_ERROR
     except KeyboardInterrupt:
-        print("cancelled: nothing was written", file=sys.stderr)
+        print("cancelled: the partial download is kept (hidden) and resumes next time" if args.command == "download"
+              else "cancelled: nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
     except OSError as e:
         print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)

@@ -104,7 +104,8 @@ class CheckpointInfo:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The file or folder name; for a Hugging Face cache snapshot its repo id (the folder is a commit hash)."""
+        return self.repo_id or self.path.name
 
     @property
     def size_gb(self) -> float:
@@ -254,6 +255,7 @@ def _inspect_folder(path: Path, repo_id: str = "") -> CheckpointInfo:
     cls = _read_json(index, path).get("_class_name")
     if cls != "StableVideoDiffusionPipeline":
         raise CheckpointError(f"{path} holds a {cls}, not a StableVideoDiffusionPipeline")
+    repo_id = repo_id or _cache_repo_id(path)
     unet = _read_json(path / "unet" / "config.json", path)
     vae = _read_json(path / "vae" / "config.json", path)
     decoder = "image" if vae.get("_class_name") == "AutoencoderKL" else "video"
@@ -272,6 +274,14 @@ def _inspect_folder(path: Path, repo_id: str = "") -> CheckpointInfo:
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     dtype = "float16" if weights == "fp16" else "float32"
     return CheckpointInfo(path, _REGISTRY[name], size, dtype, diffusers_folder=True, repo_id=repo_id)
+
+
+def _cache_repo_id(path: Path) -> str:
+    """The repo id of a Hugging Face cache snapshot (<cache>/models--owner--name/snapshots/<commit>), else ''."""
+    repo = path.resolve().parent.parent.name
+    if path.resolve().parent.name == "snapshots" and repo.startswith("models--"):
+        return repo[len("models--"):].replace("--", "/", 1)
+    return ""
 
 
 def inspect_checkpoint(path) -> CheckpointInfo:

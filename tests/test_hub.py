@@ -409,6 +409,8 @@ def test_hf_cache_discovery_prefers_fp16(fake_cache, tmp_path):
     xt = by_repo["stabilityai/stable-video-diffusion-img2vid-xt"]
     assert xt.diffusers_folder and xt.dtype == "float16" and xt.path.parent.name == "snapshots"
     assert xt.label.startswith("stabilityai/stable-video-diffusion-img2vid-xt")
+    again = inspect_checkpoint(xt.path)  # a snapshot path given directly (as --checkpoint or a run's record)
+    assert again.repo_id == again.name == "stabilityai/stable-video-diffusion-img2vid-xt"
     (bad_path, reason), = problems
     assert "someone/svd-broken" in reason and "incomplete" in reason
     pipe = load_pipeline(xt.path, device="cpu", dtype=torch.float16)  # offline (HF_HUB_OFFLINE=1): cache only
