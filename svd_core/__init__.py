@@ -7,15 +7,18 @@ sampler) load on first use, so `python -m svd_core list` and the header-only fun
 import importlib
 
 from .checkpoints import (
-                          CheckpointInfo,
-                          Variant,
-                          file_sha256,
-                          get_variant,
-                          inspect_checkpoint,
-                          list_checkpoints,
-                          list_variants,
+    CheckpointInfo,
+    Variant,
+    file_sha256,
+    find_models,
+    get_variant,
+    inspect_checkpoint,
+    list_checkpoints,
+    list_variants,
+    scan_checkpoints,
+    scan_hf_cache,
 )
-from .errors import Cancelled, CheckpointError, ImageError, OutOfMemory, SVDError
+from .errors import Cancelled, CheckpointError, DownloadError, ImageError, OutOfMemory, SVDError
 from .export import (
                      contact_sheet,
                      export_frames,
@@ -26,6 +29,7 @@ from .export import (
                      to_mp4,
                      to_webp,
 )
+from .hub import discard_partial, download, downloadable, partial_downloads
 from .images import ImageSpec, PreparedImage, prepare_image
 from .params import CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
@@ -67,6 +71,9 @@ __all__ = [
     "export_frames", "file_sha256", "get_variant", "grid_cells", "grid_frames", "guidance_scales",
     "inspect_checkpoint", "list_checkpoints", "list_discretizations", "list_guiders", "list_runs", "list_samplers",
     "list_variants", "load_pipeline", "load_run", "make_tiny", "parse_vary", "prepare_image", "run_sweep", "save_run",
+    # weights (issue 12)
+    "DownloadError", "discard_partial", "download", "downloadable", "find_models", "partial_downloads",
+    "scan_checkpoints", "scan_hf_cache",
     "to_frames_zip", "to_gif", "to_mp4", "to_webp",
     # the instrument (issue 10)
     "Cell", "Likeness", "VideoError", "clean_stale_temp", "describe_fps", "fps_vocabulary", "grid_layout",

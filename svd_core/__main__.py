@@ -1,4 +1,4 @@
-"""python -m svd_core {sample, sweep, measure, list, make-tiny}. Expected errors print one line and exit 2."""
+"""python -m svd_core {sample, sweep, measure, list, download, make-tiny}. Expected errors: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", "-c", help="checkpoint file or diffusers folder (default: the first in "
-                                              "checkpoints/)")
+    p.add_argument("--checkpoint", "-c", help="checkpoint file, diffusers folder or SVD repo id in the Hugging Face "
+                                              "cache (default: svd_xt, else the first in checkpoints/, else the "
+                                              "cache)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default float16 on GPU, "
                                                                                "float32 on CPU")
@@ -56,8 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--fps", type=float, help="time base for the motion score (default: the file's frame rate; "
                                              "a run folder's conditioning fps)")
     m.add_argument("--device", help="device for the image encoder (default: best available)")
-    ls = sub.add_parser("list", help="checkpoints in checkpoints/")
+    ls = sub.add_parser("list", help="checkpoints in checkpoints/ (and why others cannot be used), SVD pipelines "
+                                     "in the Hugging Face cache")
     ls.add_argument("folder", nargs="?")
+    ls.add_argument("--no-hf-cache", action="store_true", help="skip the Hugging Face cache")
+    d = sub.add_parser("download", help="download a Stability release from the Hugging Face Hub into checkpoints/")
+    d.add_argument("variant", help="svd, svd_image_decoder, svd_xt, svd_xt_image_decoder or svd_xt_1_1")
+    d.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the one from `hf auth login`)")
+    d.add_argument("--dir", help="checkpoint folder (default checkpoints/ or $SVD_CHECKPOINT_DIR)")
     t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
     t.add_argument("path")
     t.add_argument("--seed", type=int, default=0)
@@ -66,16 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pick_checkpoint(arg):
-    from .checkpoints import DOWNLOAD_HINT, default_checkpoint, list_checkpoints
-    from .errors import CheckpointError
+    from .checkpoints import resolve_checkpoint
 
-    if arg:
-        return arg
-    found = default_checkpoint(list_checkpoints())
-    if found is None:
-        raise CheckpointError("no checkpoint in checkpoints/: " + DOWNLOAD_HINT + ", or make the demo model with "
-                              "`python -m svd_core make-tiny checkpoints/tiny.safetensors`")
-    return found.path
+    return resolve_checkpoint(arg)  # a path, an SVD repo id in the Hugging Face cache, or the default
 
 
 def _checked_inputs(args):
@@ -296,15 +296,39 @@ def cmd_measure(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .checkpoints import DOWNLOAD_HINT, checkpoint_dir, list_checkpoints
+    from .checkpoints import DOWNLOAD_HINT, checkpoint_dir, scan_checkpoints, scan_hf_cache
 
-    found = list_checkpoints(args.folder)
-    if not found:
-        print(f"no checkpoints in {args.folder or checkpoint_dir()}: {DOWNLOAD_HINT}")
-        return 0
-    for c in found:
-        print(f"{c.name:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "
+    folder = args.folder or checkpoint_dir()
+    found, problems = scan_checkpoints(folder)
+    cached, cache_problems = ([], []) if args.no_hf_cache else scan_hf_cache()
+    if not found and not problems and not cached:
+        print(f"no checkpoints in {folder}: {DOWNLOAD_HINT}, or `python -m svd_core download svd_xt`")
+    for c in found + cached:
+        print(f"{c.label:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "
               f"{c.variant.num_frames} frames")
+    for path, reason in problems + cache_problems:
+        print(f"{path.name:40s} unusable: {reason}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from tqdm import tqdm
+
+    from .hub import download
+
+    bars = []
+
+    def on_progress(done, total):
+        if not bars:  # first call: the checks passed, the hub answered
+            bars.append(tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=args.variant, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+    try:
+        path = download(args.variant, folder=args.dir, token=args.token, on_progress=on_progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{path}  ({'downloaded, sha256 verified against the hub' if bars else 'already there'})")
     return 0
 
 
@@ -317,13 +341,14 @@ def cmd_make_tiny(args) -> int:
 
 
 COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "measure": cmd_measure, "list": cmd_list,
-            "make-tiny": cmd_make_tiny}
+            "download": cmd_download, "make-tiny": cmd_make_tiny}
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
     args = build_parser().parse_args(argv)
+    if args.command != "download":  # only `download` talks to the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
     from .errors import Cancelled, SVDError
 
     if args.command in ("sample", "sweep"):
@@ -336,7 +361,8 @@ def main(argv=None) -> int:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(e, Cancelled) else EXIT_ERROR
     except KeyboardInterrupt:
-        print("cancelled: nothing was written", file=sys.stderr)
+        print("cancelled: the partial download is kept (hidden) and resumes next time" if args.command == "download"
+              else "cancelled: nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
     except OSError as e:
         print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)

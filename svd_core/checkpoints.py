@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -37,29 +38,37 @@ class Variant:
     decoder: str  # "video" (temporal VAE decoder) or "image" (per-frame decoder)
     defaults: dict = field(default_factory=dict)  # SamplingParams overrides
     fixed_conditioning: bool = False  # trained at one fps / motion_bucket_id only (SVD-XT 1.1)
-    url: str = ""
+    repo_id: str = ""  # Hugging Face Hub repository of the release ("" for the tiny demo)
+    filename: str = ""  # the release's file in that repository
     min_side: int = 256  # smallest output side in pixels worth sampling
 
     @property
     def num_frames(self) -> int:
         return self.defaults["num_frames"]
 
+    @property
+    def url(self) -> str:
+        """The release's model page (where its licence is accepted)."""
+        return f"https://huggingface.co/{self.repo_id}" if self.repo_id else ""
 
-_HF = "https://huggingface.co/stabilityai/"
+
+_SVD_REPO = "stabilityai/stable-video-diffusion-img2vid"
+_XT_REPO = "stabilityai/stable-video-diffusion-img2vid-xt"
+_XT11_REPO = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 _SVD = dict(num_frames=14, num_inference_steps=25, min_guidance_scale=1.0, max_guidance_scale=2.5)
 _XT = dict(num_frames=25, num_inference_steps=30, min_guidance_scale=1.5, max_guidance_scale=3.0)
 _REGISTRY = {
     v.name: v
     for v in (
-        Variant("svd", "SVD (14 frames)", "video", _SVD, url=_HF + "stable-video-diffusion-img2vid"),
+        Variant("svd", "SVD (14 frames)", "video", _SVD, repo_id=_SVD_REPO, filename="svd.safetensors"),
         Variant("svd_image_decoder", "SVD, per-frame decoder (14 frames)", "image", _SVD,
-                url=_HF + "stable-video-diffusion-img2vid"),
-        Variant("svd_xt", "SVD-XT (25 frames)", "video", _XT, url=_HF + "stable-video-diffusion-img2vid-xt"),
+                repo_id=_SVD_REPO, filename="svd_image_decoder.safetensors"),
+        Variant("svd_xt", "SVD-XT (25 frames)", "video", _XT, repo_id=_XT_REPO, filename="svd_xt.safetensors"),
         Variant("svd_xt_image_decoder", "SVD-XT, per-frame decoder (25 frames)", "image", _XT,
-                url=_HF + "stable-video-diffusion-img2vid-xt"),
-        Variant("svd_xt_1_1", "SVD-XT 1.1 (25 frames, fixed fps 6 / motion 127)", "video",
-                dict(_XT, fps=7, motion_bucket_id=127), fixed_conditioning=True,
-                url=_HF + "stable-video-diffusion-img2vid-xt-1-1"),
+                repo_id=_XT_REPO, filename="svd_xt_image_decoder.safetensors"),
+        Variant("svd_xt_1_1", "SVD-XT 1.1 (25 frames, trained at conditioning fps 7 = Stability's fps_id 6, "
+                "motion 127)", "video", dict(_XT, fps=7, motion_bucket_id=127), fixed_conditioning=True,
+                repo_id=_XT11_REPO, filename="svd_xt_1_1.safetensors"),
         Variant("tiny", "Tiny demo model (random weights: produces noise)", "video",
                 dict(num_frames=6, num_inference_steps=4, width=128, height=128, decode_chunk_size=6), min_side=32),
         Variant("tiny_image_decoder", "Tiny demo model, per-frame decoder (random weights)", "image",
@@ -86,10 +95,17 @@ class CheckpointInfo:
     size_bytes: int
     dtype: str  # dtype of the weights in the file ("float32", "float16", ...)
     diffusers_folder: bool = False
+    repo_id: str = ""  # set for a pipeline found in the Hugging Face cache
+
+    @property
+    def label(self) -> str:
+        """What a picker shows: the file name, or the repo id for a Hugging Face cache entry."""
+        return f"{self.repo_id} (Hugging Face cache)" if self.repo_id else self.path.name
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The file or folder name; for a Hugging Face cache snapshot its repo id (the folder is a commit hash)."""
+        return self.repo_id or self.path.name
 
     @property
     def size_gb(self) -> float:
@@ -140,29 +156,53 @@ def shapes_of(header: dict) -> dict[str, list[int]]:
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
-def detect_layout(keys) -> str:
-    """'video' or 'image' decoder layout of an SVD sgm checkpoint; a clear error for any other model."""
+SV3D_ADM = {256: "sv3d_u", 1280: "sv3d_p", 16: "sv3d_u", 80: "sv3d_p"}  # label_emb input width (real, tiny)
+
+
+def detect_layout(keys, name: str = "this file") -> str:
+    """'video' or 'image' decoder layout of an SVD sgm checkpoint; a clear error naming `name` for any other
+    model. `keys` may be a key -> shape mapping (then SV3D is told apart by its label_emb width)."""
+    shapes = keys if isinstance(keys, dict) else {}
     keys = set(keys)
     if any(k.startswith("cond_stage_model.transformer.") for k in keys):
-        raise CheckpointError("this is a Stable Diffusion 1.x checkpoint, not Stable Video Diffusion: " + DOWNLOAD_HINT)
+        raise CheckpointError(f"{name} is a Stable Diffusion 1.x checkpoint, not Stable Video Diffusion: "
+                              + DOWNLOAD_HINT)
     if any(k.startswith("cond_stage_model.model.") for k in keys):
-        raise CheckpointError("this is a Stable Diffusion 2.x checkpoint, not Stable Video Diffusion: " + DOWNLOAD_HINT)
+        raise CheckpointError(f"{name} is a Stable Diffusion 2.x checkpoint, not Stable Video Diffusion: "
+                              + DOWNLOAD_HINT)
     if any(k.startswith(("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model.")) for k in keys):
-        raise CheckpointError("this is a Stable Diffusion XL checkpoint, not Stable Video Diffusion: " + DOWNLOAD_HINT)
+        raise CheckpointError(f"{name} is a Stable Diffusion XL checkpoint, not Stable Video Diffusion: "
+                              + DOWNLOAD_HINT)
     if any(k.startswith(("down_blocks.", "encoder.down_blocks.", "vision_model.")) for k in keys):
-        raise CheckpointError("this is one diffusers-format component, not a single-file SVD checkpoint: pass the "
-                              "diffusers folder (with model_index.json) or an sgm .safetensors file")
+        raise CheckpointError(f"{name} is one diffusers-format component, not a single-file SVD checkpoint: pass "
+                              "the diffusers folder (with model_index.json) or an sgm .safetensors file")
+    sv3d = _sv3d_kind(keys, shapes)
+    if sv3d:
+        raise CheckpointError(f"{name} is Stability's SV3D ({sv3d}, orbit views of an object), not Stable Video "
+                              "Diffusion: SV3D is not supported yet; use an SVD release such as svd_xt.safetensors")
     needed = (UNET + "input_blocks.0.0.weight", CLIP_VISUAL + "proj", FIRST_STAGE + "decoder.conv_in.weight",
               UNET + "input_blocks.1.0.time_stack.in_layers.0.weight")
     missing = [k for k in needed if k not in keys]
     if missing:
-        raise CheckpointError(f"not a Stable Video Diffusion checkpoint (no {missing[0]}): " + DOWNLOAD_HINT)
+        raise CheckpointError(f"{name} is not a Stable Video Diffusion checkpoint (no {missing[0]}): "
+                              + DOWNLOAD_HINT)
     if FIRST_STAGE + "decoder.conv_out.time_mix_conv.weight" in keys:
         return "video"
     if FIRST_STAGE + "post_quant_conv.weight" in keys:
         return "image"
-    raise CheckpointError("SVD checkpoint without a recognisable first-stage decoder (neither the temporal "
-                          "decoder nor post_quant_conv): the file is incomplete; download it again")
+    raise CheckpointError(f"{name} is an SVD checkpoint without a recognisable first-stage decoder (neither the "
+                          "temporal decoder nor post_quant_conv): the file is incomplete; download it again")
+
+
+def _sv3d_kind(keys: set, shapes: dict) -> str:
+    """'sv3d_u' / 'sv3d_p' for Stability's SV3D layout (conditioning VAE under conditioner.embedders.1, no
+    fps/motion embedders), else ''."""
+    if not any(k.startswith("conditioner.embedders.1.encoder.") for k in keys):
+        return ""
+    if any(k.startswith("conditioner.embedders.3.") for k in keys):
+        return ""
+    width = (shapes.get(UNET + "label_emb.0.0.weight") or [0, 0])[-1]
+    return SV3D_ADM.get(width, "sv3d")
 
 
 def _variant_for(path: Path, layout: str, meta: dict, unet_channels: int) -> Variant:
@@ -175,32 +215,85 @@ def _variant_for(path: Path, layout: str, meta: dict, unet_channels: int) -> Var
     return _REGISTRY["svd" if layout == "video" else "svd_image_decoder"]
 
 
+def _read_json(path: Path, folder: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder} lacks {path.relative_to(folder)}: the diffusers folder is incomplete; "
+                              "download it again") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is unreadable: the diffusers folder is damaged; download it again") from None
+
+
+def _weights_in(folder: Path, component: str, variant: str | None) -> bool:
+    stem = "model" if component == "image_encoder" else "diffusion_pytorch_model"
+    name = f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors"
+    return (folder / component / name).is_file()  # a cache snapshot's symlink counts only if its blob is there
+
+
+COMPONENTS = ("unet", "vae", "image_encoder")
+
+
+def diffusers_weights_variant(folder, dtype=None) -> str | None:
+    """Which weights of a diffusers folder to load: 'fp16' (diffusers' fp16 variant files, half the read) when
+    every component has them, unless float32 was asked for and the full-precision files are all there; None
+    for the full-precision files."""
+    folder = Path(folder)
+    fp16 = all(_weights_in(folder, c, "fp16") for c in COMPONENTS)
+    full = all(_weights_in(folder, c, None) for c in COMPONENTS)
+    wants_float32 = str(dtype).replace("torch.", "") == "float32"
+    return "fp16" if fp16 and not (full and wants_float32) else None
+
+
+def _inspect_folder(path: Path, repo_id: str = "") -> CheckpointInfo:
+    """A diffusers StableVideoDiffusionPipeline folder: the variant comes from its configs (the UNet's
+    num_frames and width, the VAE's class), never from the folder's name."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise CheckpointError(f"{path} is a folder without model_index.json: pass a .safetensors file or a "
+                              "diffusers pipeline folder")
+    cls = _read_json(index, path).get("_class_name")
+    if cls != "StableVideoDiffusionPipeline":
+        raise CheckpointError(f"{path} holds a {cls}, not a StableVideoDiffusionPipeline")
+    repo_id = repo_id or _cache_repo_id(path)
+    unet = _read_json(path / "unet" / "config.json", path)
+    vae = _read_json(path / "vae" / "config.json", path)
+    decoder = "image" if vae.get("_class_name") == "AutoencoderKL" else "video"
+    if (unet.get("block_out_channels") or [320])[0] < 320:
+        name = "tiny" if decoder == "video" else "tiny_image_decoder"
+    else:
+        name = "svd_xt" if unet.get("num_frames", 25) >= 25 else "svd"
+        if decoder == "image":
+            name += "_image_decoder"
+        elif name == "svd_xt" and repo_id == _XT11_REPO:  # 1.1 has the same configs as 1.0: only its repo says
+            name = "svd_xt_1_1"
+    weights = diffusers_weights_variant(path)
+    if weights is None and not all(_weights_in(path, c, None) for c in COMPONENTS):
+        raise CheckpointError(f"{path} lacks the weights of a component (unet, vae or image_encoder "
+                              "*.safetensors): the diffusers folder is incomplete; download it again")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    dtype = "float16" if weights == "fp16" else "float32"
+    return CheckpointInfo(path, _REGISTRY[name], size, dtype, diffusers_folder=True, repo_id=repo_id)
+
+
+def _cache_repo_id(path: Path) -> str:
+    """The repo id of a Hugging Face cache snapshot (<cache>/models--owner--name/snapshots/<commit>), else ''."""
+    repo = path.resolve().parent.parent.name
+    if path.resolve().parent.name == "snapshots" and repo.startswith("models--"):
+        return repo[len("models--"):].replace("--", "/", 1)
+    return ""
+
+
 def inspect_checkpoint(path) -> CheckpointInfo:
-    """Identify a checkpoint from its header (or a diffusers folder from model_index.json). Reads no weights."""
+    """Identify a checkpoint from its header (or a diffusers folder from its configs). Reads no weights."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: " + DOWNLOAD_HINT)
     if path.is_dir():
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise CheckpointError(f"{path} is a folder without model_index.json: pass a .safetensors file or a "
-                                  "diffusers pipeline folder")
-        try:
-            cls = json.loads(index.read_text()).get("_class_name")
-        except (OSError, json.JSONDecodeError):
-            raise CheckpointError(f"{index} is unreadable: re-download the diffusers folder") from None
-        if cls != "StableVideoDiffusionPipeline":
-            raise CheckpointError(f"{path} holds a {cls}, not a StableVideoDiffusionPipeline")
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        decoder = "video"
-        vae_cfg = path / "vae" / "config.json"
-        if vae_cfg.is_file() and json.loads(vae_cfg.read_text()).get("_class_name") == "AutoencoderKL":
-            decoder = "image"
-        variant = _variant_for(path, decoder, {}, 320)
-        return CheckpointInfo(path, variant, size, "diffusers", diffusers_folder=True)
+        return _inspect_folder(path)
     header = read_safetensors_header(path)
     shapes = shapes_of(header)
-    layout = detect_layout(shapes)
+    layout = detect_layout(shapes, path.name)
     meta = header.get("__metadata__") or {}
     dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
     dtype = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}.get(max(dtypes), max(dtypes))
@@ -208,21 +301,113 @@ def inspect_checkpoint(path) -> CheckpointInfo:
     return CheckpointInfo(path, _variant_for(path, layout, meta, channels), path.stat().st_size, dtype)
 
 
-def list_checkpoints(folder=None) -> list[CheckpointInfo]:
-    """Every loadable checkpoint in `folder` (default checkpoints/), sorted by name. Files that are not SVD
-    checkpoints are skipped; use `inspect_checkpoint` to see why one is."""
+def _is_candidate(p: Path) -> bool:
+    return p.suffix.lower() == ".safetensors" or p.suffix.lower() in PICKLE_SUFFIXES or (
+        p.is_dir() and (p / "model_index.json").is_file())
+
+
+def scan_checkpoints(folder=None) -> tuple[list[CheckpointInfo], list[tuple[Path, str]]]:
+    """(usable checkpoints, problems) in `folder` (default checkpoints/), sorted by name. A problem is a
+    checkpoint-like file that cannot be used (truncated, pickle, another model, SV3D...) with the one-line
+    reason, or a partial download left for resume."""
     folder = Path(folder or checkpoint_dir())
-    found = []
+    usable: list[CheckpointInfo] = []
+    problems: list[tuple[Path, str]] = []
     if not folder.is_dir():
-        return found
+        return usable, problems
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not (p.suffix == ".safetensors" or (p / "model_index.json").is_file()):
+        if p.name.startswith("."):
+            if p.name.endswith(".incomplete"):
+                problems.append((p, _partial_reason(p)))
+            continue
+        if not _is_candidate(p):
             continue
         try:
-            found.append(inspect_checkpoint(p))
-        except CheckpointError:
+            usable.append(inspect_checkpoint(p))
+        except CheckpointError as e:
+            problems.append((p, str(e)))
+    return usable, problems
+
+
+def _partial_reason(p: Path) -> str:
+    # hub.py names partial downloads ".<file>.<sha256 prefix>.incomplete"
+    target = p.name[1:].rsplit(".", 2)[0]
+    variant = Path(target).stem
+    return (f"partial download of {target} ({_size(p.stat().st_size)} so far): run `python -m svd_core download "
+            f"{variant}` to finish it, or delete {p.name}")
+
+
+def list_checkpoints(folder=None) -> list[CheckpointInfo]:
+    """Every loadable checkpoint in `folder` (default checkpoints/), sorted by name; `scan_checkpoints` also
+    says why the others cannot be used."""
+    return scan_checkpoints(folder)[0]
+
+
+def scan_hf_cache(cache_dir=None) -> tuple[list[CheckpointInfo], list[tuple[Path, str]]]:
+    """SVD diffusers pipelines already in the Hugging Face cache (`huggingface_hub.scan_cache_dir`; default the
+    user's cache, HF_HUB_CACHE / HF_HOME), newest revision of each repo: (usable, problems). Loaded offline with
+    `load_pipeline(info.path)`, the fp16 variant when it is there."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir(cache_dir)
+    except (CacheNotFound, OSError):
+        return [], []
+    usable, problems = [], []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model" or not repo.revisions:
             continue
-    return found
+        rev = max(repo.revisions, key=lambda r: r.last_modified)
+        snapshot = Path(rev.snapshot_path)
+        index = snapshot / "model_index.json"
+        if not index.is_file():
+            continue
+        try:
+            if json.loads(index.read_text()).get("_class_name") != "StableVideoDiffusionPipeline":
+                continue
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        try:
+            usable.append(_inspect_folder(snapshot, repo_id=repo.repo_id))
+        except CheckpointError as e:
+            problems.append((snapshot, f"{repo.repo_id} in the Hugging Face cache: {e}"))
+    return usable, problems
+
+
+def find_models(folder=None, *, hf_cache=True, cache_dir=None
+                ) -> tuple[list[CheckpointInfo], list[tuple[Path, str]]]:
+    """Everything the picker can offer: the checkpoint folder's files and folders, then the SVD diffusers
+    pipelines of the Hugging Face cache; with the problems of both."""
+    usable, problems = scan_checkpoints(folder)
+    if hf_cache:
+        more, bad = scan_hf_cache(cache_dir)
+        usable += more
+        problems += bad
+    return usable, problems
+
+
+def resolve_checkpoint(arg=None, *, folder=None, cache_dir=None) -> Path:
+    """What `--checkpoint` names: a path as it is; else the repo id of an SVD pipeline in the Hugging Face cache
+    (e.g. stabilityai/stable-video-diffusion-img2vid-xt) -> its snapshot folder; None -> the default of the
+    checkpoint folder, else of the cache. Raises CheckpointError when nothing matches."""
+    repo_like = arg is not None and re.fullmatch(r"[\w.-]+/[\w.-]+", str(arg)) and Path(str(arg)).suffix.lower() \
+        not in PICKLE_SUFFIXES | {".safetensors"}
+    if arg is not None and (Path(arg).exists() or not repo_like):
+        return Path(arg)
+    cached = scan_hf_cache(cache_dir)[0]
+    if arg is not None:
+        match = next((c for c in cached if c.repo_id == str(arg)), None)
+        if match is None:
+            raise CheckpointError(f"{arg} is neither a file nor an SVD pipeline in the Hugging Face cache: "
+                                  + DOWNLOAD_HINT)
+        return match.path
+    found = default_checkpoint(list_checkpoints(folder)) or default_checkpoint(cached)
+    if found is None:
+        raise CheckpointError("no checkpoint in checkpoints/ or the Hugging Face cache: " + DOWNLOAD_HINT
+                              + ", or run `python -m svd_core download svd_xt`, or make the demo model with "
+                              "`python -m svd_core make-tiny checkpoints/tiny.safetensors`")
+    return found.path
 
 
 def default_checkpoint(found: list[CheckpointInfo]) -> CheckpointInfo | None:

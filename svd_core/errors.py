@@ -20,3 +20,7 @@ class Cancelled(SVDError):
 
 class OutOfMemory(SVDError):
     """The run did not fit in memory, even after the fallback."""
+
+
+class DownloadError(SVDError):
+    """A release could not be downloaded from the Hugging Face Hub (access, token, network, disk, checksum)."""

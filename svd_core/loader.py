@@ -3,7 +3,8 @@
 1. read the safetensors header (shapes only) and identify the layout;
 2. infer the architecture from shapes and build every module empty (accelerate's `init_empty_weights`);
 3. plan where each sgm tensor goes (`convert.map_key`) and check the plan covers every parameter, shape for shape;
-4. stream the tensors one at a time from `safe_open`, cast to the target dtype, place on the target device;
+4. stream the tensors one at a time from `safe_open` (on CUDA straight into GPU memory), cast to the target dtype
+   on the target device, assign them as the modules' parameters;
 5. match sgm's GroupNorm eps in the UNet's res-blocks and assemble the pipeline.
 
 Peak host memory is the kept weights plus one tensor in flight; keys the reference never uses are never read.
@@ -12,27 +13,54 @@ Peak host memory is the kept weights plus one tensor in flight; keys the referen
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import transformers
 from accelerate import init_empty_weights
-from accelerate.utils import set_module_tensor_to_device
-from diffusers import (
-    AutoencoderKL,
-    AutoencoderKLTemporalDecoder,
-    EulerDiscreteScheduler,
-    StableVideoDiffusionPipeline,
-    UNetSpatioTemporalConditionModel,
-)
 from diffusers.models.resnet import SpatioTemporalResBlock
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers.initialization import no_init_weights
 
-from .checkpoints import detect_layout, inspect_checkpoint, read_safetensors_header, shapes_of
+from .checkpoints import (
+    detect_layout,
+    diffusers_weights_variant,
+    inspect_checkpoint,
+    read_safetensors_header,
+    shapes_of,
+)
 from .convert import OPS, Architecture, Target, infer_architecture, map_key, target_shape
 from .errors import CheckpointError
+
+
+@contextmanager
+def _without_torchvision_fallback_warning():
+    """diffusers' SVD pipeline module does `from transformers import CLIPImageProcessor`; without torchvision,
+    transformers answers with CLIPImageProcessorPil and logs a warning on the terminal at every start. We build
+    the Pil processor ourselves (build_feature_extractor), so that one message is dropped; nothing else is."""
+    log = logging.getLogger("transformers.utils.import_utils")
+
+    def drop(record):
+        return "falling back to `CLIPImageProcessorPil`" not in record.getMessage()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
+with _without_torchvision_fallback_warning():
+    from diffusers import (
+        AutoencoderKL,
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SGM_GROUPNORM_EPS = 1e-5  # sgm's ResBlock GroupNorm; diffusers uses 1e-6 in some SpatioTemporalResBlocks
@@ -118,9 +146,10 @@ def match_sgm_groupnorm_eps(unet: torch.nn.Module) -> None:
 
 # ------------------------------------------------------------------------------------------------- planning
 
-def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[str, torch.nn.Module]
-              ) -> dict[str, list[Target]]:
-    """sgm key -> targets, in file order; raises CheckpointError unless the plan fills every parameter exactly."""
+def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[str, torch.nn.Module],
+              name: str = "the checkpoint") -> dict[str, list[Target]]:
+    """sgm key -> targets, in file order; raises CheckpointError (naming the file `name`) unless the plan fills
+    every parameter exactly."""
     plan: dict[str, list[Target]] = {}
     unknown = []
     for key in shapes:
@@ -130,33 +159,40 @@ def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[st
         elif targets:
             plan[key] = targets
     if unknown:
-        raise CheckpointError(f"{len(unknown)} unexpected tensor(s) for an SVD checkpoint (e.g. {unknown[0]}): "
-                              "the file is not a Stability SVD release")
+        raise CheckpointError(f"{name} has {len(unknown)} unexpected tensor(s) for an SVD checkpoint (e.g. "
+                              f"{unknown[0]}): the file is not a Stability SVD release")
     expected = {c: dict(m.named_parameters()) for c, m in modules.items()}
     seen = defaultdict(set)
     for key, targets in plan.items():
         for t in targets:
             param = expected[t.component].get(t.key)
             if param is None:
-                raise CheckpointError(f"{key} maps to no parameter of the {t.component} ({t.key}): the file's "
-                                      "architecture is not one this loader knows")
+                raise CheckpointError(f"{name}: {key} maps to no parameter of the {t.component} ({t.key}): the "
+                                      "file's architecture is not one this loader knows")
             got = target_shape(t.op, shapes[key])
             if tuple(param.shape) != got:
-                raise CheckpointError(f"{key} has shape {list(shapes[key])}, the {t.component} expects "
+                raise CheckpointError(f"{name}: {key} has shape {list(shapes[key])}, the {t.component} expects "
                                       f"{list(param.shape)}: the file is corrupt or of another architecture")
             seen[t.component].add(t.key)
     missing = [f"{c}.{k}" for c, params in expected.items() for k in params if k not in seen[c]]
     if missing:
-        raise CheckpointError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs (e.g. {missing[0]}): "
-                              "the file is incomplete; download it again")
+        raise CheckpointError(f"{name} lacks {len(missing)} tensor(s) the model needs (e.g. {missing[0]}): the file "
+                              "is incomplete; download it again")
     return plan
 
 
 def empty_modules(arch: Architecture) -> dict[str, torch.nn.Module]:
     """unet, vae and image_encoder of `arch` with parameters on the meta device (no memory): for loading, key
-    coverage checks and FLOP counts."""
-    with init_empty_weights():
+    coverage checks and FLOP counts. No initialisation runs (transformers' `no_init_weights`): random init of
+    meta tensors is pointless and cost 0.6 s at full size (CLIP's normal_ on meta goes through Python prims)."""
+    with no_init_weights(), init_empty_weights():
         return {"unet": build_unet(arch), "vae": build_vae(arch), "image_encoder": build_image_encoder(arch)}
+
+
+def _parameter_slots(module: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
+    """'a.b.weight' -> (the module a.b, 'weight'), for every parameter."""
+    return {f"{prefix}.{name}" if prefix else name: (owner, name)
+            for prefix, owner in module.named_modules() for name in owner._parameters}
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -167,27 +203,34 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     device, dtype = resolve_device_dtype(device, dtype)
     header = read_safetensors_header(path)
     shapes = shapes_of(header)
-    detect_layout(shapes)
+    detect_layout(shapes, path.name)
     try:
         arch = infer_architecture(shapes, header.get("__metadata__"))
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError(f"cannot read the architecture of {path.name} ({e}): the file is incomplete or "
                               "not an SVD release") from None
     modules = empty_modules(arch)
-    plan = plan_load(shapes, arch, modules)
+    plan = plan_load(shapes, arch, modules, path.name)
+    slots = {c: _parameter_slots(m) for c, m in modules.items()}
+    # On CUDA safetensors reads each tensor straight into GPU memory and the cast runs there: no CPU copy of the
+    # model, at most one tensor in flight. Parameters are assigned, not copied into (the meta ones hold nothing).
+    read_on = str(device) if device.type == "cuda" else "cpu"
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key, targets in plan.items():
+        with safe_open(str(path), framework="pt", device=read_on) as f:
+            for key in sorted(plan, key=lambda k: header[k]["data_offsets"][0]):  # file order: sequential reads
                 tensor = f.get_tensor(key)
+                targets = plan[key]
                 for t in targets:
-                    set_module_tensor_to_device(modules[t.component], t.key, device,
-                                                value=OPS[t.op](tensor), dtype=dtype)
+                    value = OPS[t.op](tensor).to(device=device, dtype=dtype).contiguous()
+                    owner, name = slots[t.component][t.key]
+                    owner._parameters[name] = torch.nn.Parameter(value, requires_grad=False)
                 del tensor
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path.name} could not be read ({e}): the file is corrupt; download it again") from None
     for m in modules.values():
-        m.to(device)  # non-persistent buffers (CLIP position ids) were built on the CPU
-        m.eval().requires_grad_(False)
+        if device.type != "cpu":
+            m.to(device)  # non-persistent buffers (CLIP position ids) were built on the CPU
+        m.eval()  # parameters were made with requires_grad=False
     match_sgm_groupnorm_eps(modules["unet"])
     return modules
 
@@ -204,13 +247,17 @@ def load_pipeline(path, *, device=None, dtype=None) -> StableVideoDiffusionPipel
     info = inspect_checkpoint(path)  # every "this is not an SVD checkpoint" answer comes from here
     if info.diffusers_folder:
         try:
-            pipe = StableVideoDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            pipe = StableVideoDiffusionPipeline.from_pretrained(
+                path, torch_dtype=dtype, variant=diffusers_weights_variant(path, dtype), local_files_only=True)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot load the diffusers folder {path}: {str(e).splitlines()[0]}") from None
         pipe.to(device)
         match_sgm_groupnorm_eps(pipe.unet)
     else:
         modules = load_components(path, device=device, dtype=dtype)
+        # the frames the variant was trained for, as Stability's diffusers repos record it (14 svd, 25 svd_xt):
+        # a folder saved from this pipeline is then identified from its configs like theirs
+        modules["unet"].register_to_config(num_frames=info.variant.num_frames)
         pipe = StableVideoDiffusionPipeline(scheduler=build_scheduler(), feature_extractor=build_feature_extractor(),
                                             **modules)
     pipe.set_progress_bar_config(disable=True)

@@ -3,6 +3,7 @@ key, and refuses everything else with one clear line."""
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -185,6 +186,11 @@ def test_float16_file_loads(tmp_path, reference_checkpoints):
     assert rel(emb, ref["clip_image_embeds"]) < 1e-2  # fp16 weights: rounding of the weights only
 
 
+def test_unet_config_records_the_variants_frames(tmp_path, reference_checkpoints):
+    (tmp_path / "svd.safetensors").symlink_to(reference_checkpoints["A"])  # a release name: the 14-frame variant
+    assert load_pipeline(tmp_path / "svd.safetensors", device="cpu").unet.config.num_frames == 14
+
+
 def test_diffusers_folder_round_trip(tmp_path, reference_checkpoints):
     pipe = load_pipeline(reference_checkpoints["A"], device="cpu", dtype=torch.float32)
     pipe.save_pretrained(tmp_path / "svd-diffusers")
@@ -251,8 +257,9 @@ def test_refuses_truncated(tmp_path, reference_checkpoints):
     (["some.other.model"], "not a Stable Video Diffusion checkpoint"),
 ])
 def test_refuses_other_models(tmp_path, keys, match):
-    with pytest.raises(CheckpointError, match=match):
+    with pytest.raises(CheckpointError, match=match) as e:
         load_pipeline(_sd_like(tmp_path / "model.safetensors", keys), device="cpu")
+    assert str(e.value).startswith("model.safetensors ")  # every checkpoint error names the file
 
 
 def test_refuses_missing_keys(tmp_path, reference_checkpoints):
@@ -261,7 +268,7 @@ def test_refuses_missing_keys(tmp_path, reference_checkpoints):
                    if k != "model.diffusion_model.output_blocks.4.1.proj_out.weight"}
     path = tmp_path / "svd_xt.safetensors"
     save_file(tensors, str(path))
-    with pytest.raises(CheckpointError, match="lacks 1 tensor"):
+    with pytest.raises(CheckpointError, match="^svd_xt.safetensors lacks 1 tensor"):
         load_pipeline(path, device="cpu")
 
 
@@ -296,6 +303,14 @@ def test_cli_make_tiny_and_one_line_errors(tmp_path):
     assert r.returncode == 2
     lines = [x for x in r.stderr.splitlines() if x.startswith("error")]
     assert len(lines) == 1 and "pickle" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_load_prints_no_torchvision_warning(tiny_checkpoint):
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    r = subprocess.run([sys.executable, "-c", "import sys, svd_core; svd_core.load_pipeline(sys.argv[1], device='cpu')",
+                        str(tiny_checkpoint)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "torchvision" not in r.stderr and "CLIPImageProcessor" not in r.stderr, r.stderr
 
 
 def test_unused_keys_are_never_read(monkeypatch, reference_checkpoints):
