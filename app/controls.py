@@ -69,13 +69,14 @@ def sidebar() -> None:
         S["model_ckpt"], S["model_device"], S["model_memory_mode"] = choice.path, choice.device, choice.memory_mode
         active = server.jobs()
         st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
-                     format_func=lambda p: by_path[p].path.stem,  # short enough for the sidebar
+                     format_func=lambda p: by_path[p].repo_id.split("/")[-1] if by_path[p].repo_id
+                     else by_path[p].path.stem,  # short enough for the sidebar
                      help="One model for every open tab: it can change while no run is queued or running.")
         refused = S.pop("model_refused", None)
         if refused:
             st.warning(refused, icon=":material/block:")
         info = by_path[choice.path]
-        st.caption(f"{info.variant.title} · {info.name} · {_size(info)} · {info.dtype}")
+        st.caption(f"{info.variant.title} · {info.label} · {_size(info)} · {info.dtype}")
         if info.variant.name.startswith("tiny"):
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
                        "checkpoints/ for real videos.", icon=":material/science:")
@@ -146,9 +147,14 @@ def sync_knobs(info) -> None:
 
 
 def first_run_screen() -> None:
+    from app.download import download_panel
+
     st.title("Welcome to SVD Studio")
+    st.markdown("No checkpoint found in `checkpoints/` or in your Hugging Face cache. Download one here (a "
+                "Hugging Face account that accepted the model's licence is needed):")
+    download_panel("first")
     st.markdown(
-        "No checkpoint found in `checkpoints/`. To make real videos:\n\n"
+        "Or by hand:\n\n"
         "1. Accept the licence of [stabilityai/stable-video-diffusion-img2vid-xt]"
         "(https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt) on Hugging Face.\n"
         "2. Download **`svd_xt.safetensors`** (9.56 GB) and put it in the project's `checkpoints/` folder.\n"

@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from app.server import ModelChoice, ModelServer
-from svd_core import Sampler, clean_stale_temp, list_checkpoints, make_tiny
+from svd_core import Sampler, clean_stale_temp, find_models, make_tiny
 from svd_core.checkpoints import checkpoint_dir
 
 DEMO_NAME = "tiny_demo.safetensors"
@@ -29,12 +29,18 @@ def get_server() -> ModelServer:
 
 @st.cache_data(ttl=3, show_spinner=False)
 def _checkpoints(folder: str):
-    return list_checkpoints(folder)
+    return find_models(folder)
 
 
 def checkpoints():
-    """What is in checkpoints/ (headers only), re-read at most every 3 s however often the pages ask."""
-    return _checkpoints(str(checkpoint_dir()))
+    """The usable models: checkpoints/ (headers only) and SVD pipelines in the Hugging Face cache, re-read at
+    most every 3 s however often the pages ask."""
+    return _checkpoints(str(checkpoint_dir()))[0]
+
+
+def checkpoint_problems():
+    """(path, one-line reason) for every checkpoint-like file that cannot be used."""
+    return _checkpoints(str(checkpoint_dir()))[1]
 
 
 def clear_checkpoints() -> None:

@@ -10,6 +10,7 @@ from streamlit.testing.v1.errors import AppTestError
 from svd_core import list_runs
 
 from .conftest import FIXTURES
+from .test_hub import GOOD_TOKEN, fake_hub  # noqa: F401  (the hub stand-in fixture)
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 PNG = (FIXTURES / "A" / "input_image.png").read_bytes()
@@ -454,3 +455,23 @@ def test_history_loads_a_dropped_mp4(with_tiny, tiny_sampler, input_png):
     assert any("settings and image of clip.mp4 loaded" in s.value for s in at.success)
     at.file_uploader(key="upload_video").set_value(("x.mp4", b"not a video", "video/mp4")).run()
     assert not at.exception and any("x.mp4" in e.value for e in at.error)
+
+
+@pytest.mark.usefixtures("fake_hub")
+def test_first_run_download_through_the_hub_stand_in(dirs):
+    """No model: the first-run screen downloads one (from the local stand-in for the hub) with progress; the
+    token is not kept in the session; the model is then offered."""
+    ck, _ = dirs
+    at = app()
+    assert at.title[0].value == "Welcome to SVD Studio"
+    at.text_input(key="first_token").set_value(GOOD_TOKEN).run()
+    button(at, "Download").click().run()
+    assert at.session_state["first_token"] == ""  # handed to the download, not kept
+    job = slot(at, "download").job
+    wait_for(at, lambda: job.finished)
+    assert job.status == "done", job.error
+    assert (ck / "svd_xt.safetensors").is_file() and not list(ck.glob("*.incomplete"))
+    at.run()
+    assert at.title[0].value == "Generate" and not at.exception  # the new model is offered at once
+    assert at.sidebar.selectbox(key="model_ckpt").value == str(ck / "svd_xt.safetensors")
+    assert all(GOOD_TOKEN.encode() not in f.read_bytes() for f in ck.iterdir() if f.is_file())

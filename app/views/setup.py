@@ -6,28 +6,24 @@ import streamlit as st
 import torch
 
 from app.controls import first_run_screen
-from app.resources import checkpoints, make_demo_model
-from svd_core import CheckpointError, inspect_checkpoint
-from svd_core.checkpoints import PICKLE_SUFFIXES, checkpoint_dir, get_variant, list_variants
-
-WEIGHT_SUFFIXES = PICKLE_SUFFIXES | {".safetensors"}
+from app.download import download_panel
+from app.resources import checkpoint_problems, checkpoints, make_demo_model
+from svd_core.checkpoints import checkpoint_dir, get_variant, list_variants
 
 st.title("Setup")
 found = checkpoints()
 st.subheader("Checkpoints")
 if found:
-    st.dataframe([{"file": c.name, "variant": c.variant.name, "size (GB)": round(c.size_gb, 2), "dtype": c.dtype,
+    st.dataframe([{"model": c.label, "variant": c.variant.name, "size (GB)": round(c.size_gb, 2), "dtype": c.dtype,
                    "frames": c.variant.num_frames} for c in found], hide_index=True, width="stretch")
 else:
     first_run_screen()
 st.caption(f"Folder: `{checkpoint_dir()}` (change with the SVD_CHECKPOINT_DIR environment variable)")
-listed = {c.path for c in found}
-for path in sorted(checkpoint_dir().glob("*")) if checkpoint_dir().is_dir() else []:
-    if path.suffix.lower() in WEIGHT_SUFFIXES and path not in listed:
-        try:
-            inspect_checkpoint(path)
-        except CheckpointError as e:
-            st.warning(f"`{path.name}` is not offered: {e}", icon=":material/block:")
+for path, reason in checkpoint_problems():  # listed with the reason, never silently left out
+    st.warning(f"`{path.name}` is not offered: {reason}", icon=":material/block:")
+if found:
+    st.subheader("Download a release")
+    download_panel("setup")
 rows = [get_variant(n) for n in list_variants() if not n.startswith("tiny")]
 st.markdown("\n".join(f"- **{v.name}.safetensors**: {v.title} — [{v.url.split('/')[-1]}]({v.url})" for v in rows))
 if found and not any(c.variant.name.startswith("tiny") for c in found):
