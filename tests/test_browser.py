@@ -158,18 +158,10 @@ def test_history_in_a_real_browser(server, page, shots):
 
 
 def ready(page, url, steps=2):
-    """Generate with the image uploaded and few steps, the button enabled."""
-    page.goto(url)
-    page.get_by_role("heading", name="Generate").wait_for()
-    page.locator("input[type=file]").first.set_input_files(str(FIXTURES / "A" / "input_image.png"))
-    page.get_by_text("As sampled:").wait_for()
-    page.get_by_text("Advanced").click()
-    box = page.get_by_role("spinbutton", name="Steps")
-    box.fill(str(steps))
-    box.press("Enter")
-    page.wait_for_function("() => { const b = [...document.querySelectorAll('button')].find("
-                           "b => b.innerText.includes('Generate video')); return b && !b.disabled; }")
-    page.wait_for_timeout(300)
+    """Generate with the image uploaded and few steps, the button enabled: the benchmark's own steps."""
+    from bench.app import ready as bench_ready
+
+    bench_ready(page, url, steps, FIXTURES / "A" / "input_image.png")
 
 
 def runs_in(out):
