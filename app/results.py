@@ -12,7 +12,9 @@ from app.jobs import Job
 from app.resources import get_server
 from svd_core import export_frames
 
-POLL_S = 1.0  # progress refresh while this tab's job runs; each poll reruns a small fragment of every such tab
+# Progress refresh: each poll reruns a small fragment of the tab, holding the GIL the sampling thread needs for a
+# moment. 1 s while this tab's job runs; 3 s while it waits in the queue (nothing moves but its place).
+POLL_S, POLL_QUEUED_S = 1.0, 3.0
 
 
 def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels: float = 0.0) -> None:
@@ -44,10 +46,11 @@ def run_button(slot_name: str, label: str, hint: str | None, on_click, args) -> 
 
 def job_panel(job: Job) -> None:
     """Progress of a running job with a Cancel button; the fragment polls the job (never the model)."""
+    queued = job.status == "queued"
 
-    @st.fragment(run_every=POLL_S)
+    @st.fragment(run_every=POLL_QUEUED_S if queued else POLL_S)
     def panel():
-        if job.finished:
+        if job.finished or (queued and job.status != "queued"):  # done, or its turn came: poll faster
             st.rerun()
         if job.status == "queued":
             ahead = job.queue_position
