@@ -1,0 +1,41 @@
+"""The background job's progress text and estimate (app/jobs.py has no Streamlit: tested directly)."""
+
+import threading
+import time
+
+from app.jobs import Job
+
+
+def test_phases_and_an_estimate_that_includes_the_decode():
+    gate = threading.Event()
+
+    def work(job):
+        job.on_queue(1)
+        job.on_queue(0)
+        job.on_phase("encoding")
+        job.on_phase("denoising")
+        for i in (1, 2):
+            job.on_step(i, 10)
+            time.sleep(0.05)
+        gate.wait(5)
+        return {}
+    job = Job("generate", work, decode_estimate=7.0).start()
+    deadline = time.time() + 5
+    while job.step < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert job.status_text() == "denoising step 2/10"
+    left = job.seconds_left()
+    assert 7.0 + 8 * 0.04 < left < 7.0 + 8 * 1.0  # eight steps at the pace so far, plus the decode
+    job.on_phase("decoding")
+    assert job.status_text() == "decoding frames"
+    gate.set()
+    job._thread.join(5)
+    assert job.status == "done"
+
+
+def test_unknown_decode_time_is_not_counted_as_zero():
+    job = Job("generate", lambda j: {})
+    job.on_step(1, 4)
+    time.sleep(0.02)
+    job.on_step(2, 4)
+    assert job.decode_estimate is None and job.seconds_left() is not None  # the page says "+ decoding"
