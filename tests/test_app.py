@@ -476,3 +476,21 @@ def test_first_run_download_through_the_hub_stand_in(dirs):
     assert at.title[0].value == "Generate" and not at.exception  # the new model is offered at once
     assert at.sidebar.selectbox(key="model_ckpt").value == str(ck / "svd_xt.safetensors")
     assert all(GOOD_TOKEN.encode() not in f.read_bytes() for f in ck.iterdir() if f.is_file())
+
+
+def test_compare_two_knobs_is_a_grid_with_a_heat_map(with_tiny):
+    at = app()
+    small(at, frames=2, steps=1)
+    at.switch_page("views/compare.py").run()
+    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
+    at.text_input(key="cmp_values_motion_bucket_id").set_value("0 255").run()
+    at.selectbox(key="cmp_knob2").set_value("noise_aug_strength").run()
+    at.text_input(key="cmp_values2_noise_aug_strength").set_value("0, 0.1, 0.3").run()
+    button(at, "Run 6 samplings").click().run()
+    res = wait(at, "cmp")
+    assert len(res["cells"]) == 6
+    assert any("Response to motion_bucket_id and noise_aug_strength" in m.value for m in at.markdown)
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    import json
+    rec = json.loads((res["path"] / "run.json").read_text())
+    assert rec["varied"] == ["motion_bucket_id", "noise_aug_strength"]

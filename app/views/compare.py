@@ -1,5 +1,5 @@
-"""Compare: one image, one seed, a knob over 2-6 values (or settings A vs B), run one after another and shown
-side by side in one synchronised, labelled grid video."""
+"""Compare: one image, one or two knobs over 2-6 values each on one or more seeds (or settings A vs B), run one
+after another, shown in one synchronised grid video labelled by axis, with each metric's response to the knob."""
 
 import re
 
@@ -26,7 +26,7 @@ KNOBS = ["motion_bucket_id", "fps", "noise_aug_strength", "decode_chunk_size", "
 # A vs B: everything but the image, the seed and the video's size (name -> slider step; ranges from RANGES)
 AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.01, "num_inference_steps": 1,
             "min_guidance_scale": 0.1, "max_guidance_scale": 0.1, "decode_chunk_size": 1}
-MODES = ["One knob over values", "Settings A vs B"]
+MODES = ["Knobs over values", "Settings A vs B"]
 
 
 def presets(knob: str, base: SamplingParams) -> str:
@@ -87,16 +87,26 @@ def response(path) -> None:
     except (OSError, ValueError):
         return
     knobs = [k for k in (rows[0] if rows else {}) if k not in ("metric", "mean", "std", "min", "max", "n")]
-    if len(knobs) != 1:
+    if not 1 <= len(knobs) <= 2:
         return
     knob = knobs[0]
-    st.markdown(f"**Response to {knob}**" + (" · :orange[demo model: meaningless numbers]"
-                                            if is_untrained(sampler.info.variant) else ""))
+    st.markdown(f"**Response to {' and '.join(knobs)}**" + (" · :orange[demo model: meaningless numbers]"
+                                                           if is_untrained(sampler.info.variant) else ""))
     metrics = sorted({r["metric"] for r in rows})
     cols = st.columns(min(3, len(metrics)) or 1)
     for i, metric in enumerate(metrics):
         pts = [r for r in rows if r["metric"] == metric]
         with cols[i % len(cols)]:
+            if len(knobs) == 2:  # a heat map of the mean over seeds
+                st.caption(f"{metric} (mean over {pts[0]['n']} seed(s))")
+                st.vega_lite_chart(
+                    [{k: str(r[k]) for k in knobs} | {"mean": r["mean"]} for r in pts],
+                    {"mark": "rect", "height": 160,
+                     "encoding": {"x": {"field": knobs[0], "type": "ordinal"},
+                                  "y": {"field": knobs[1], "type": "ordinal"},
+                                  "color": {"field": "mean", "type": "quantitative"},
+                                  "tooltip": [{"field": "mean", "type": "quantitative"}]}})
+                continue
             spread = f", spread over {pts[0]['n']} seeds" if pts and pts[0]["n"] > 1 else ""
             st.caption(f"{metric} (mean{spread})")
             data = {knob: [str(r[knob]) for r in pts], "mean": [r["mean"] for r in pts],
@@ -143,9 +153,19 @@ with right:
             "Seeds per value", min_value=1, max_value=5, key="cmp_seeds",
             help="Each value runs on seeds seed, seed+1, ... (the same seeds for every value): the response curve "
                  "shows the mean and the spread over seeds.")
+        others = ["none"] + [k for k in KNOBS if k not in (knob, "seed")]
+        if S.get("cmp_knob2") not in others:
+            S["cmp_knob2"] = "none"
+        knob2 = st.selectbox("Second knob (optional: a grid of both)", others, key="cmp_knob2")
+        vary_text = {knob: text}
+        if knob2 != "none":
+            key2 = f"cmp_values2_{knob2}"
+            S.setdefault(key2, presets(knob2, base))
+            vary_text[knob2] = st.text_input(f"Values of {knob2}", key=key2)
         try:
             seeds = parse_seeds(str(n_seeds), base.seed) if n_seeds > 1 else None
-            cells = grid_cells(base, {knob: parse_values(knob, text)}, max_cells=30, seeds=seeds)
+            cells = grid_cells(base, {k: parse_values(k, t) for k, t in vary_text.items()}, max_cells=36,
+                               seeds=seeds)
         except ValueError as e:
             problem = str(e)
     else:
