@@ -16,14 +16,38 @@ from .checkpoints import (
                           list_variants,
 )
 from .errors import Cancelled, CheckpointError, ImageError, OutOfMemory, SVDError
-from .export import contact_sheet, export_frames, grid_frames, to_frames_zip, to_gif, to_mp4, to_webp
+from .export import (
+                     contact_sheet,
+                     export_frames,
+                     grid_frames,
+                     grid_layout,
+                     to_frames_zip,
+                     to_gif,
+                     to_mp4,
+                     to_webp,
+)
 from .images import ImageSpec, PreparedImage, prepare_image
 from .params import RANGES, RESIZE_MODES, SamplingParams
-from .runs import RunInfo, delete_run, list_runs, load_run, save_run
-from .sweep import SweepResult, grid_cells, parse_vary, run_sweep
+from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
+from .sweep import (
+                    Cell,
+                    SweepResult,
+                    grid_cells,
+                    metric_rows,
+                    parse_seeds,
+                    parse_vary,
+                    response_png,
+                    response_table,
+                    run_sweep,
+)
 from .tiny import make_tiny
+from .training import describe_fps, fps_vocabulary, is_untrained, training_warnings
 
-_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampler", "SampleResult": "sampler"}
+_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampler", "SampleResult": "sampler",
+         # OpenCV loads on first use
+         "Likeness": "metrics", "VideoError": "metrics", "measure_file": "metrics", "measure_frames": "metrics",
+         "read_video": "metrics", "scalar_metrics": "metrics", "summary_line": "metrics",
+         "read_video_record": "provenance"}
 
 
 def __getattr__(name):
@@ -41,4 +65,8 @@ __all__ = [
     "grid_cells", "grid_frames", "inspect_checkpoint", "list_checkpoints", "list_runs", "list_variants",
     "load_pipeline", "load_run", "make_tiny", "parse_vary", "prepare_image", "run_sweep", "save_run",
     "to_frames_zip", "to_gif", "to_mp4", "to_webp",
+    # the instrument (issue 10)
+    "Cell", "Likeness", "VideoError", "clean_stale_temp", "describe_fps", "fps_vocabulary", "grid_layout",
+    "is_untrained", "measure_file", "measure_frames", "metric_rows", "parse_seeds", "read_video",
+    "read_video_record", "response_png", "response_table", "scalar_metrics", "summary_line", "training_warnings",
 ]

@@ -1,4 +1,4 @@
-"""python -m svd_core {sample, sweep, list, make-tiny}. Expected errors print one line and exit 2."""
+"""python -m svd_core {sample, sweep, measure, list, make-tiny}. Expected errors print one line and exit 2."""
 
 from __future__ import annotations
 
@@ -34,16 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svd_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="one image -> one run folder")
-    s.add_argument("image")
+    s.add_argument("image", nargs="?", help="the conditioning image (with --from a run.json: its input.png)")
     _model_flags(s)
     _param_flags(s)
     s.add_argument("--format", default="mp4", help="comma-separated: mp4,gif,webp,zip (default mp4)")
+    s.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="rerun a run: one of our mp4s or a run.json (its params and seed; flags override)")
     w = sub.add_parser("sweep", help="one image, one seed, one or two knobs over lists -> runs + grid")
     w.add_argument("image")
     w.add_argument("--vary", action="append", required=True, metavar="NAME=V1,V2,...",
                    help="e.g. motion_bucket_id=32,127,255 (give --vary twice for a 2-D grid)")
+    w.add_argument("--seeds", metavar="N|S1,S2,...", help="run each value on N seeds (seed, seed+1, ...) or on "
+                                                         "the listed seeds (default: one, --seed)")
     _model_flags(w)
     _param_flags(w)
+    m = sub.add_parser("measure", help="motion, flicker (and likeness) of a video file or run folder, as JSON")
+    m.add_argument("file", help="a video (mp4, WebM, GIF, ...) or a run folder")
+    m.add_argument("--checkpoint", "-c", help="with --image: add likeness, with this checkpoint's image encoder")
+    m.add_argument("--image", help="the conditioning image, for likeness (a run folder's input.png by default)")
+    m.add_argument("--fps", type=float, help="time base for the motion score (default: the file's frame rate; "
+                                             "a run folder's conditioning fps)")
+    m.add_argument("--device", help="device for the image encoder (default: best available)")
     ls = sub.add_parser("list", help="checkpoints in checkpoints/")
     ls.add_argument("folder", nargs="?")
     t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
@@ -73,11 +84,60 @@ def _checked_inputs(args):
     from .images import open_image
     from .params import SamplingParams
 
+    record = _from_record(args) if getattr(args, "from_file", None) else None
     info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
     overrides = {k: getattr(args, k) for k in [*RANGES, "resize_mode"] if getattr(args, k) is not None}
-    params = SamplingParams.for_variant(info.variant, **overrides)
+    if record is not None:
+        params = SamplingParams.from_dict({**record["params"], **overrides})
+        _check_same_checkpoint(record, info)
+    else:
+        params = SamplingParams.for_variant(info.variant, **overrides)
+    if args.image is None:
+        raise ValueError("give the conditioning image (or --from a run.json whose folder holds input.png)")
     open_image(args.image)
     return info, params
+
+
+def _from_record(args) -> dict:
+    """The record of `--from` (an mp4 of ours or a run.json); fills in the image and checkpoint when it can."""
+    from pathlib import Path
+
+    from .checkpoints import list_checkpoints
+    from .provenance import read_video_record
+
+    src = Path(args.from_file)
+    if src.is_dir():
+        src = src / "run.json"
+    if src.suffix.lower() == ".json":
+        import json
+
+        try:
+            record = json.loads(src.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{src} is not a readable run.json ({e})") from None
+        if "params" not in record:
+            raise ValueError(f"{src} has no params: not a run.json of SVD Studio")
+        if args.image is None and (src.parent / "input.png").is_file():
+            args.image = str(src.parent / "input.png")
+    else:
+        record = read_video_record(src)
+    if args.checkpoint is None:
+        want = record.get("checkpoint", {}).get("file")
+        match = next((c for c in list_checkpoints() if c.name == want), None)
+        if match is None:
+            raise ValueError(f"{src.name} was made with {want}, which is not in checkpoints/: pass it with -c")
+        args.checkpoint = str(match.path)
+    args.from_record = record
+    return record
+
+
+def _check_same_checkpoint(record: dict, info) -> None:
+    from .checkpoints import file_sha256
+
+    want = record.get("checkpoint", {}).get("sha256")
+    if want and file_sha256(info.path) != want:
+        print(f"note: {info.name} is not the checkpoint this run was made with (sha256 differs): the frames will "
+              "differ", file=sys.stderr)
 
 
 def _sampler(info, args):
@@ -109,6 +169,8 @@ def cmd_sample(args) -> int:
     info, params = _checked_inputs(args)
     sampler = _sampler(info, args)
     prepared = sampler.prepare(args.image, params)
+    if args.from_file:
+        _check_same_image(args, prepared)
     bar, on_step = _progress("sampling")
     try:
         result = sampler.generate(prepared, params, on_step=on_step)
@@ -120,15 +182,35 @@ def cmd_sample(args) -> int:
     t = result.timings
     print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "
           f"decode {t['decode']:.1f}; {result.memory_mode} mode on {result.device})")
+    _print_metrics(result, sampler.info)
     return 0
 
 
+def _print_metrics(result, info) -> None:
+    from .metrics import summary_line
+    from .training import describe_fps, is_untrained
+
+    print(summary_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
+    print(describe_fps(result.params) + (" · untrained demo model: these metrics are meaningless"
+                                         if is_untrained(info.variant) else ""))
+
+
+def _check_same_image(args, prepared) -> None:
+    from .provenance import image_sha256
+
+    want = args.from_record.get("input_pixels_sha256")
+    if want and image_sha256(prepared.image) != want:
+        print(f"note: {args.image} is not the image this run was sampled from (pixels differ): the frames will "
+              "differ", file=sys.stderr)
+
+
 def cmd_sweep(args) -> int:
-    from .sweep import grid_cells, parse_vary, run_sweep
+    from .sweep import grid_cells, parse_seeds, parse_vary, run_sweep
 
     vary = dict(parse_vary(v) for v in args.vary)
     info, params = _checked_inputs(args)
-    cells = grid_cells(params, vary)
+    seeds = parse_seeds(args.seeds, params.seed) if args.seeds else None
+    cells = grid_cells(params, vary, seeds=seeds)
     sampler = _sampler(info, args)
     from tqdm import tqdm
 
@@ -142,9 +224,50 @@ def cmd_sweep(args) -> int:
         res = run_sweep(sampler, args.image, cells, on_progress=on_progress, out_dir=args.out)
     finally:
         bar.close()
+    from .metrics import summary_line
+
     print(res.path)
-    for (label, _), p in zip(res.cells, res.run_paths):
-        print(f"  {label}: {p}")
+    for (label, r), p in zip(res.cells, res.run_paths):
+        print(f"  {label}: {p}\n    {summary_line(r.metrics)}")
+    print(f"  metrics.csv, response.png: {res.path}")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .metrics import Likeness, measure_frames, read_video
+
+    path = Path(args.file)
+    image, fps, time_base = args.image, args.fps, "file"
+    if path.is_dir():
+        from .runs import load_run
+
+        run = load_run(path)
+        video = next((path / n for n in ("video.mp4", "video.webm", "video.webp", "video.gif")
+                      if (path / n).is_file()), None)
+        if video is None:
+            raise ValueError(f"{path} holds no video (video.mp4, .webm, .webp or .gif)")
+        frames, _ = read_video(video)
+        fps, time_base = fps or run.params.fps, "conditioning"
+        image = image or str(path / "input.png")
+    else:
+        frames, file_fps = read_video(path)
+        fps = fps or file_fps
+    likeness = None
+    if args.checkpoint and image:
+        from .images import open_image
+        from .sampler import Sampler
+
+        img, _ = open_image(image)
+        sampler = Sampler(args.checkpoint, device=args.device, memory_mode="auto")
+        likeness = Likeness(sampler.pipe)(frames, img.convert("RGB"))
+    elif args.checkpoint:
+        raise ValueError("likeness needs the conditioning image: add --image IMG")
+    out = measure_frames(frames, fps, time_base, likeness)
+    out["file"] = str(path)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -169,7 +292,8 @@ def cmd_make_tiny(args) -> int:
     return 0
 
 
-COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "list": cmd_list, "make-tiny": cmd_make_tiny}
+COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "measure": cmd_measure, "list": cmd_list,
+            "make-tiny": cmd_make_tiny}
 
 
 def main(argv=None) -> int:
@@ -178,6 +302,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import Cancelled, SVDError
 
+    if args.command in ("sample", "sweep"):
+        from .runs import clean_stale_temp
+
+        clean_stale_temp(args.out)
     try:
         return COMMANDS[args.command](args)
     except (SVDError, ValueError) as e:

@@ -15,9 +15,9 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "num_inference_steps": (1, 200, "denoising steps; more is slower and smoother"),
     "min_guidance_scale": (0.0, 20.0, "classifier-free guidance on the first frame"),
     "max_guidance_scale": (0.0, 20.0, "guidance on the last frame (it ramps linearly across frames)"),
-    "fps": (1, 60, "the frame rate the model is told to produce: lower means larger changes between frames"),
-    "motion_bucket_id": (0, 255, "how much motion to ask for: higher moves more"),
-    "noise_aug_strength": (0.0, 1.0, "noise added to the conditioning image: more gives more motion and less "
+    "fps": (1, 240, "the frame rate the model is told to produce: lower means larger changes between frames"),
+    "motion_bucket_id": (0, 1023, "how much motion to ask for: higher moves more"),
+    "noise_aug_strength": (0.0, 10.0, "noise added to the conditioning image: more gives more motion and less "
                                      "likeness to the image"),
     "decode_chunk_size": (1, 64, "frames decoded at once: lower saves memory; it also changes the result, since "
                                  "the temporal decoder mixes frames within a chunk"),

@@ -19,7 +19,9 @@ from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
+from .metrics import measure_result
 from .params import SamplingParams
+from .training import training_warnings
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}
@@ -147,6 +149,7 @@ class SampleResult:
     device: str
     dtype: str
     notes: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_result: motion, flicker, likeness
 
 
 class Sampler:
@@ -204,14 +207,26 @@ class Sampler:
         prepared = image if isinstance(image, PreparedImage) else self.prepare(image, params)
         if prepared.size != (params.width, params.height):
             params = params.replace(width=prepared.size[0], height=prepared.size[1])
-        notes = list(prepared.notes) + self._conditioning_notes(params)
+        notes = list(prepared.notes) + training_warnings(params, self.info.variant)
         self.queue.acquire(on_queue, should_stop)
         try:
             frames, timings = self._run_with_fallback(prepared, params, on_step, should_stop, notes)
+            metrics = self._measure(frames, params, prepared, timings)
         finally:
             self.queue.release()
         return SampleResult(frames, params, prepared, timings, self.memory_mode, str(self.device),
-                            str(self.dtype).replace("torch.", ""), notes)
+                            str(self.dtype).replace("torch.", ""), notes, metrics)
+
+    def _measure(self, frames, params, prepared, timings) -> dict:
+        """Metrics while the run still holds the queue (the image encoder may sit on the accelerator). A failed
+        measurement is recorded, never fails the run."""
+        t0 = time.perf_counter()
+        try:
+            metrics = measure_result(self.pipe, frames, params, prepared.image)
+        except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
+            metrics = {"error": f"{type(e).__name__}: {e}"}
+        timings["measure"] = time.perf_counter() - t0
+        return metrics
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, notes: list[str]):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low), retry once."""
@@ -229,14 +244,6 @@ class Sampler:
                 notes.append(f"out of memory in '{self.memory_mode}' mode; retried in '{lower}' mode")
                 self.memory_mode = lower
                 self._apply_memory_mode(lower)
-
-    def _conditioning_notes(self, params: SamplingParams) -> list[str]:
-        v = self.info.variant
-        if v.fixed_conditioning and (params.fps, params.motion_bucket_id) != (v.defaults["fps"],
-                                                                             v.defaults["motion_bucket_id"]):
-            return [f"{v.name} was trained at fps {v.defaults['fps']} and motion_bucket_id "
-                    f"{v.defaults['motion_bucket_id']} only; other values are outside its training"]
-        return []
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop):
         n = params.num_inference_steps

@@ -1,9 +1,12 @@
-"""Parameter sweeps: one image, one seed, one or two knobs over lists; cells run one after another and land as
-ordinary runs plus a labelled side-by-side grid video and a contact sheet."""
+"""Parameter sweeps: one image, one or two knobs over lists, each value on the same seeds; cells run one after
+another and land as ordinary runs plus a grid video, a contact sheet, metrics.csv and response.png, all or
+nothing."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import itertools
 import json
 from collections.abc import Callable
@@ -14,9 +17,39 @@ import numpy as np
 
 from . import export
 from .params import SamplingParams, field_names
-from .runs import new_run_id, output_dir, save_run, utc_now, write_folder_atomically
+from .runs import commit_staged, discard_staged, new_run_id, output_dir, stage_folder, stage_run, utc_now
 
-MAX_CELLS = 16
+MAX_CELLS = 48
+MAX_SEEDS = 16
+
+
+class Cell(tuple):
+    """(label, params), unpacking like a pair, plus `coords`: the ordered {name: value} of what differs (the
+    varied knobs, then `seed` when there are several seeds), which lays out the grid."""
+
+    coords: dict
+
+    def __new__(cls, label: str, params: SamplingParams, coords: dict | None = None):
+        cell = super().__new__(cls, (label, params))
+        cell.coords = dict(coords or {})
+        return cell
+
+
+def parse_seeds(spec, seed: int) -> list[int]:
+    """'3' -> [seed, seed+1, seed+2]; '1,5,9' -> [1, 5, 9]."""
+    text = str(spec).replace(" ", ",")
+    parts = [p for p in text.split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"seeds: give a count (3) or a list (1,5,9), got {spec!r}") from None
+    if len(values) == 1:
+        if not 1 <= values[0] <= MAX_SEEDS:
+            raise ValueError(f"seeds: a count from 1 to {MAX_SEEDS}, got {values[0]}")
+        values = [seed + i for i in range(values[0])]
+    if len(set(values)) != len(values) or len(values) > MAX_SEEDS:
+        raise ValueError(f"seeds: up to {MAX_SEEDS} different seeds, got {spec!r}")
+    return values
 
 
 def parse_vary(spec: str) -> tuple[str, list]:
@@ -40,22 +73,30 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def grid_cells(base: SamplingParams, vary: dict[str, list], max_cells: int = MAX_CELLS
-               ) -> list[tuple[str, SamplingParams]]:
-    """Every combination of one or two knobs' values, labelled 'name=value'. Invalid cells raise ValueError."""
+def grid_cells(base: SamplingParams, vary: dict[str, list], max_cells: int = MAX_CELLS,
+               seeds: list[int] | None = None) -> list[Cell]:
+    """Every combination of one or two knobs' values, each on every seed in `seeds` (default: base.seed only),
+    labelled 'name=value ... [seed=s]'. Invalid cells raise ValueError."""
     if not 1 <= len(vary) <= 2:
         raise ValueError(f"vary one or two parameters, got {len(vary)}")
+    if "seed" in vary and seeds:
+        raise ValueError("vary the seed with seeds=..., not as a knob as well")
     names = list(vary)
+    seeds = list(seeds or [base.seed])
     combos = list(itertools.product(*(vary[n] for n in names)))
-    if not 2 <= len(combos) <= max_cells:
-        raise ValueError(f"a comparison needs 2 to {max_cells} cells, got {len(combos)}")
+    if not 2 <= len(combos) * len(seeds) <= max_cells or len(combos) < 2 and len(seeds) < 2:
+        raise ValueError(f"a comparison needs 2 to {max_cells} cells, got {len(combos) * len(seeds)}")
     cells = []
     for combo in combos:
-        changes = dict(zip(names, combo))
-        if "num_frames" in changes and "decode_chunk_size" not in changes:
-            changes["decode_chunk_size"] = min(base.decode_chunk_size, changes["num_frames"])
-        label = " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, combo))
-        cells.append((label, base.replace(**changes)))
+        for seed in seeds:
+            changes = dict(zip(names, combo))
+            if "num_frames" in changes and "decode_chunk_size" not in changes:
+                changes["decode_chunk_size"] = min(base.decode_chunk_size, changes["num_frames"])
+            coords = dict(zip(names, combo))
+            if len(seeds) > 1:
+                changes["seed"] = coords["seed"] = seed
+            label = " ".join(f"{n}={_fmt(v)}" for n, v in coords.items())
+            cells.append(Cell(label, base.replace(**changes), coords))
     return cells
 
 
@@ -65,14 +106,15 @@ class SweepResult:
     grid: np.ndarray
     path: Path | None = None
     run_paths: tuple[Path, ...] = ()
+    coords: list[dict] = dataclasses.field(default_factory=list)  # per cell: what differs (see Cell)
 
 
 def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
               on_progress: Callable[[int, int, int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None, out_dir=None, save: bool = True,
               on_queue=None) -> SweepResult:
-    """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps). A cancelled sweep raises
-    Cancelled and writes nothing."""
+    """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps). A cancelled or failed sweep
+    raises and writes nothing: every cell and the grid are saved, or none."""
     prepared, results = {}, []  # one preparation per output size
     for idx, (label, params) in enumerate(cells):
         size = (params.width, params.height, params.resize_mode)
@@ -85,37 +127,193 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
                 on_progress(idx, len(cells), i, n)
         results.append((label, sampler.generate(img, params, on_step=step, should_stop=should_stop,
                                                 on_queue=on_queue)))
-    labels = [label for label, _ in results]
-    grid = export.grid_frames([r.frames for _, r in results], labels)
+    coords = [getattr(c, "coords", None) or {} for c in cells]
+    coords = coords if all(coords) else []
+    fps = results[0][1].params.video_fps
+    grid = export.grid_frames([r.frames for _, r in results], [label for label, _ in results], coords=coords,
+                              caption=f"every cell plays at {fps} fps")
     if not save:
-        return SweepResult(results, grid)
-    return save_sweep(results, grid, sampler.info, out_dir)
+        return SweepResult(results, grid, coords=coords)
+    return save_sweep(results, grid, sampler.info, out_dir, coords=coords)
 
 
-def save_sweep(results, grid, checkpoint, out_dir=None) -> SweepResult:
+def metric_rows(results, coords: list[dict] | None = None) -> list[dict]:
+    """One row per cell: label, every varied knob, seed, every scalar metric (None where not measured)."""
+    from .metrics import scalar_metrics
+
+    rows = []
+    knobs = [k for k in (coords[0] if coords else {}) if k != "seed"]
+    if not coords:  # hand-made cells: the fields that differ
+        dicts = [r.params.to_dict() for _, r in results]
+        knobs = [k for k in dicts[0] if k != "seed" and len({repr(d[k]) for d in dicts}) > 1]
+    for label, r in results:
+        p = r.params.to_dict()
+        row = {"label": label, **{k: p[k] for k in knobs}, "seed": p["seed"]}
+        values = scalar_metrics(r.metrics or {})
+        row.update({k: values.get(k) for k in METRICS})
+        rows.append(row)
+    return rows
+
+
+METRICS = ("motion.score", "motion.flow_px_per_frame", "flicker.mean", "likeness.mean")
+METRIC_TITLES = {"motion.score": "motion score (paper units)", "motion.flow_px_per_frame": "flow (px/frame)",
+                 "flicker.mean": "flicker", "likeness.mean": "likeness (CLIP cosine)"}
+
+
+def to_csv(rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buf.getvalue().encode()
+
+
+def response_table(sweep) -> list[dict]:
+    """The response of each metric to the knob(s), over seeds: one row per (knob value(s), metric) with mean,
+    std, min, max and n. `sweep`: a SweepResult, a sweep folder (reads its metrics.csv) or rows from
+    `metric_rows`. Long format, ready for Streamlit's charts."""
+    rows, knobs = _rows_and_knobs(sweep)
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in knobs), []).append(row)
+    out = []
+    for key, members in groups.items():
+        for m in METRICS:
+            vals = [float(r[m]) for r in members if r.get(m) not in (None, "")]
+            if not vals:
+                continue
+            a = np.asarray(vals)
+            out.append({**dict(zip(knobs, key)), "metric": m, "mean": float(a.mean()), "std": float(a.std()),
+                        "min": float(a.min()), "max": float(a.max()), "n": len(vals)})
+    return out
+
+
+def _rows_and_knobs(sweep) -> tuple[list[dict], list[str]]:
+    if isinstance(sweep, SweepResult):
+        rows = metric_rows(sweep.cells, sweep.coords)
+    elif isinstance(sweep, (str, Path)):
+        with open(Path(sweep) / "metrics.csv", newline="") as f:
+            rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    else:
+        rows = list(sweep)
+    if not rows:
+        return [], []
+    knobs = [k for k in rows[0] if k not in ("label", "seed", *METRICS)]
+    return rows, knobs
+
+
+def _num(v: str):
+    if v == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def response_png(sweep, title: str = "") -> bytes:
+    """The response curves for papers and slides (matplotlib): per metric, mean and spread (min-max band, each
+    seed as a dot) against the knob; for two knobs a heat map of the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, knobs = _rows_and_knobs(sweep)
+    table = response_table(rows)
+    metrics = [m for m in METRICS if any(t["metric"] == m for t in table)]
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        t = [r for r in table if r["metric"] == m]
+        if len(knobs) == 1:
+            k = knobs[0]
+            xs = [r[k] for r in t]
+            numeric = all(isinstance(x, (int, float)) for x in xs)
+            pos = xs if numeric else list(range(len(xs)))
+            ax.fill_between(pos, [r["min"] for r in t], [r["max"] for r in t], alpha=0.2, label="min-max")
+            ax.errorbar(pos, [r["mean"] for r in t], yerr=[r["std"] for r in t], marker="o", capsize=3,
+                        label="mean ± std")
+            for r in rows:
+                if r.get(m) not in (None, ""):
+                    ax.plot(r[k] if numeric else xs.index(r[k]), float(r[m]), ".", color="k", alpha=0.4)
+            if not numeric:
+                ax.set_xticks(pos, [str(x) for x in xs])
+            ax.set_xlabel(k)
+        else:
+            kx, ky = knobs[0], knobs[1]
+            xs = list(dict.fromkeys(r[kx] for r in t))
+            ys = list(dict.fromkeys(r[ky] for r in t))
+            grid = np.full((len(ys), len(xs)), np.nan)
+            for r in t:
+                grid[ys.index(r[ky]), xs.index(r[kx])] = r["mean"]
+            im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+            ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+            ax.set_xlabel(kx)
+            ax.set_ylabel(ky)
+            for (yi, xi), v in np.ndenumerate(grid):
+                if not np.isnan(v):
+                    ax.text(xi, yi, f"{v:.3g}", ha="center", va="center", color="w", fontsize=8)
+            fig.colorbar(im, ax=ax)
+        n = max((r["n"] for r in t), default=0)
+        ax.set_title(f"{METRIC_TITLES[m]}\n(n={n} seed{'s' if n != 1 else ''} per point)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None) -> SweepResult:
+    """Every cell's run folder and the sweep folder, staged as temporary folders and renamed into place
+    together: all or nothing."""
+    from .training import is_untrained
+
     out_dir = Path(out_dir or output_dir())
     sweep_id = new_run_id("sweep-")
-    run_paths = tuple(save_run(r, checkpoint, out_dir, extra={"sweep": sweep_id, "label": label})
-                      for label, r in results)
-    labels = [label for label, _ in results]
-    sheet = export.contact_sheet([r.frames for _, r in results], labels)
-    first = results[0][1]
-    files = {
-        "grid.mp4": export.to_mp4(grid, first.params.video_fps),
-        "contact_sheet.png": export.to_png(np.asarray(sheet)),
-        "poster.png": export.to_png(grid[0]),
-        "input.png": export.to_png(np.asarray(first.image.image)),
-    }
-    record = {
-        "kind": "sweep",
-        "created": utc_now(),
-        "params": first.params.to_dict(),
-        "seed": first.params.seed,
-        "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name},
-        "cells": [{"label": label, "run": p.name, "params": r.params.to_dict()}
-                  for (label, r), p in zip(results, run_paths)],
-        "files": sorted(files),
-    }
-    files["run.json"] = json.dumps(record, indent=2).encode()
-    path = write_folder_atomically(out_dir / sweep_id, files)
-    return SweepResult(results, grid, path, run_paths)
+    coords = coords or []
+    staged = []
+    try:
+        for i, (label, r) in enumerate(results):
+            extra = {"sweep": sweep_id, "label": label, **({"coords": coords[i]} if coords else {})}
+            staged.append(stage_run(r, checkpoint, out_dir / new_run_id(), extra=extra))
+        labels = [label for label, _ in results]
+        sheet = export.contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
+        first = results[0][1]
+        rows = metric_rows(results, coords)
+        title = checkpoint.name + (" (untrained demo model: metrics are meaningless)"
+                                   if is_untrained(checkpoint.variant) else "")
+        files = {
+            "grid.mp4": export.to_mp4(grid, first.params.video_fps),
+            "contact_sheet.png": export.to_png(np.asarray(sheet)),
+            "poster.png": export.to_png(grid[0]),
+            "input.png": export.to_png(np.asarray(first.image.image)),
+            "metrics.csv": to_csv(rows),
+            "response.png": response_png(rows, title),
+        }
+        knobs = [k for k in (coords[0] if coords else {}) if k != "seed"]
+        record = {
+            "kind": "sweep",
+            "created": utc_now(),
+            "params": first.params.to_dict(),
+            "seed": first.params.seed,
+            "seeds": sorted({r.params.seed for _, r in results}),
+            "varied": knobs,
+            "grid_fps": first.params.video_fps,
+            "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name},
+            "cells": [{"label": label, "run": folder.name, "params": r.params.to_dict(),
+                       **({"coords": coords[i]} if coords else {})}
+                      for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))],
+            "files": sorted(files),
+        }
+        files["run.json"] = json.dumps(record, indent=2).encode()
+        staged.append((stage_folder(out_dir / sweep_id, files), out_dir / sweep_id))
+        paths = commit_staged(staged)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return SweepResult(results, grid, paths[-1], tuple(paths[:-1]), coords)

@@ -43,8 +43,8 @@ def base(tiny_sampler):
 # -------------------------------------------------------------------------------------------------- params
 
 def test_params_validation_names_field_and_range():
-    with pytest.raises(ValueError, match=r"motion_bucket_id must be between 0 and 255, got 300"):
-        SamplingParams(motion_bucket_id=300)
+    with pytest.raises(ValueError, match=r"motion_bucket_id must be between 0 and 1023, got 1024"):
+        SamplingParams(motion_bucket_id=1024)
     with pytest.raises(ValueError, match=r"decode_chunk_size must be between 1 and num_frames \(14\)"):
         SamplingParams(decode_chunk_size=20)
     with pytest.raises(ValueError, match="num_frames must be an integer"):
@@ -81,7 +81,7 @@ def test_same_seed_same_frames_and_timings(tiny_sampler, base, input_png):
     b = tiny_sampler.generate(input_png, base)
     assert a.frames.shape == (4, 64, 64, 3) and a.frames.dtype == np.uint8
     assert np.array_equal(a.frames, b.frames)
-    assert set(a.timings) == {"image_encode", "denoise", "decode", "total"}
+    assert set(a.timings) == {"image_encode", "denoise", "decode", "total", "measure"}
     assert all(v >= 0 for v in a.timings.values())
     c = tiny_sampler.generate(input_png, base.replace(seed=24))
     assert not np.array_equal(a.frames, c.frames)
@@ -160,13 +160,13 @@ def test_cancel_while_queued(tiny_sampler, base, input_png):
 
 
 def test_fixed_conditioning_note(tiny_sampler, base, input_png, monkeypatch):
-    from svd_core import get_variant
+    from svd_core import get_variant, training_warnings
 
-    monkeypatch.setattr(tiny_sampler, "info", dataclasses.replace(tiny_sampler.info,
-                                                                  variant=get_variant("svd_xt_1_1")))
-    assert tiny_sampler._conditioning_notes(base.replace(fps=7, motion_bucket_id=127)) == []
+    xt11 = get_variant("svd_xt_1_1")
+    monkeypatch.setattr(tiny_sampler, "info", dataclasses.replace(tiny_sampler.info, variant=xt11))
+    assert not [w for w in training_warnings(base.replace(fps=7, motion_bucket_id=127), xt11) if "trained at" in w]
     result = tiny_sampler.generate(input_png, base.replace(fps=7, motion_bucket_id=40))
-    assert any("trained at fps 7 and motion_bucket_id 127 only" in n for n in result.notes)
+    assert any("trained at fps 7 (Stability's fps_id 6) and motion_bucket_id 127 only" in n for n in result.notes)
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -296,7 +296,7 @@ def test_run_folder_contents(tiny_sampler, base, input_png, tmp_path):
     assert rec["params"] == base.to_dict() and rec["seed"] == base.seed
     assert rec["checkpoint"]["variant"] == "tiny" and len(rec["checkpoint"]["sha256"]) == 64
     assert {"torch", "diffusers"} <= set(rec["versions"]) and rec["device"] == "cpu"
-    assert set(rec["timings_s"]) == {"image_encode", "denoise", "decode", "total"}
+    assert set(rec["timings_s"]) == {"image_encode", "denoise", "decode", "total", "measure"}
     runs = list_runs(tmp_path)
     assert [r.id for r in runs] == [path.name] and runs[0].params == base
     delete_run(path, tmp_path)
@@ -345,8 +345,8 @@ def test_parse_vary_and_cells(base):
         parse_vary("motion=1,2")
     cells = grid_cells(base, dict([parse_vary("motion_bucket_id=1,2"), parse_vary("fps=4,8,12")]))
     assert len(cells) == 6 and cells[0][0] == "motion_bucket_id=1 fps=4"
-    with pytest.raises(ValueError, match="motion_bucket_id must be between 0 and 255"):
-        grid_cells(base, {"motion_bucket_id": [1, 999]})
+    with pytest.raises(ValueError, match="motion_bucket_id must be between 0 and 1023"):
+        grid_cells(base, {"motion_bucket_id": [1, 1999]})
 
 
 def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
@@ -404,7 +404,7 @@ def test_cli_end_to_end(tiny_checkpoint, input_png, tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--motion-bucket-id", "300"], "motion_bucket_id must be between 0 and 255"),
+    (["--motion-bucket-id", "1024"], "motion_bucket_id must be between 0 and 1023"),
     (["--decode-chunk-size", "9"], "decode_chunk_size must be between 1 and num_frames"),
     (["--format", "avi"], "unknown format"),
 ])

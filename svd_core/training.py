@@ -1,0 +1,75 @@
+"""What each checkpoint was trained on, warnings when a run leaves it, and the one fps vocabulary.
+
+A warning never blocks: every value inside params.RANGES samples. Sources for each bound are in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .checkpoints import Variant, get_variant
+from .params import SamplingParams
+
+MAX_TRAINED_BUCKET = 255  # motion buckets are binned flow scores 0-255 (Stability's demo accepts up to 511)
+FPS_ID_TRAINED = (5, 30)  # Stability's sampling demo (generative-models scripts/demo/video_sampling.py) offers 5-30
+# Noise augmentation of the conditioning frame in training, as we read the SVD paper (arXiv 2311.15127, app. D):
+# log(sigma) ~ N(-3.0, 0.5^2). The spread reported is its central 95 % (mean +- 2 std in log space).
+NOISE_AUG_LOG_MEAN, NOISE_AUG_LOG_STD = -3.0, 0.5
+NOISE_AUG_TRAINED = (round(math.exp(NOISE_AUG_LOG_MEAN - 2 * NOISE_AUG_LOG_STD), 3),
+                     round(math.exp(NOISE_AUG_LOG_MEAN + 2 * NOISE_AUG_LOG_STD), 3))  # (0.018, 0.135)
+TRAINED_SIZES = ((1024, 576), (576, 1024))  # SVD / SVD-XT finetuning resolution, either orientation
+TRAINED_SIZES_BY_VARIANT: dict[str, tuple[tuple[int, int], ...]] = {}  # a variant trained on other sizes (576x576)
+
+
+def _variant(variant: Variant | str) -> Variant:
+    return get_variant(variant) if isinstance(variant, str) else variant
+
+
+def is_untrained(variant: Variant | str) -> bool:
+    """True for the tiny demo models: random weights, so their videos are noise and their metrics meaningless."""
+    return _variant(variant).name.startswith("tiny")
+
+
+def fps_vocabulary(params: SamplingParams) -> dict[str, int]:
+    """The three numbers called "fps": conditioning fps (diffusers' and ComfyUI's `fps`), fps_id (= fps - 1, what
+    the model sees; Stability's scripts' `fps_id`) and the playback rate of the file we write."""
+    return {"conditioning_fps": params.fps, "fps_id": params.fps - 1, "playback_fps": params.video_fps}
+
+
+def describe_fps(params: SamplingParams) -> str:
+    """'fps 7 (conditioning; Stability's fps_id 6) · plays at 7 fps'"""
+    v = fps_vocabulary(params)
+    return (f"fps {v['conditioning_fps']} (conditioning; Stability's fps_id {v['fps_id']}) · plays at "
+            f"{v['playback_fps']} fps")
+
+
+def training_warnings(params: SamplingParams, variant: Variant | str) -> list[str]:
+    """One line per setting outside what `variant` was trained on. Never raises for a valid SamplingParams."""
+    v = _variant(variant)
+    out = []
+    fps_id = params.fps - 1
+    if v.fixed_conditioning:
+        want_fps, want_bucket = v.defaults["fps"], v.defaults["motion_bucket_id"]
+        if (params.fps, params.motion_bucket_id) != (want_fps, want_bucket):
+            out.append(f"{v.name} was trained at fps {want_fps} (Stability's fps_id {want_fps - 1}) and "
+                       f"motion_bucket_id {want_bucket} only; fps {params.fps} / motion_bucket_id "
+                       f"{params.motion_bucket_id} are outside its training")
+    else:
+        if params.motion_bucket_id > MAX_TRAINED_BUCKET:
+            out.append(f"motion_bucket_id {params.motion_bucket_id} is above the trained 0-{MAX_TRAINED_BUCKET}")
+        lo, hi = FPS_ID_TRAINED
+        if not lo <= fps_id <= hi:
+            out.append(f"fps {params.fps} is fps_id {fps_id}, outside the trained fps_id {lo}-{hi} "
+                       f"(fps {lo + 1}-{hi + 1})")
+    lo, hi = NOISE_AUG_TRAINED
+    if not lo <= params.noise_aug_strength <= hi:
+        out.append(f"noise_aug_strength {params.noise_aug_strength:g} is outside the training spread {lo:g}-{hi:g} "
+                   f"(central 95 % of log-normal(-3.0, 0.5), SVD paper app. D)")
+    if not is_untrained(v):
+        sizes = TRAINED_SIZES_BY_VARIANT.get(v.name, TRAINED_SIZES)
+        if (params.width, params.height) not in sizes:
+            out.append(f"{params.width}x{params.height} is not a trained size ("
+                       + " or ".join(f"{w}x{h}" for w, h in sizes) + ")")
+        if params.num_frames != v.num_frames:
+            out.append(f"{params.num_frames} frames: {v.name} was trained on {v.num_frames}")
+    return out
