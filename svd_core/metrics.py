@@ -235,7 +235,7 @@ def _read_ffmpeg(data: bytes, name: str) -> tuple[np.ndarray, float]:
         tmp.write(data)
         tmp.flush()
         try:
-            gen = imageio_ffmpeg.read_frames(tmp.name, pix_fmt="rgb24", output_params=["-loglevel", "error"])
+            gen = imageio_ffmpeg.read_frames(tmp.name, pix_fmt="rgb24")
             meta = gen.__next__()
             w, h = meta["size"]
             frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in gen]

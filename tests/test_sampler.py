@@ -328,12 +328,22 @@ write_folder_atomically(Path(sys.argv[1]) / "run-1", Dying(a=1))
 
 
 def test_killed_run_leaves_no_complete_folder(tmp_path):
+    from svd_core import clean_stale_temp
+
     r = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)])
     assert r.returncode != 0
     assert list_runs(tmp_path) == []
     assert not (tmp_path / "run-1").exists()
+    leftover = next(tmp_path.iterdir())
     with pytest.raises(ValueError):
-        load_run(next(tmp_path.iterdir()))
+        load_run(leftover)
+    live = tmp_path / f".tmp-{os.getpid()}-writing"  # a live process's folder stays
+    live.mkdir()
+    old = tmp_path / ".tmp-legacy-name"  # no pid, a day old: removed
+    old.mkdir()
+    os.utime(old, (0, 0))
+    assert set(clean_stale_temp(tmp_path)) == {leftover, old}
+    assert list(tmp_path.iterdir()) == [live]
 
 
 # ------------------------------------------------------------------------------------------------- sweeps
@@ -350,21 +360,101 @@ def test_parse_vary_and_cells(base):
 
 
 def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
+    from svd_core.export import grid_layout, plan_grid
+
     cells = grid_cells(base, {"motion_bucket_id": [0, 127, 255]})
     progress = []
     res = run_sweep(tiny_sampler, input_png, cells, on_progress=lambda *a: progress.append(a), out_dir=tmp_path)
     assert len(res.cells) == 3 and len(res.run_paths) == 3
     n, h, w, _ = res.grid.shape
-    assert n == 4 and w == 3 * 64 + 2 * 4 and h == 64  # three tiles side by side
+    assert n == 4 and w == 3 * 64 + 2 * 4 and h > 64  # three tiles side by side under their headings
+    plan = plan_grid(grid_layout(3, coords=res.coords), 64, 64, caption="x")
+    for (x, y), (_, r) in zip(plan.tiles, res.cells):  # each cell's frames sit in its column
+        assert np.array_equal(res.grid[:, y:y + 64, x:x + 64], r.frames)
     sheet = Image.open(res.path / "contact_sheet.png")
-    assert sheet.size == (4 * 64, 3 * 64)
+    assert sheet.size[0] > 4 * 64 and sheet.size[1] >= 3 * 64
     assert imageio_ffmpeg.count_frames_and_secs(str(res.path / "grid.mp4"))[0] == 4
     rec = json.loads((res.path / "run.json").read_text())
     assert rec["kind"] == "sweep" and [c["label"] for c in rec["cells"]] == [c[0] for c in cells]
+    assert rec["varied"] == ["motion_bucket_id"] and rec["grid_fps"] == base.fps
     assert progress[-1][:2] == (2, 3)
     # different cells really differ
     frames = [r.frames for _, r in res.cells]
     assert not np.array_equal(frames[0], frames[2])
+
+
+def test_sweep_across_seeds_metrics_csv_and_response(tiny_sampler, base, input_png, tmp_path):
+    import csv
+
+    from svd_core import parse_seeds, response_table
+
+    assert parse_seeds("3", 23) == [23, 24, 25] and parse_seeds("1,5,9", 23) == [1, 5, 9]
+    with pytest.raises(ValueError, match="a count \\(3\\) or a list"):
+        parse_seeds("a,b", 23)
+    cells = grid_cells(base, {"motion_bucket_id": [0, 255]}, seeds=[5, 9])
+    assert [c[0] for c in cells] == ["motion_bucket_id=0 seed=5", "motion_bucket_id=0 seed=9",
+                                     "motion_bucket_id=255 seed=5", "motion_bucket_id=255 seed=9"]
+    res = run_sweep(tiny_sampler, input_png, cells, out_dir=tmp_path)
+    seeds = [r.params.seed for _, r in res.cells]
+    assert seeds == [5, 9, 5, 9]  # the same seeds for every value
+    alone = tiny_sampler.generate(input_png, base.replace(motion_bucket_id=255, seed=9))
+    assert np.array_equal(res.cells[3][1].frames, alone.frames)  # a cell is an ordinary seeded run
+    assert not np.array_equal(res.cells[0][1].frames, res.cells[1][1].frames)
+    with open(res.path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["label", "motion_bucket_id", "seed", "motion.score", "motion.flow_px_per_frame",
+                             "flicker.mean", "likeness.mean"]
+    assert [(r["motion_bucket_id"], r["seed"]) for r in rows] == [("0", "5"), ("0", "9"), ("255", "5"), ("255", "9")]
+    assert float(rows[3]["flicker.mean"]) == pytest.approx(res.cells[3][1].metrics["flicker"]["mean"])
+    assert (res.path / "response.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = response_table(res.path)
+    assert table == response_table(res)  # from the folder or the result: the same numbers
+    flick = [t for t in table if t["metric"] == "flicker.mean"]
+    assert [(t["motion_bucket_id"], t["n"]) for t in flick] == [(0, 2), (255, 2)]
+    pair = [float(r["flicker.mean"]) for r in rows[2:]]
+    assert flick[1]["mean"] == pytest.approx(np.mean(pair)) and flick[1]["std"] == pytest.approx(np.std(pair))
+
+
+def test_two_knob_sweep_response_and_layout(tiny_sampler, base, input_png, tmp_path):
+    from svd_core import response_table
+
+    cells = grid_cells(base.replace(num_inference_steps=1),
+                       {"motion_bucket_id": [32, 127, 255], "noise_aug_strength": [0.0, 0.1]})
+    res = run_sweep(tiny_sampler, input_png, cells, out_dir=tmp_path)
+    assert res.coords[1] == {"motion_bucket_id": 32, "noise_aug_strength": 0.1}
+    table = [t for t in response_table(res) if t["metric"] == "motion.flow_px_per_frame"]
+    assert {(t["motion_bucket_id"], t["noise_aug_strength"]) for t in table} == {
+        (a, b) for a in (32, 127, 255) for b in (0.0, 0.1)}
+    n, h, w, _ = res.grid.shape
+    assert w < 4 * 64 + 64 * 2 and h > 2 * 64  # three columns (plus the row labels), two rows
+
+
+def test_sweep_failing_half_way_leaves_nothing(tiny_sampler, base, input_png, tmp_path, monkeypatch):
+    from svd_core import export
+
+    cells = grid_cells(base, {"motion_bucket_id": [0, 127, 255]})
+    real, calls = tiny_sampler.generate, []
+
+    def second_fails(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the device fell over")
+        return real(*a, **k)
+    monkeypatch.setattr(tiny_sampler, "generate", second_fails)
+    with pytest.raises(RuntimeError):
+        run_sweep(tiny_sampler, input_png, cells, out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tiny_sampler, "generate", real)
+    real_mp4 = export.to_mp4
+
+    def grid_write_fails(frames, fps, *a, **k):  # cells are staged by then; the grid is the last video
+        if frames.shape[1] > 64:
+            raise OSError("disk full")
+        return real_mp4(frames, fps, *a, **k)
+    monkeypatch.setattr(export, "to_mp4", grid_write_fails)
+    with pytest.raises(OSError, match="disk full"):
+        run_sweep(tiny_sampler, input_png, cells, out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cancelled_sweep_writes_nothing(tiny_sampler, base, input_png, tmp_path):
