@@ -81,6 +81,7 @@ def test_large_frames_are_measured_in_their_own_pixels():
     m = measure_frames(v, fps=2.0)
     assert m["time_base"]["flow_size"] == [512, 288]
     assert m["motion"]["flow_px_per_frame"] == pytest.approx(3, rel=0.1)
+    assert m["motion"]["score"] == pytest.approx(3, rel=0.1)
 
 
 def test_still_video_is_near_zero_and_noise_raises_flicker_not_motion():
