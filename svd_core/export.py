@@ -229,11 +229,11 @@ def plan_grid(layout: GridLayout, tile_w: int, tile_h: int, gap: int = 4, captio
     pad = max(2, size // 4)
     texts: list[TextBox] = []
     cols_w = layout.n_cols * tile_w + (layout.n_cols - 1) * gap
-    # row label column: wide enough for the row title and labels at a readable size, at most 40% of a tile
+    # row label column: wide enough for the row title and labels at a readable size, at most half a tile
     row_w = 0
     if layout.row_labels:
         want = max(_text_w(_font(size), t) for t in [layout.row_title, *layout.row_labels]) + 2 * pad
-        row_w = min(want, max(48, int(tile_w * 0.4)))
+        row_w = min(want, max(80, int(tile_w * 0.5)))
 
     def fitted(text, width, color=FG, sz=size):
         s, lines = fit_text(text, width - 2 * pad, sz)

@@ -10,8 +10,10 @@ import math
 from .checkpoints import Variant, get_variant
 from .params import SamplingParams
 
-MAX_TRAINED_BUCKET = 255  # motion buckets are binned flow scores 0-255 (Stability's demo accepts up to 511)
-FPS_ID_TRAINED = (5, 30)  # Stability's sampling demo (generative-models scripts/demo/video_sampling.py) offers 5-30
+# The bucket, fps_id and size bounds are the ones Stability's own sampling script warns about
+# (generative-models scripts/sampling/simple_video_sample.py: bucket > 255, fps_id < 5 or > 30, size not 576x1024).
+MAX_TRAINED_BUCKET = 255
+FPS_ID_TRAINED = (5, 30)
 # Noise augmentation of the conditioning frame in training, as we read the SVD paper (arXiv 2311.15127, app. D):
 # log(sigma) ~ N(-3.0, 0.5^2). The spread reported is its central 95 % (mean +- 2 std in log space).
 NOISE_AUG_LOG_MEAN, NOISE_AUG_LOG_STD = -3.0, 0.5
