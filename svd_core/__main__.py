@@ -233,6 +233,21 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _zip_frames(path):
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n))).convert("RGB"))
+                             for n in sorted(z.namelist())])
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable frames zip ({e})") from None
+
+
 def cmd_measure(args) -> int:
     import json
     from pathlib import Path
@@ -245,11 +260,14 @@ def cmd_measure(args) -> int:
         from .runs import load_run
 
         run = load_run(path)
-        video = next((path / n for n in ("video.mp4", "video.webm", "video.webp", "video.gif")
-                      if (path / n).is_file()), None)
-        if video is None:
-            raise ValueError(f"{path} holds no video (video.mp4, .webm, .webp or .gif)")
-        frames, _ = read_video(video)
+        if (path / "frames.zip").is_file():  # lossless, when the run kept it
+            frames = _zip_frames(path / "frames.zip")
+        else:
+            video = next((path / n for n in ("video.mp4", "video.webm", "video.webp", "video.gif")
+                          if (path / n).is_file()), None)
+            if video is None:
+                raise ValueError(f"{path} holds no video (video.mp4, .webm, .webp, .gif or frames.zip)")
+            frames, _ = read_video(video)
         fps, time_base = fps or run.params.fps, "conditioning"
         image = image or str(path / "input.png")
     else:

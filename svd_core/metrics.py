@@ -198,16 +198,18 @@ def measure_result(pipe, frames, params, image) -> dict:
 def read_video(source) -> tuple[np.ndarray, float]:
     """Frames (uint8 (F, H, W, 3)) and frame rate of a video file (mp4, WebM, GIF, animated WebP, ...) or bytes.
     Raises VideoError with one line naming the file."""
-    name = str(source) if not isinstance(source, (bytes, bytearray)) else "the uploaded video"
-    data = bytes(source) if isinstance(source, (bytes, bytearray)) else None
-    if data is None:
+    if isinstance(source, (bytes, bytearray)):
+        data, name, path = bytes(source), "the uploaded video", None
+    else:
         path = Path(source)
+        name = str(path)
         if not path.is_file():
             raise VideoError(f"{name}: no such file")
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(16)
     if data[:6] in (b"GIF87a", b"GIF89a") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return _read_pillow(data, name)
-    return _read_ffmpeg(data, name)
+        return _read_pillow(path.read_bytes() if path else data, name)
+    return _read_ffmpeg(path, data, name)
 
 
 def _read_pillow(data: bytes, name: str) -> tuple[np.ndarray, float]:
@@ -226,16 +228,17 @@ def _read_pillow(data: bytes, name: str) -> tuple[np.ndarray, float]:
     return np.stack(frames), 1000.0 / float(np.mean(durations))
 
 
-def _read_ffmpeg(data: bytes, name: str) -> tuple[np.ndarray, float]:
+def _read_ffmpeg(path: Path | None, data: bytes, name: str) -> tuple[np.ndarray, float]:
     import tempfile
 
     import imageio_ffmpeg
 
     with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
-        tmp.write(data)
-        tmp.flush()
+        if path is None:  # bytes: ffmpeg reads a file
+            tmp.write(data)
+            tmp.flush()
         try:
-            gen = imageio_ffmpeg.read_frames(tmp.name, pix_fmt="rgb24")
+            gen = imageio_ffmpeg.read_frames(str(path or tmp.name), pix_fmt="rgb24")
             meta = gen.__next__()
             w, h = meta["size"]
             frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in gen]
