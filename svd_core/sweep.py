@@ -34,6 +34,9 @@ class Cell(tuple):
         cell.coords = dict(coords or {})
         return cell
 
+    def __getnewargs__(self):  # copy and pickle rebuild it through __new__
+        return (self[0], self[1], self.coords)
+
 
 def parse_seeds(spec, seed: int) -> list[int]:
     """'3' -> [seed, seed+1, seed+2]; '1,5,9' -> [1, 5, 9]."""

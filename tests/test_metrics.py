@@ -391,3 +391,16 @@ def test_contact_sheet_labels_fit(tmp_path):
     frames_w = 3 * 60
     label_w = sheet.shape[1] - frames_w
     assert label_w >= 120 and (sheet[:, :label_w] != 0).any()
+
+
+def test_cells_carry_their_coords_through_copies():
+    import copy
+    import pickle
+
+    from svd_core import grid_cells
+
+    cells = grid_cells(SamplingParams(), {"fps": [6, 8], "motion_bucket_id": [1, 2]}, seeds=[3, 4])
+    assert len(cells) == 8 and cells[5].coords == {"fps": 8, "motion_bucket_id": 1, "seed": 4}
+    for c in (copy.deepcopy(cells), pickle.loads(pickle.dumps(cells))):  # Streamlit's session state copies
+        label, params = c[5]
+        assert c[5].coords == cells[5].coords and params.seed == 4 and label == "fps=8 motion_bucket_id=1 seed=4"
