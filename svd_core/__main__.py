@@ -226,6 +226,8 @@ def cmd_sweep(args) -> int:
         bar.close()
     from .metrics import summary_line
 
+    for note in dict.fromkeys(n for _, r in res.cells for n in r.notes):
+        print("note:", note, file=sys.stderr)
     print(res.path)
     for (label, r), p in zip(res.cells, res.run_paths):
         print(f"  {label}: {p}\n    {summary_line(r.metrics)}")
