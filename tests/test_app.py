@@ -431,12 +431,18 @@ def test_warnings_next_to_the_knob_and_the_fps_vocabulary(with_tiny):
     assert not at.error and not button(at, "Generate video").disabled  # a warning never blocks
 
 
-def test_compare_across_seeds_shows_the_response(with_tiny):
+def compare_motion_0_255():
+    """Compare with the image, tiny settings and motion_bucket_id 0 and 255 typed in."""
     at = app()
     small(at, frames=2, steps=1)
     at.switch_page("views/compare.py").run()
     at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
     at.text_input(key="cmp_values_motion_bucket_id").set_value("0 255").run()
+    return at
+
+
+def test_compare_across_seeds_shows_the_response(with_tiny):
+    at = compare_motion_0_255()
     at.number_input(key="cmp_seeds").set_value(2).run()
     button(at, "Run 4 samplings").click().run()
     res = wait(at, "cmp")
@@ -479,11 +485,7 @@ def test_first_run_download_through_the_hub_stand_in(dirs):
 
 
 def test_compare_two_knobs_is_a_grid_with_a_heat_map(with_tiny):
-    at = app()
-    small(at, frames=2, steps=1)
-    at.switch_page("views/compare.py").run()
-    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
-    at.text_input(key="cmp_values_motion_bucket_id").set_value("0 255").run()
+    at = compare_motion_0_255()
     at.selectbox(key="cmp_knob2").set_value("noise_aug_strength").run()
     at.text_input(key="cmp_values2_noise_aug_strength").set_value("0, 0.1, 0.3").run()
     button(at, "Run 6 samplings").click().run()
