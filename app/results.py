@@ -70,8 +70,9 @@ def job_panel(job: Job) -> None:
 def record_decode_rate(job: Job, result) -> None:
     """After a run: how long its decode took per megapixel-frame, for the next runs' estimates."""
     f, h, w = result.frames.shape[:3]
+    videos = max(1, len(result.videos))  # timings add up over num_videos
     if result.timings.get("decode"):
-        job.decode_rate = result.timings["decode"] / (f * h * w / 1e6)
+        job.decode_rate = result.timings["decode"] / (videos * f * h * w / 1e6)
 
 
 def gone(path: Path) -> bool:

@@ -74,9 +74,44 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+class StageClock:
+    """Wall time of one stock diffusers pipeline call by stage (the Sampler times its own script): image
+    encode (start -> first UNet call), denoise (-> the last step's end, marked by `step_end()` from the step
+    callback), decode (-> return). Synchronises CUDA at each mark, so GPU work is counted where it happens."""
+
+    def __init__(self, pipe, device: torch.device):
+        self.pipe, self.device, self.marks = pipe, device, {}
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _first_unet_call(self, module, args) -> None:  # a pre-hook must return None: a value replaces the inputs
+        self.marks.setdefault("denoise_start", self._now())
+
+    def step_end(self) -> None:
+        self.marks["denoise_end"] = self._now()
+
+    def __enter__(self):
+        self._hook = self.pipe.unet.register_forward_pre_hook(self._first_unet_call)
+        self.marks["start"] = self._now()
+        return self
+
+    def __exit__(self, *exc):
+        self._hook.remove()
+        self.marks["end"] = self._now()
+
+    def timings(self) -> dict[str, float]:
+        m = self.marks
+        d0, d1 = m.get("denoise_start", m["start"]), m.get("denoise_end", m["end"])
+        return {"image_encode": d0 - m["start"], "denoise": d1 - d0, "decode": m["end"] - d1,
+                "total": m["end"] - m["start"]}
+
+
 def run_baseline(pipe, image, p, device):
-    """Stock diffusers pipeline call, timed by the same StageClock the Sampler uses."""
-    from svd_core.sampler import StageClock, to_uint8
+    """Stock diffusers pipeline call, timed by StageClock with the stages the Sampler reports."""
+    from svd_core.sampler import to_uint8
 
     clock = StageClock(pipe, device)
 

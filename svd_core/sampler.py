@@ -107,41 +107,6 @@ def to_uint8(frames) -> np.ndarray:
     return np.clip(np.asarray(frames) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-class StageClock:
-    """Wall time of one pipeline call by stage: image encode (start -> first UNet call), denoise (-> the last
-    step's end, marked by `step_end()` from the step callback), decode (-> return). Synchronises CUDA at each
-    mark, so GPU work is counted where it happens."""
-
-    def __init__(self, pipe, device: torch.device):
-        self.pipe, self.device, self.marks = pipe, device, {}
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def _first_unet_call(self, module, args) -> None:  # a pre-hook must return None: a value replaces the inputs
-        self.marks.setdefault("denoise_start", self._now())
-
-    def step_end(self) -> None:
-        self.marks["denoise_end"] = self._now()
-
-    def __enter__(self):
-        self._hook = self.pipe.unet.register_forward_pre_hook(self._first_unet_call)
-        self.marks["start"] = self._now()
-        return self
-
-    def __exit__(self, *exc):
-        self._hook.remove()
-        self.marks["end"] = self._now()
-
-    def timings(self) -> dict[str, float]:
-        m = self.marks
-        d0, d1 = m.get("denoise_start", m["start"]), m.get("denoise_end", m["end"])
-        return {"image_encode": d0 - m["start"], "denoise": d1 - d0, "decode": m["end"] - d1,
-                "total": m["end"] - m["start"]}
-
-
 @dataclass
 class SampleResult:
     frames: np.ndarray  # uint8 (F, H, W, 3)

@@ -41,7 +41,8 @@ def start(sampler, prepared, params, upload):
         job.on_phase("saving")
         path = save_run(result, sampler.info, source=(upload.name, upload.data), should_stop=job.should_stop)
         return {"path": path, "result": result}
-    start_job("gen", "generate", work, frame_megapixels=params.num_frames * params.width * params.height / 1e6)
+    start_job("gen", "generate", work,
+              frame_megapixels=params.num_videos * params.num_frames * params.width * params.height / 1e6)
 
 
 hint = ("Upload an image to enable sampling." if upload is None else
