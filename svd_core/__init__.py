@@ -39,6 +39,7 @@ from .sweep import (
                     grid_cells,
                     metric_rows,
                     parse_seeds,
+                    parse_values,
                     parse_vary,
                     response_png,
                     response_table,
@@ -77,6 +78,6 @@ __all__ = [
     "to_frames_zip", "to_gif", "to_mp4", "to_webp",
     # the instrument (issue 10)
     "Cell", "Likeness", "VideoError", "clean_stale_temp", "describe_fps", "fps_vocabulary", "grid_layout",
-    "is_untrained", "measure_file", "measure_frames", "metric_rows", "parse_seeds", "read_video",
+    "is_untrained", "measure_file", "measure_frames", "metric_rows", "parse_seeds", "parse_values", "read_video",
     "read_video_record", "response_png", "response_table", "scalar_metrics", "summary_line", "training_warnings",
 ]

@@ -9,6 +9,7 @@ import dataclasses
 import io
 import itertools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import export
-from .params import CHOICES, SamplingParams, field_names
+from .params import CHOICES, RANGES, SamplingParams, field_names
 from .runs import commit_staged, discard_staged, new_run_id, output_dir, stage_folder, stage_run, utc_now
 
 MAX_CELLS = 48
@@ -55,27 +56,43 @@ def parse_seeds(spec, seed: int) -> list[int]:
     return values
 
 
+def parse_values(name: str, text: str) -> list:
+    """'3, 7 15' -> [3, 7, 15] for the knob `name`: commas and/or spaces; numbers checked against RANGES, string
+    knobs against CHOICES. One place for the CLI's --vary and the app's Compare."""
+    tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
+    if name in CHOICES:
+        valid = CHOICES[name][0]
+        bad = [t for t in tokens if t not in valid]
+        if bad:
+            raise ValueError(f"unknown {name} {bad[0]!r}; valid: {', '.join(valid)}")
+        return tokens
+    if name not in RANGES:
+        raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(field_names())}")
+    lo, hi, _ = RANGES[name]
+    whole = isinstance(lo, int)
+    out = []
+    for token in tokens:
+        try:
+            value = float(token)
+        except ValueError:
+            raise ValueError(f"'{token}' is not a number: type values for {name} separated by commas or spaces") \
+                from None
+        if whole and value != int(value):
+            raise ValueError(f"{name} takes whole numbers: '{token}' is not one")
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} goes from {lo} to {hi}: {token} is outside")
+        out.append(int(value) if whole else value)
+    return out
+
+
 def parse_vary(spec: str) -> tuple[str, list]:
     """'motion_bucket_id=32,127,255' -> ('motion_bucket_id', [32, 127, 255]); 'sampler=euler,heun' ->
-    ('sampler', ['euler', 'heun']) (string knobs are checked against their valid values)."""
+    ('sampler', ['euler', 'heun']). Values as `parse_values` reads them."""
     name, sep, values = spec.partition("=")
     name = name.strip()
     if not sep or not values.strip():
         raise ValueError(f"--vary takes NAME=V1,V2,..., got {spec!r}")
-    fields = {f.name: f for f in dataclasses.fields(SamplingParams)}
-    if name not in fields:
-        raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(field_names())}")
-    ftype = str(fields[name].type)  # a string under postponed annotations: 'int', 'float', 'Optional[int]', 'str'
-    cast = int if "int" in ftype else float if "float" in ftype else str
-    try:
-        parsed = [cast(v.strip()) for v in values.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"bad value in --vary {spec!r}: expected {cast.__name__}s") from None
-    valid = CHOICES.get(name, (None,))[0]
-    bad = [v for v in parsed if valid is not None and v not in valid]
-    if bad:
-        raise ValueError(f"unknown {name} {bad[0]!r} in --vary; valid: {', '.join(valid)}")
-    return name, parsed
+    return name, parse_values(name, values)
 
 
 def _fmt(v) -> str:

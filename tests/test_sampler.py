@@ -371,6 +371,9 @@ def test_killed_run_leaves_no_complete_folder(tmp_path):
 def test_parse_vary_and_cells(base):
     assert parse_vary("motion_bucket_id=32,127,255") == ("motion_bucket_id", [32, 127, 255])
     assert parse_vary("noise_aug_strength=0.0,0.1") == ("noise_aug_strength", [0.0, 0.1])
+    assert parse_vary("fps=3 7, 15") == ("fps", [3, 7, 15])  # commas or spaces, as Compare takes them
+    with pytest.raises(ValueError, match="fps takes whole numbers: '7.5' is not one"):
+        parse_vary("fps=3,7.5")
     with pytest.raises(ValueError, match="unknown parameter 'motion'"):
         parse_vary("motion=1,2")
     cells = grid_cells(base, dict([parse_vary("motion_bucket_id=1,2"), parse_vary("fps=4,8,12")]))

@@ -1,7 +1,6 @@
 """Compare: one image, one or two knobs over 2-6 values each on one or more seeds (or settings A vs B), run one
 after another, shown in one synchronised grid video labelled by axis, with each metric's response to the knob."""
 
-import re
 
 import streamlit as st
 
@@ -9,13 +8,13 @@ from app import state
 from app.controls import image_uploader, prepare, require_sampler
 from app.results import gone, run_button, show_video, start_job
 from svd_core import (
-    CHOICES,
     RANGES,
     SamplingParams,
     SVDError,
     grid_cells,
     is_untrained,
     parse_seeds,
+    parse_values,
     response_table,
     run_sweep,
 )
@@ -40,31 +39,9 @@ def presets(knob: str, base: SamplingParams) -> str:
             "seed": f"{base.seed}, {base.seed + 1}, {base.seed + 2}"}[knob]
 
 
-def parse_values(knob: str, text: str) -> list:
-    """'3, 7 15' -> [3, 7, 15]: commas and/or spaces; errors in the page's words."""
-    tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
-    if knob in CHOICES:
-        valid = CHOICES[knob][0]
-        bad = [t for t in tokens if t not in valid]
-        if bad:
-            raise ValueError(f"'{bad[0]}' is not a {knob}: choose from {', '.join(valid)}")
-        if not 2 <= len(tokens) <= 6:
-            raise ValueError(f"type 2 to 6 values for {knob} (you typed {len(tokens)})")
-        return tokens
-    lo, hi, _ = RANGES[knob]
-    whole = isinstance(lo, int)
-    out = []
-    for token in tokens:
-        try:
-            value = float(token)
-        except ValueError:
-            raise ValueError(f"'{token}' is not a number: type values for {knob} separated by commas or spaces") \
-                from None
-        if whole and value != int(value):
-            raise ValueError(f"{knob} takes whole numbers: '{token}' is not one")
-        if not lo <= value <= hi:
-            raise ValueError(f"{knob} goes from {lo} to {hi}: {token} is outside")
-        out.append(int(value) if whole else value)
+def values_of(knob: str, text: str) -> list:
+    """2 to 6 values typed for a knob (svd_core's parse_values reads them)."""
+    out = parse_values(knob, text)
     if not 2 <= len(out) <= 6:
         raise ValueError(f"type 2 to 6 values for {knob} (you typed {len(out)})")
     return out
@@ -164,7 +141,7 @@ with right:
             vary_text[knob2] = st.text_input(f"Values of {knob2}", key=key2)
         try:
             seeds = parse_seeds(str(n_seeds), base.seed) if n_seeds > 1 else None
-            cells = grid_cells(base, {k: parse_values(k, t) for k, t in vary_text.items()}, max_cells=36,
+            cells = grid_cells(base, {k: values_of(k, t) for k, t in vary_text.items()}, max_cells=36,
                                seeds=seeds)
         except ValueError as e:
             problem = str(e)
