@@ -113,7 +113,7 @@ with left:
         try:
             st.image(prepare(sampler, upload.data, base).image, caption="As sampled")
         except (SVDError, ValueError) as e:
-            st.error(str(e), icon=":material/broken_image:")
+            st.error(f"{upload.name}: {e}", icon=":material/broken_image:")
             upload = None
 with right:
     S.setdefault("cmp_mode", MODES[0])

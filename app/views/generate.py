@@ -27,7 +27,7 @@ with left:
             for note in prepared.notes:
                 st.caption(f":material/info: {note}")
         except (SVDError, ValueError) as e:
-            st.error(str(e), icon=":material/broken_image:")
+            st.error(f"{upload.name}: {e}", icon=":material/broken_image:")
 
 
 def start(sampler, prepared, params, upload):
