@@ -6,6 +6,7 @@ sampler) load on first use, so `python -m svd_core list` and the header-only fun
 
 import importlib
 
+from .camera import camera_path, get_camera_path, list_camera_paths
 from .checkpoints import (
     CheckpointInfo,
     Variant,
@@ -31,7 +32,7 @@ from .export import (
 )
 from .hub import discard_partial, download, downloadable, partial_downloads
 from .images import ImageSpec, PreparedImage, prepare_image
-from .params import CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
+from .params import ANGLES, CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
 from .sweep import (
                     Cell,
@@ -54,7 +55,7 @@ _LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampl
          # OpenCV loads on first use
          "Likeness": "metrics", "VideoError": "metrics", "measure_file": "metrics", "measure_frames": "metrics",
          "read_video": "metrics", "scalar_metrics": "metrics", "summary_line": "metrics",
-         "read_video_record": "provenance"}
+         "read_video_record": "provenance", "SV3DUNet": "sv3d"}
 
 
 def __getattr__(name):
@@ -80,4 +81,6 @@ __all__ = [
     "Cell", "Likeness", "VideoError", "clean_stale_temp", "describe_fps", "fps_vocabulary", "grid_layout",
     "is_untrained", "measure_file", "measure_frames", "metric_rows", "parse_seeds", "parse_values", "read_video",
     "read_video_record", "response_png", "response_table", "scalar_metrics", "summary_line", "training_warnings",
+    # SV3D (issue 14)
+    "ANGLES", "SV3DUNet", "camera_path", "get_camera_path", "list_camera_paths",
 ]

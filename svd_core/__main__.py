@@ -19,6 +19,19 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
     for name, (valid, help_) in CHOICES.items():
         g.add_argument("--" + name.replace("_", "-"), dest=name, choices=valid, default=None,
                        help=f"{help_} (default {valid[0]})")
+    from .camera import list_camera_paths
+
+    c = p.add_argument_group("SV3D_p camera (elevation and azimuth per frame, degrees)")
+    c.add_argument("--elevation", type=float, metavar="DEG", help="one elevation for every frame (default 10)")
+    c.add_argument("--path", choices=list_camera_paths(), help="orbit: Stability's sampling script (last frame at "
+                   "azimuth 0, the input view; the default) · orbit_demo: their demo's 'same elevation' (last at "
+                   "360) · dynamic: their demo's wandering loop, seeded by --path-seed")
+    c.add_argument("--path-seed", type=int, default=0, metavar="N", help="seed of the dynamic path (default 0)")
+    c.add_argument("--elevations", metavar="E1,E2,...", help="one elevation per frame")
+    c.add_argument("--azimuths", metavar="A1,A2,...", help="one azimuth per frame")
+    c.add_argument("--remove-background", action="store_true", help="cut the object out onto white first (needs "
+                   "the optional rembg package and its weights on disk; an image with transparency goes on white "
+                   "anyway)")
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -62,13 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("folder", nargs="?")
     ls.add_argument("--no-hf-cache", action="store_true", help="skip the Hugging Face cache")
     d = sub.add_parser("download", help="download a Stability release from the Hugging Face Hub into checkpoints/")
-    d.add_argument("variant", help="svd, svd_image_decoder, svd_xt, svd_xt_image_decoder or svd_xt_1_1")
+    d.add_argument("variant", help="svd, svd_image_decoder, svd_xt, svd_xt_image_decoder, svd_xt_1_1, sv3d_u or sv3d_p")
     d.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the one from `hf auth login`)")
     d.add_argument("--dir", help="checkpoint folder (default checkpoints/ or $SVD_CHECKPOINT_DIR)")
     t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
     t.add_argument("path")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--decoder", choices=("video", "image"), default="video")
+    t.add_argument("--decoder", choices=("video", "image"), help="SVD's decoder (default video)")
+    t.add_argument("--variant", choices=("svd", "sv3d_u", "sv3d_p"), default="svd",
+                   help="svd (default) or one of Stability's SV3D models (orbit videos; image decoder only)")
     return parser
 
 
@@ -93,10 +108,40 @@ def _checked_inputs(args):
         _check_same_checkpoint(record, info)
     else:
         params = SamplingParams.for_variant(info.variant, **overrides)
+    params = _with_camera(args, params)
     if args.image is None:
         raise ValueError("give the conditioning image (or --from a run.json whose folder holds input.png)")
     open_image(args.image)
+    if args.remove_background:
+        from .images import background_removal_available, remove_background
+
+        if not background_removal_available():
+            remove_background(None)  # its one-line error, before a minute of model loading
     return info, params
+
+
+def _with_camera(args, params):
+    """--path / --elevation / --elevations / --azimuths -> params.elevations_deg, azimuths_deg (per frame)."""
+    from .camera import camera_path
+    from .sweep import parse_values
+
+    if args.elevations and args.elevation is not None:
+        raise ValueError("give --elevation (one for every frame) or --elevations (one per frame), not both")
+    if args.path and args.azimuths:
+        raise ValueError("give --path or --azimuths, not both")
+    changes = {}
+    if args.elevation is not None:
+        changes["elevations_deg"] = args.elevation
+    if args.elevations:
+        changes["elevations_deg"] = parse_values("elevations_deg", args.elevations)
+    if args.azimuths:
+        changes["azimuths_deg"] = parse_values("azimuths_deg", args.azimuths)
+    if args.path:
+        elevation = 10.0 if args.elevation is None else args.elevation
+        elevations, changes["azimuths_deg"] = camera_path(args.path, params.num_frames, elevation, args.path_seed)
+        if args.path == "dynamic" or args.elevations is None:
+            changes["elevations_deg"] = elevations if args.path == "dynamic" else elevation
+    return params.replace(**changes) if changes else params
 
 
 def _from_record(args) -> dict:
@@ -169,7 +214,7 @@ def cmd_sample(args) -> int:
         raise ValueError(f"unknown format {bad[0]!r}; valid: {', '.join(EXPORTERS)}")
     info, params = _checked_inputs(args)
     sampler = _sampler(info, args)
-    prepared = sampler.prepare(args.image, params)
+    prepared = sampler.prepare(args.image, params, args.remove_background)
     if args.from_file:
         _check_same_image(args, prepared)
     bar, on_step = _progress("sampling")
@@ -182,6 +227,9 @@ def cmd_sample(args) -> int:
     if params.inapplicable():
         print(f"note: ignored by {params.sampler} / {params.discretization} / {params.guider}: "
               f"{', '.join(params.inapplicable())}", file=sys.stderr)
+    unused = [k for k in result.effective.get("ignored_knobs", []) if k not in params.inapplicable()]
+    if unused:
+        print(f"note: {sampler.info.variant.name} has no input for {', '.join(unused)}: ignored", file=sys.stderr)
     path = save_run(result, sampler.info, args.out, formats=formats)
     t = result.timings
     print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "
@@ -195,8 +243,9 @@ def _print_metrics(result, info) -> None:
     from .training import describe_fps, is_untrained
 
     print(summary_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
-    print(describe_fps(result.params) + (" · untrained demo model: these metrics are meaningless"
-                                         if is_untrained(info.variant) else ""))
+    fps = f"plays at {result.params.video_fps} fps (SV3D has no fps input)" if info.variant.is_sv3d else \
+        describe_fps(result.params)
+    print(fps + (" · untrained demo model: these metrics are meaningless" if is_untrained(info.variant) else ""))
 
 
 def _check_same_image(args, prepared) -> None:
@@ -225,7 +274,12 @@ def cmd_sweep(args) -> int:
         bar.set_postfix_str(cells[idx][0])
         bar.refresh()
     try:
-        res = run_sweep(sampler, args.image, cells, on_progress=on_progress, out_dir=args.out)
+        image = args.image
+        if args.remove_background:
+            from .images import open_image, remove_background
+
+            image = remove_background(open_image(args.image)[0])
+        res = run_sweep(sampler, image, cells, on_progress=on_progress, out_dir=args.out)
     finally:
         bar.close()
     from .metrics import summary_line
@@ -335,8 +389,10 @@ def cmd_download(args) -> int:
 def cmd_make_tiny(args) -> int:
     from .tiny import make_tiny
 
-    path = make_tiny(args.path, seed=args.seed, decoder=args.decoder)
-    print(f"{path}  (tiny random-weight SVD, {args.decoder} decoder: produces noise, for tests and demos)")
+    path = make_tiny(args.path, seed=args.seed, decoder=args.decoder, family=args.variant)
+    what = "SVD" if args.variant == "svd" else args.variant.replace("sv3d", "SV3D")
+    decoder = args.decoder or ("video" if args.variant == "svd" else "image")
+    print(f"{path}  (tiny random-weight {what}, {decoder} decoder: produces noise, for tests and demos)")
     return 0
 
 

@@ -41,6 +41,18 @@ class Variant:
     repo_id: str = ""  # Hugging Face Hub repository of the release ("" for the tiny demo)
     filename: str = ""  # the release's file in that repository
     min_side: int = 256  # smallest output side in pixels worth sampling
+    family: str = "svd"  # "svd", or "sv3d_u" / "sv3d_p" (Stability's SV3D: orbit views, camera conditioning)
+
+    @property
+    def is_sv3d(self) -> bool:
+        return self.family != "svd"
+
+    @property
+    def unused_knobs(self) -> tuple[str, ...]:
+        """SamplingParams fields this model has no input for (they are ignored, and recorded as such)."""
+        camera = ("elevations_deg", "azimuths_deg")
+        return {"svd": camera, "sv3d_u": ("fps", "motion_bucket_id", *camera),
+                "sv3d_p": ("fps", "motion_bucket_id")}[self.family]
 
     @property
     def num_frames(self) -> int:
@@ -57,6 +69,12 @@ _XT_REPO = "stabilityai/stable-video-diffusion-img2vid-xt"
 _XT11_REPO = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 _SVD = dict(num_frames=14, num_inference_steps=25, min_guidance_scale=1.0, max_guidance_scale=2.5)
 _XT = dict(num_frames=25, num_inference_steps=30, min_guidance_scale=1.5, max_guidance_scale=3.0)
+# Stability's SV3D scripts (simple_video_sample.py, the demo): 21 frames at 576x576, 50 steps, the triangle guider
+# 1.0 -> 2.5, cond_aug 1e-5, decode 14 frames at a time. "pad" on white: SV3D wants the whole object on white.
+_SV3D_REPO = "stabilityai/sv3d"
+_SV3D = dict(num_frames=21, num_inference_steps=50, width=576, height=576, guider="triangle", min_guidance_scale=1.0,
+             max_guidance_scale=2.5, noise_aug_strength=1e-5, decode_chunk_size=14, resize_mode="pad")
+_TINY_SV3D = dict(_SV3D, num_frames=6, num_inference_steps=4, width=128, height=128, decode_chunk_size=6)
 _REGISTRY = {
     v.name: v
     for v in (
@@ -73,6 +91,14 @@ _REGISTRY = {
                 dict(num_frames=6, num_inference_steps=4, width=128, height=128, decode_chunk_size=6), min_side=32),
         Variant("tiny_image_decoder", "Tiny demo model, per-frame decoder (random weights)", "image",
                 dict(num_frames=6, num_inference_steps=4, width=128, height=128, decode_chunk_size=6), min_side=32),
+        Variant("sv3d_u", "SV3D_u (orbit around an object, 21 frames at 576x576)", "image", _SV3D,
+                repo_id=_SV3D_REPO, filename="sv3d_u.safetensors", family="sv3d_u"),
+        Variant("sv3d_p", "SV3D_p (orbit along a camera path you set, 21 frames at 576x576)", "image", _SV3D,
+                repo_id=_SV3D_REPO, filename="sv3d_p.safetensors", family="sv3d_p"),
+        Variant("tiny_sv3d_u", "Tiny SV3D_u demo model (random weights)", "image", _TINY_SV3D, min_side=32,
+                family="sv3d_u"),
+        Variant("tiny_sv3d_p", "Tiny SV3D_p demo model (random weights)", "image", _TINY_SV3D, min_side=32,
+                family="sv3d_p"),
     )
 }
 
@@ -156,13 +182,15 @@ def shapes_of(header: dict) -> dict[str, list[int]]:
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
-SV3D_ADM = {256: "sv3d_u", 1280: "sv3d_p", 16: "sv3d_u", 80: "sv3d_p"}  # label_emb input width (real, tiny)
+# label_emb's input width (the added conditioning vector) names the model: 768 SVD [fps | motion | cond_aug],
+# 256 sv3d_u [cond_aug], 1280 sv3d_p [cond_aug | polar | azimuth]; tiny sizes 48 / 16 / 80.
+SV3D_ADM = {256: "sv3d_u", 1280: "sv3d_p", 16: "sv3d_u", 80: "sv3d_p"}
+SV3D_COND_VAE = "conditioner.embedders.1.encoder."
 
 
 def detect_layout(keys, name: str = "this file") -> str:
-    """'video' or 'image' decoder layout of an SVD sgm checkpoint; a clear error naming `name` for any other
-    model. `keys` may be a key -> shape mapping (then SV3D is told apart by its label_emb width)."""
-    shapes = keys if isinstance(keys, dict) else {}
+    """'video' or 'image' decoder layout of an SVD or SV3D sgm checkpoint; a clear error naming `name` for any
+    other model."""
     keys = set(keys)
     if any(k.startswith("cond_stage_model.transformer.") for k in keys):
         raise CheckpointError(f"{name} is a Stable Diffusion 1.x checkpoint, not Stable Video Diffusion: "
@@ -176,41 +204,53 @@ def detect_layout(keys, name: str = "this file") -> str:
     if any(k.startswith(("down_blocks.", "encoder.down_blocks.", "vision_model.")) for k in keys):
         raise CheckpointError(f"{name} is one diffusers-format component, not a single-file SVD checkpoint: pass "
                               "the diffusers folder (with model_index.json) or an sgm .safetensors file")
-    sv3d = _sv3d_kind(keys, shapes)
-    if sv3d:
-        raise CheckpointError(f"{name} is Stability's SV3D ({sv3d}, orbit views of an object), not Stable Video "
-                              "Diffusion: SV3D is not supported yet; use an SVD release such as svd_xt.safetensors")
     needed = (UNET + "input_blocks.0.0.weight", CLIP_VISUAL + "proj", FIRST_STAGE + "decoder.conv_in.weight",
-              UNET + "input_blocks.1.0.time_stack.in_layers.0.weight")
+              UNET + "input_blocks.1.0.time_stack.in_layers.0.weight", UNET + "label_emb.0.0.weight")
     missing = [k for k in needed if k not in keys]
     if missing:
         raise CheckpointError(f"{name} is not a Stable Video Diffusion checkpoint (no {missing[0]}): "
                               + DOWNLOAD_HINT)
     if FIRST_STAGE + "decoder.conv_out.time_mix_conv.weight" in keys:
         return "video"
-    if FIRST_STAGE + "post_quant_conv.weight" in keys:
-        return "image"
+    if FIRST_STAGE + "post_quant_conv.weight" in keys or _is_sv3d_layout(keys):
+        return "image"  # SV3D decodes with a plain 2D decoder and no post_quant_conv
     raise CheckpointError(f"{name} is an SVD checkpoint without a recognisable first-stage decoder (neither the "
                           "temporal decoder nor post_quant_conv): the file is incomplete; download it again")
 
 
-def _sv3d_kind(keys: set, shapes: dict) -> str:
-    """'sv3d_u' / 'sv3d_p' for Stability's SV3D layout (conditioning VAE under conditioner.embedders.1, no
-    fps/motion embedders), else ''."""
-    if not any(k.startswith("conditioner.embedders.1.encoder.") for k in keys):
-        return ""
-    if any(k.startswith("conditioner.embedders.3.") for k in keys):
-        return ""
+def _is_sv3d_layout(keys) -> bool:
+    """SV3D's layout: the conditioning VAE under conditioner.embedders.1 (SVD: .3, after the fps and motion
+    embedders SV3D does not have)."""
+    return any(k.startswith(SV3D_COND_VAE) for k in keys) and not any(
+        k.startswith("conditioner.embedders.3.") for k in keys)
+
+
+def detect_family(shapes: dict, name: str = "this file") -> str:
+    """'svd', 'sv3d_u' or 'sv3d_p' from the key layout and label_emb's input width; the file name decides only
+    where the width is not one of the known ones."""
+    if not _is_sv3d_layout(shapes):
+        return "svd"
     width = (shapes.get(UNET + "label_emb.0.0.weight") or [0, 0])[-1]
-    return SV3D_ADM.get(width, "sv3d")
+    if width in SV3D_ADM:
+        return SV3D_ADM[width]
+    stem = Path(name).stem.lower()
+    for family in ("sv3d_u", "sv3d_p"):
+        if family in stem:
+            return family
+    raise CheckpointError(f"{name} has SV3D's layout but a conditioning vector of width {width} (sv3d_u has 256, "
+                          "sv3d_p 1280): use Stability's sv3d_u.safetensors or sv3d_p.safetensors")
 
 
-def _variant_for(path: Path, layout: str, meta: dict, unet_channels: int) -> Variant:
-    """The file's own metadata, else its released file name, else the architecture's size decides."""
+def _variant_for(path: Path, layout: str, meta: dict, unet_channels: int, family: str = "svd") -> Variant:
+    """The file's own metadata, else its released file name, else the architecture's size decides (a name that
+    contradicts the file's decoder or family is not believed)."""
+    tiny = unet_channels < 320
     v = _REGISTRY.get(meta.get(META_VARIANT) or path.stem.lower().replace("-", "_"))
-    if v is not None and v.decoder == layout:
+    if v is not None and v.decoder == layout and v.family == family:
         return v
-    if unet_channels < 320:
+    if family != "svd":
+        return _REGISTRY[f"tiny_{family}" if tiny else family]
+    if tiny:
         return _REGISTRY["tiny" if layout == "video" else "tiny_image_decoder"]
     return _REGISTRY["svd" if layout == "video" else "svd_image_decoder"]
 
@@ -294,11 +334,12 @@ def inspect_checkpoint(path) -> CheckpointInfo:
     header = read_safetensors_header(path)
     shapes = shapes_of(header)
     layout = detect_layout(shapes, path.name)
+    family = detect_family(shapes, path.name)
     meta = header.get("__metadata__") or {}
     dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
     dtype = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}.get(max(dtypes), max(dtypes))
     channels = shapes[UNET + "input_blocks.0.0.weight"][0]
-    return CheckpointInfo(path, _variant_for(path, layout, meta, channels), path.stat().st_size, dtype)
+    return CheckpointInfo(path, _variant_for(path, layout, meta, channels, family), path.stat().st_size, dtype)
 
 
 def _is_candidate(p: Path) -> bool:

@@ -21,6 +21,7 @@ UNET = "model.diffusion_model."
 CLIP = "conditioner.embedders.0.open_clip.model."
 CLIP_VISUAL = CLIP + "visual."
 COND_VAE = "conditioner.embedders.3.encoder."  # encoder + quant_conv the reference conditions on
+COND_VAE_SV3D = "conditioner.embedders.1.encoder."  # the same in SV3D (no fps / motion embedders before it)
 FIRST_STAGE = "first_stage_model."
 
 # Keys Stability's inference never reads (see tests/fixtures/README.md): the OpenCLIP text leftovers, the unused
@@ -28,6 +29,8 @@ FIRST_STAGE = "first_stage_model."
 UNUSED_PREFIXES = (
     COND_VAE + "decoder.",
     COND_VAE + "post_quant_conv.",
+    COND_VAE_SV3D + "decoder.",
+    COND_VAE_SV3D + "post_quant_conv.",
     FIRST_STAGE + "encoder.",
     FIRST_STAGE + "quant_conv.",
     CLIP + "transformer.",  # text tower blocks (absent in the released files, present in some exports)
@@ -219,11 +222,12 @@ def map_vae_coder_key(k: str, side: str, num_levels: int, temporal: bool) -> tup
 
 
 def map_vae_key(key: str, num_levels: int, temporal: bool) -> tuple[str, str] | None:
-    if key.startswith(COND_VAE + "encoder."):
-        sub = map_vae_coder_key(key[len(COND_VAE + "encoder."):], "encoder", num_levels, temporal=False)
+    cond = COND_VAE if key.startswith(COND_VAE) else COND_VAE_SV3D
+    if key.startswith(cond + "encoder."):
+        sub = map_vae_coder_key(key[len(cond + "encoder."):], "encoder", num_levels, temporal=False)
         return None if sub is None else ("encoder." + sub[0], sub[1])
-    if key.startswith(COND_VAE + "quant_conv."):
-        return key[len(COND_VAE):], "copy"
+    if key.startswith(cond + "quant_conv."):
+        return key[len(cond):], "copy"
     if key.startswith(FIRST_STAGE + "decoder."):
         sub = map_vae_coder_key(key[len(FIRST_STAGE + "decoder."):], "decoder", num_levels, temporal)
         return None if sub is None else ("decoder." + sub[0], sub[1])
@@ -269,6 +273,8 @@ class Architecture:
     """What the mapping and the module configs need, all read off tensor shapes (head widths excepted)."""
 
     temporal_decoder: bool
+    vae_post_quant_conv: bool  # SV3D's first stage has none
+    added_embed_dims: tuple[int, ...]  # sinusoid width of each added id: SVD 3 x 256, sv3d_u 256, sv3d_p 256/512/512
     unet_layers_per_block: int
     unet_channels: tuple[int, ...]
     unet_attention: tuple[bool, ...]
@@ -316,9 +322,23 @@ def _count(keys: Sequence[str], pattern: str) -> set[int]:
     return {int(m[1]) for k in keys if (m := rx.match(k))}
 
 
-def infer_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str] | None = None
-                       ) -> Architecture:
-    """Read the architecture off the checkpoint's key names and shapes. Raises KeyError on a missing key."""
+def added_embed_dims(adm: int, family: str) -> tuple[int, ...]:
+    """How the added conditioning vector of width `adm` splits into sinusoid embeddings, one per id: SVD
+    [fps_id | motion_bucket_id | cond_aug] in thirds; sv3d_u [cond_aug]; sv3d_p [cond_aug | polar | azimuth] in
+    the ratio 1:2:2 (256/512/512 at full size)."""
+    if family == "svd":
+        return (adm // 3,) * 3
+    if family == "sv3d_u":
+        return (adm,)
+    if family == "sv3d_p":
+        return (adm // 5, 2 * adm // 5, 2 * adm // 5)
+    raise ValueError(f"unknown model family {family!r}; valid: svd, sv3d_u, sv3d_p")
+
+
+def infer_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str] | None = None,
+                       family: str = "svd") -> Architecture:
+    """Read the architecture off the checkpoint's key names and shapes (`family` from
+    checkpoints.detect_family). Raises KeyError on a missing key."""
     metadata = metadata or {}
     keys = list(shapes)
     conv_in = shapes[UNET + "input_blocks.0.0.weight"]
@@ -338,7 +358,8 @@ def infer_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[st
     dec = FIRST_STAGE + "decoder."
     vae_levels = len(_count(keys, re.escape(dec) + r"up\.(\d+)\."))
     vae_channels = tuple(shapes[f"{dec}up.{i}.block.0.conv2.weight"][0] for i in range(vae_levels))
-    vae_layers = len(_count(keys, re.escape(COND_VAE) + r"encoder\.down\.0\.block\.(\d+)\."))
+    cond_vae = COND_VAE_SV3D if family != "svd" else COND_VAE
+    vae_layers = len(_count(keys, re.escape(cond_vae) + r"encoder\.down\.0\.block\.(\d+)\."))
 
     width = shapes[CLIP_VISUAL + "class_embedding"][0]
     patch = shapes[CLIP_VISUAL + "conv1.weight"][-1]
@@ -346,6 +367,8 @@ def infer_architecture(shapes: Mapping[str, Sequence[int]], metadata: Mapping[st
     head_width = int(metadata.get(META_CLIP_HEAD_WIDTH, KNOWN_CLIP_HEAD_WIDTH.get(width, 64)))
     arch = Architecture(
         temporal_decoder=dec + "conv_out.time_mix_conv.weight" in shapes,
+        vae_post_quant_conv=FIRST_STAGE + "post_quant_conv.weight" in shapes,
+        added_embed_dims=added_embed_dims(shapes[UNET + "label_emb.0.0.weight"][1], family),
         unet_layers_per_block=layers,
         unet_channels=tuple(channels),
         unet_attention=tuple(attention),

@@ -1,4 +1,4 @@
-"""Stability's single-file SVD checkpoints -> a diffusers `StableVideoDiffusionPipeline`.
+"""Stability's single-file SVD and SV3D checkpoints -> a diffusers `StableVideoDiffusionPipeline`.
 
 1. read the safetensors header (shapes only) and identify the layout;
 2. infer the architecture from shapes and build every module empty (accelerate's `init_empty_weights`);
@@ -27,6 +27,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.initialization import no_init_weights
 
 from .checkpoints import (
+    detect_family,
     detect_layout,
     diffusers_weights_variant,
     inspect_checkpoint,
@@ -35,6 +36,7 @@ from .checkpoints import (
 )
 from .convert import OPS, Architecture, Target, infer_architecture, map_key, target_shape
 from .errors import CheckpointError
+from .sv3d import SV3DUNet
 
 
 @contextmanager
@@ -92,16 +94,20 @@ def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
 # --------------------------------------------------------------------------------------------- empty modules
 
 def build_unet(arch: Architecture) -> UNetSpatioTemporalConditionModel:
+    """diffusers' UNet for SVD; for SV3D its subclass with the added embedding per frame (svd_core.sv3d)."""
     down = tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in arch.unet_attention)
     up = tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal"
                for a in reversed(arch.unet_attention))
-    return UNetSpatioTemporalConditionModel(
-        sample_size=96, in_channels=arch.unet_in_channels, out_channels=arch.unet_out_channels,
-        down_block_types=down, up_block_types=up, block_out_channels=arch.unet_channels,
-        addition_time_embed_dim=arch.unet_adm_channels // 3,
-        projection_class_embeddings_input_dim=arch.unet_adm_channels,
-        layers_per_block=arch.unet_layers_per_block, cross_attention_dim=arch.unet_context_dim,
-        transformer_layers_per_block=arch.unet_transformer_depth, num_attention_heads=arch.unet_heads, num_frames=25)
+    config = dict(sample_size=96, in_channels=arch.unet_in_channels, out_channels=arch.unet_out_channels,
+                  down_block_types=down, up_block_types=up, block_out_channels=arch.unet_channels,
+                  layers_per_block=arch.unet_layers_per_block, cross_attention_dim=arch.unet_context_dim,
+                  transformer_layers_per_block=arch.unet_transformer_depth, num_attention_heads=arch.unet_heads,
+                  num_frames=25)
+    dims = arch.added_embed_dims
+    if len(dims) == 3 and len(set(dims)) == 1:  # SVD: [fps_id | motion_bucket_id | cond_aug], one per video
+        return UNetSpatioTemporalConditionModel(addition_time_embed_dim=dims[0],
+                                                projection_class_embeddings_input_dim=sum(dims), **config)
+    return SV3DUNet.build(dims, **config)
 
 
 def build_vae(arch: Architecture):
@@ -112,7 +118,7 @@ def build_vae(arch: Architecture):
     if arch.temporal_decoder:
         return AutoencoderKLTemporalDecoder(down_block_types=("DownEncoderBlock2D",) * n, **common)
     return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                         act_fn="silu", norm_num_groups=32, **common)
+                         act_fn="silu", norm_num_groups=32, use_post_quant_conv=arch.vae_post_quant_conv, **common)
 
 
 def build_image_encoder(arch: Architecture) -> CLIPVisionModelWithProjection:
@@ -204,8 +210,9 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     header = read_safetensors_header(path)
     shapes = shapes_of(header)
     detect_layout(shapes, path.name)
+    family = detect_family(shapes, path.name)
     try:
-        arch = infer_architecture(shapes, header.get("__metadata__"))
+        arch = infer_architecture(shapes, header.get("__metadata__"), family)
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError(f"cannot read the architecture of {path.name} ({e}): the file is incomplete or "
                               "not an SVD release") from None

@@ -39,6 +39,14 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "num_videos": (1, 16, "videos per run, with seeds seed, seed+1, ...: each one reproducible alone"),
 }
 
+# SV3D_p's camera, one value per frame (field -> (min, max, help)): lists, so not in RANGES' sliders.
+ANGLES: dict[str, tuple[float, float, str]] = {
+    "elevations_deg": (-90.0, 90.0, "SV3D_p camera elevation in degrees (polar = 90 - elevation): one value for "
+                                    "every frame, or one per frame"),
+    "azimuths_deg": (-360.0, 360.0, "SV3D_p camera azimuth in degrees, one per frame (unset: Stability's orbit, "
+                                    "the last frame at 0, the input view)"),
+}
+
 SAMPLERS = ("euler", "heun", "euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m", "lms")
 DISCRETIZATIONS = ("edm", "legacy_ddpm")
 GUIDERS = ("linear", "triangle", "vanilla", "identity")
@@ -105,6 +113,8 @@ class SamplingParams:
     eta: float = 1.0
     lms_order: int = 4
     num_videos: int = 1
+    elevations_deg: tuple[float, ...] | None = None  # sv3d_p only; a number means the same on every frame
+    azimuths_deg: tuple[float, ...] | None = None  # sv3d_p only
 
     def __post_init__(self):
         for name, (lo, hi, _) in RANGES.items():
@@ -128,6 +138,27 @@ class SamplingParams:
             raise ValueError(f"sigma_min ({self.sigma_min:g}) must be below sigma_max ({self.sigma_max:g})")
         if self.s_tmin > self.s_tmax:
             raise ValueError(f"s_tmin ({self.s_tmin:g}) must not exceed s_tmax ({self.s_tmax:g})")
+        for name in ANGLES:
+            object.__setattr__(self, name, self._angles(name))
+
+    def _angles(self, name: str) -> tuple[float, ...] | None:
+        value = getattr(self, name)
+        if value is None:
+            return None
+        lo, hi, _ = ANGLES[name]
+        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        try:
+            values = tuple(float(v) for v in values if not isinstance(v, bool))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be numbers in degrees, got {value!r}") from None
+        counts = (1, self.num_frames) if name == "elevations_deg" else (self.num_frames,)
+        if len(values) not in counts:
+            need = "one value or one per frame" if len(counts) == 2 else "one value per frame"
+            raise ValueError(f"{name}: {need} ({self.num_frames}), got {len(values)}")
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad:
+            raise ValueError(f"{name} must be between {lo:g} and {hi:g} degrees, got {bad[0]:g}")
+        return values
 
     @property
     def decode_chunk(self) -> int:
@@ -157,7 +188,10 @@ class SamplingParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name in ANGLES:  # JSON lists
+            data[name] = None if data[name] is None else list(data[name])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> SamplingParams:

@@ -1,9 +1,11 @@
 """The sampling script: image -> video, as a plain numbered sequence of small helpers over the diffusers
 pipeline's modules (pipe.image_encoder / feature_extractor, pipe.vae, pipe.unet), with Stability's sampler,
-discretization and guider (svd_core.samplers) in place of the pipeline's fixed Euler scheduler.
+discretization and guider (svd_core.samplers) in place of the pipeline's fixed Euler scheduler. The same script
+runs SVD and SV3D; only step 2 differs.
 
     1. encode the image for CLIP (cross-attention) and, noised by noise_aug_strength, for the VAE (concat)
-    2. the micro-conditioning (fps - 1, motion_bucket_id, noise_aug_strength)
+    2. the micro-conditioning: SVD (fps - 1, motion_bucket_id, noise_aug_strength) once per video; SV3D_u
+       (noise_aug_strength); SV3D_p (noise_aug_strength, polar, azimuth) for each frame
     3. the noise levels and the initial latents
     4. the denoising loop: one sampler step at a time, each model call guided across frames
     5. decode in chunks of decode_chunk_size (the temporal decoder mixes the frames of a chunk)
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from . import samplers
+from . import camera, samplers, sv3d
 from .errors import Cancelled
 from .params import SamplingParams
 
@@ -77,9 +79,19 @@ def encode_condition(pipe, image, params: SamplingParams, device, generator, cfg
 
 
 def time_ids(pipe, params: SamplingParams, device, cfg: bool) -> torch.Tensor:
-    """2. The micro-conditioning row [fps - 1, motion_bucket_id, noise_aug_strength], once per batch half."""
-    return pipe._get_add_time_ids(params.fps - 1, params.motion_bucket_id, params.noise_aug_strength,
-                                  pipe.unet.dtype, 1, 1, cfg).to(device)
+    """2. The micro-conditioning row [fps - 1, motion_bucket_id, noise_aug_strength], once per batch half. SV3D:
+    its own ids (svd_core.sv3d.camera_ids), float32 like sgm's embedders, the same for both halves (sgm's
+    unconditional vector equals the conditional one)."""
+    family = sv3d.family_of(pipe.unet)
+    if family == "svd":
+        return pipe._get_add_time_ids(params.fps - 1, params.motion_bucket_id, params.noise_aug_strength,
+                                      pipe.unet.dtype, 1, 1, cfg).to(device)
+    polars = azimuths = None
+    if family == "sv3d_p":
+        polars, azimuths = camera.model_angles(*camera.resolve(params.num_frames, params.elevations_deg,
+                                                               params.azimuths_deg))
+    ids = sv3d.camera_ids(family, params.noise_aug_strength, polars, azimuths)[None]  # (1, F or 1, n)
+    return ids.repeat(2 if cfg else 1, 1, 1).to(device)
 
 
 def initial_latents(pipe, params: SamplingParams, sigmas: torch.Tensor, device, generator) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import pipeline
+from . import camera, pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
@@ -28,6 +28,7 @@ MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}
 LOW_DECODE_CHUNK = 2
 GiB = 1 << 30
+TINY_MIN_SIDE = 32
 
 
 def resolve_memory_mode(mode: str, device: torch.device) -> str:
@@ -139,15 +140,18 @@ class Sampler:
         self.pipe = load_pipeline(self.info.path, device=load_device, dtype=self.dtype)
         self._apply_memory_mode(self.memory_mode)
         self.queue = RunQueue()
-        unet_levels = len(self.pipe.unet.config.block_out_channels)
-        self.image_spec = ImageSpec(multiple=self.pipe.vae_scale_factor * 2 ** (unet_levels - 1),
-                                    min_side=self.info.variant.min_side)
+        channels = self.pipe.unet.config.block_out_channels
+        # a small test architecture (also when its file carries a release's name) samples at small sizes
+        min_side = self.info.variant.min_side if channels[0] >= 320 else TINY_MIN_SIDE
+        self.image_spec = ImageSpec(multiple=self.pipe.vae_scale_factor * 2 ** (len(channels) - 1),
+                                    min_side=min_side,
+                                    pad_color=(255, 255, 255) if self.info.variant.is_sv3d else (0, 0, 0))
 
     def default_params(self, **overrides) -> SamplingParams:
         return SamplingParams.for_variant(self.info.variant, **overrides)
 
-    def prepare(self, image, params: SamplingParams) -> PreparedImage:
-        return prepare_image(image, params.width, params.height, params.resize_mode, self.image_spec)
+    def prepare(self, image, params: SamplingParams, remove_bg: bool = False) -> PreparedImage:
+        return prepare_image(image, params.width, params.height, params.resize_mode, self.image_spec, remove_bg)
 
     # ------------------------------------------------------------------------------------------ memory modes
 
@@ -198,6 +202,22 @@ class Sampler:
                             effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
                             sum(o.model_calls for o in outputs), metrics)
 
+    def ignored_knobs(self, params: SamplingParams) -> list[str]:
+        """Knobs set away from their defaults that this run does not read: those the sampler, discretization
+        and guider ignore, and those this model has no input for (SV3D: fps, motion_bucket_id; SVD and SV3D_u:
+        the camera)."""
+        defaults = SamplingParams.__dataclass_fields__
+        unused = [k for k in self.info.variant.unused_knobs if getattr(params, k) != defaults[k].default]
+        return params.inapplicable() + unused
+
+    def camera(self, params: SamplingParams) -> dict | None:
+        """What an SV3D_p run is conditioned on, per frame (defaults filled in as Stability's script does);
+        None for other models."""
+        if self.info.variant.family != "sv3d_p":
+            return None
+        elevations, azimuths = camera.resolve(params.num_frames, params.elevations_deg, params.azimuths_deg)
+        return {"elevations_deg": list(elevations), "azimuths_deg": list(azimuths)}
+
     def _measure(self, frames, params, prepared, timings) -> dict:
         """Metrics while the run still holds the queue (the image encoder may sit on the accelerator). A failed
         measurement is recorded, never fails the run."""
@@ -224,7 +244,7 @@ class Sampler:
             fallback = fallback or effective["fallback"]
         return videos, timings, outputs, {**effective, "fallback": fallback,
                                           "model_calls": sum(o.model_calls for o in outputs),
-                                          "ignored_knobs": params.inapplicable()}  # set, but unread by this sampler
+                                          "ignored_knobs": self.ignored_knobs(params)}
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
@@ -259,9 +279,12 @@ class Sampler:
             "memory_mode": mode,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
-            "fps_id": params.fps - 1,  # what the model is conditioned on: diffusers passes fps - 1 (Stability's)
+            # what the model is conditioned on: diffusers passes fps - 1 (Stability's); SV3D has no fps input
+            "fps_id": None if self.info.variant.is_sv3d else params.fps - 1,
             "fallback": fallback,
         }
+        if self.info.variant.family == "sv3d_p":
+            effective["camera"] = self.camera(params)
         return frames, timings, out, effective
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str):

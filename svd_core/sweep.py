@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import export
-from .params import CHOICES, RANGES, SamplingParams, field_names
+from .params import ANGLES, CHOICES, RANGES, SamplingParams, field_names
 from .runs import commit_staged, discard_staged, new_run_id, output_dir, stage_folder, stage_run, utc_now
 
 MAX_CELLS = 48
@@ -57,8 +57,9 @@ def parse_seeds(spec, seed: int) -> list[int]:
 
 
 def parse_values(name: str, text: str) -> list:
-    """'3, 7 15' -> [3, 7, 15] for the knob `name`: commas and/or spaces; numbers checked against RANGES, string
-    knobs against CHOICES. One place for the CLI's --vary and the app's Compare."""
+    """'3, 7 15' -> [3, 7, 15] for the knob `name`: commas and/or spaces; numbers checked against RANGES (the
+    camera's against ANGLES, e.g. elevations_deg=0,10,30: one elevation per cell), string knobs against
+    CHOICES. One place for the CLI's --vary and the app's Compare."""
     tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
     if name in CHOICES:
         valid = CHOICES[name][0]
@@ -66,9 +67,9 @@ def parse_values(name: str, text: str) -> list:
         if bad:
             raise ValueError(f"unknown {name} {bad[0]!r}; valid: {', '.join(valid)}")
         return tokens
-    if name not in RANGES:
+    if name not in RANGES and name not in ANGLES:
         raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(field_names())}")
-    lo, hi, _ = RANGES[name]
+    lo, hi, _ = RANGES.get(name) or ANGLES[name]
     whole = isinstance(lo, int)
     out = []
     for token in tokens:
@@ -80,7 +81,7 @@ def parse_values(name: str, text: str) -> list:
         if whole and value != int(value):
             raise ValueError(f"{name} takes whole numbers: '{token}' is not one")
         if not lo <= value <= hi:
-            raise ValueError(f"{name} goes from {lo} to {hi}: {token} is outside")
+            raise ValueError(f"{name} goes from {lo:g} to {hi:g}: {token} is outside")
         out.append(int(value) if whole else value)
     return out
 
@@ -170,9 +171,10 @@ def metric_rows(results, coords: list[dict] | None = None) -> list[dict]:
     if not coords:  # hand-made cells: the fields that differ
         dicts = [r.params.to_dict() for _, r in results]
         knobs = [k for k in dicts[0] if k != "seed" and len({repr(d[k]) for d in dicts}) > 1]
-    for label, r in results:
+    for i, (label, r) in enumerate(results):
         p = r.params.to_dict()
-        row = {"label": label, **{k: p[k] for k in knobs}, "seed": p["seed"]}
+        varied = coords[i] if coords else p  # the value as varied (elevations_deg=30, not [30.0])
+        row = {"label": label, **{k: varied[k] for k in knobs}, "seed": p["seed"]}
         values = scalar_metrics(r.metrics or {})
         row.update({k: values.get(k) for k in METRICS})
         rows.append(row)

@@ -1,5 +1,6 @@
-"""The tiny random-weight SVD used by tests and the demo: every structural feature of the real model (same sgm
-key layout, temporal layers, OpenCLIP vision tower, both decoder kinds) at a few MB, fast on a CPU.
+"""The tiny random-weight SVD (and SV3D) used by tests and the demo: every structural feature of the real model
+(same sgm key layout, temporal layers, OpenCLIP vision tower, both decoder kinds, SV3D's camera embedding) at a few
+MB, fast on a CPU.
 
 Its key layout and init recipe are those of the reference fixtures (configs/tiny_layout.json.gz); with a weights
 manifest (per-key seeds) `write_from_recipe` regenerates a fixture checkpoint bit for bit.
@@ -42,13 +43,23 @@ def write_from_recipe(entries, path, metadata: dict | None = None) -> Path:
     return path
 
 
-def make_tiny(path, *, seed: int = 0, decoder: str = "video") -> Path:
-    """Write a tiny random-weight checkpoint in Stability's sgm layout (float32, ~28 MB)."""
-    if decoder not in ("video", "image"):
+TINY_FAMILIES = ("svd", "sv3d_u", "sv3d_p")
+
+
+def make_tiny(path, *, seed: int = 0, decoder: str | None = None, family: str = "svd") -> Path:
+    """Write a tiny random-weight checkpoint in Stability's sgm layout (float32, ~25-28 MB): SVD with the video
+    (default) or image decoder, or SV3D (`family` sv3d_u / sv3d_p: the image decoder only, as released)."""
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown variant {family!r}; valid: {', '.join(TINY_FAMILIES)}")
+    if decoder not in (None, "video", "image"):
         raise ValueError(f"unknown decoder {decoder!r}; valid: video, image")
-    layout = json.loads(gzip.decompress(LAYOUT_FILE.read_bytes()))[decoder]
+    if family != "svd" and decoder == "video":
+        raise ValueError(f"{family} has no video decoder (SV3D decodes frame by frame): leave out --decoder")
+    decoder = decoder or ("video" if family == "svd" else "image")
+    key = decoder if family == "svd" else family
+    layout = json.loads(gzip.decompress(LAYOUT_FILE.read_bytes()))[key]
     base = torch.Generator().manual_seed(int(seed))
     seeds = torch.randint(0, 2**62, (len(layout),), generator=base).tolist()
     entries = [(k, shape, s, kind, mean, std) for (k, shape, kind, mean, std), s in zip(layout, seeds)]
-    variant = "tiny" if decoder == "video" else "tiny_image_decoder"
+    variant = {"video": "tiny", "image": "tiny_image_decoder"}[decoder] if family == "svd" else f"tiny_{family}"
     return write_from_recipe(entries, path, {**TINY_METADATA, META_VARIANT: variant})
