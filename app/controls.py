@@ -223,13 +223,22 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
         st.caption(f"{info.variant.name} was trained at one conditioning only: fps {info.variant.defaults['fps']} "
                    f"(Stability's fps_id {info.variant.defaults['fps'] - 1}) and motion bucket "
                    f"{info.variant.defaults['motion_bucket_id']}.")
-    _widget("motion_bucket_id", st.slider, "Motion bucket id")
-    _warnings_about(warnings, "motion_bucket_id", info.variant.name if info else "-")
-    _widget("fps", st.slider, "Conditioning fps", help=FPS_HELP)
-    if draft is not None:
-        st.caption(describe_fps(draft))
-    _warnings_about(warnings, "fps")
-    _widget("noise_aug_strength", st.slider, "Noise augmentation", step=0.01)
+    sv3d = info is not None and info.variant.is_sv3d
+    if sv3d:  # SV3D has no fps or motion inputs: the camera instead
+        from app.camera import camera_section
+
+        camera_section(info.variant, S.get(state.knob_key("num_frames")) or info.variant.num_frames)
+    else:
+        _widget("motion_bucket_id", st.slider, "Motion bucket id")
+        _warnings_about(warnings, "motion_bucket_id", info.variant.name if info else "-")
+        _widget("fps", st.slider, "Conditioning fps", help=FPS_HELP)
+        if draft is not None:
+            st.caption(describe_fps(draft))
+        _warnings_about(warnings, "fps")
+    if sv3d:  # Stability's SV3D scripts fix it at 1e-5: a slider's steps would not reach it
+        _widget("noise_aug_strength", st.number_input, "Noise augmentation", step=1e-5, format="%.5f")
+    else:
+        _widget("noise_aug_strength", st.slider, "Noise augmentation", step=0.01)
     _warnings_about(warnings, "noise_aug_strength")
     chunk = _widget("decode_chunk_size", st.slider, "Decode chunk size")
     frames = S.get(state.knob_key("num_frames"))
@@ -247,7 +256,8 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
         with c4:
             st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
         st.radio("Resize mode", CHOICES["resize_mode"][0], horizontal=True, key=state.knob_key("resize_mode"),
-                 help="crop: fill the frame (default) · pad: fit with black bars · stretch: ignore the aspect")
+                 help="crop: fill the frame · pad: fit with bars (white for SV3D, black for SVD) · stretch: ignore "
+                      "the aspect")
         st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=RANGES["output_fps"][1],
                         step=1, key=state.knob_key("output_fps"), help="Playback frame rate of the exported video.")
         sampler_panel(draft)
@@ -293,14 +303,28 @@ def sampler_panel(draft: SamplingParams | None) -> None:
 # ------------------------------------------------------------------------------------------------- image
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _prepare(data: bytes, width: int, height: int, resize_mode: str, multiple: int, min_side: int):
-    return prepare_image(data, width, height, resize_mode, ImageSpec(multiple, min_side))
+def _prepare(data: bytes, width: int, height: int, resize_mode: str, spec: ImageSpec, remove_bg: bool):
+    return prepare_image(data, width, height, resize_mode, spec, remove_bg)
 
 
-def prepare(sampler, data: bytes, params: SamplingParams):
+def prepare(sampler, data: bytes, params: SamplingParams, remove_bg: bool = False):
     """The image as the sampler will see it; cached, so slider moves do not resize a large upload again."""
-    spec = sampler.image_spec
-    return _prepare(data, params.width, params.height, params.resize_mode, spec.multiple, spec.min_side)
+    return _prepare(data, params.width, params.height, params.resize_mode, sampler.image_spec, remove_bg)
+
+
+def background_option(variant) -> bool:
+    """SV3D wants one object on white: transparency goes on white; rembg is offered where it and its weights are
+    installed (never downloaded). Returns whether to remove the background."""
+    if not variant.is_sv3d:
+        return False
+    from svd_core.images import background_removal_available
+
+    if background_removal_available():
+        return st.checkbox("Remove the background (rembg)", key="cam_remove_bg",
+                           help="SV3D wants one object on a white background.")
+    st.caption("SV3D wants one object on white: an image with transparency goes on white. (Background removal "
+               "appears here when the optional rembg package and its weights are installed.)")
+    return False
 
 
 def image_uploader(key: str) -> state.Upload | None:

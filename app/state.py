@@ -19,7 +19,8 @@ from svd_core.params import field_names
 
 S = st.session_state
 KNOB = "knob_"  # widget keys of the SamplingParams fields: knob_<field>
-PERSISTENT = (KNOB, "cmp_")  # widget keys that outlive page switches
+PERSISTENT = (KNOB, "cmp_", "cam_")  # widget keys that outlive page switches
+EDITORS = ("cam_table_",)  # data editors: Streamlit refuses their values through session state
 
 
 @dataclass
@@ -48,7 +49,7 @@ def session_id() -> str:
 
 def keep_widgets() -> None:
     for key in list(S.keys()):
-        if isinstance(key, str) and key.startswith(PERSISTENT):
+        if isinstance(key, str) and key.startswith(PERSISTENT) and not key.startswith(EDITORS):
             S[key] = S[key]
 
 
@@ -64,6 +65,22 @@ def set_params(params: SamplingParams, made_for: str | None) -> None:
     for name, value in params.to_dict().items():
         S[knob_key(name)] = 0 if name == "output_fps" and value is None else value  # 0: the conditioning fps
     S["knobs_for"] = made_for
+    set_camera(params)
+
+
+def set_camera(params: SamplingParams) -> None:
+    """The Camera section's widgets from params (SV3D_p): explicit azimuths become the custom per-frame path; one
+    elevation with the default orbit stays the orbit."""
+    from svd_core.camera import DEFAULT_ELEVATION, resolve
+
+    S["cam_ver"] = S.get("cam_ver", 0) + 1  # a fresh per-frame table
+    elevations = params.elevations_deg
+    S["cam_elevation"] = float(elevations[0]) if elevations else DEFAULT_ELEVATION
+    if params.azimuths_deg is None:
+        S["cam_path"] = "orbit"
+        return
+    S["cam_custom"] = tuple(list(v) for v in resolve(params.num_frames, elevations, params.azimuths_deg))
+    S["cam_path"] = "custom"
 
 
 def knobs_for() -> str | None:

@@ -496,3 +496,66 @@ def test_compare_two_knobs_is_a_grid_with_a_heat_map(with_tiny):
     import json
     rec = json.loads((res["path"] / "run.json").read_text())
     assert rec["varied"] == ["motion_bucket_id", "noise_aug_strength"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sv3d(tmp_path_factory):
+    from svd_core import make_tiny
+
+    folder = tmp_path_factory.mktemp("sv3d")
+    return {f: make_tiny(folder / f"tiny_{f}.safetensors", family=f) for f in ("sv3d_u", "sv3d_p")}
+
+
+def test_sv3d_camera_section_generate_and_compare(dirs, tiny_sv3d):
+    """An SV3D_p checkpoint shows the Camera section (no fps / motion sliders), its path reaches the run's
+    record, and Compare varies the elevation; an SV3D_u one says it has no camera input."""
+    import json
+
+    from svd_core.camera import camera_path
+
+    ck, _ = dirs
+    (ck / "sv3d_p.safetensors").symlink_to(tiny_sv3d["sv3d_p"])
+    at = app()
+    assert not at.get("slider") or not any(s.key == "knob_motion_bucket_id" for s in at.slider)
+    assert any(h.value == "Camera" for h in at.subheader) and at.image  # the 3D plot
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    small(at, frames=6, steps=1)
+    at.number_input(key="cam_elevation").set_value(25.0).run()
+    at.selectbox(key="cam_path").set_value("dynamic").run()
+    at.number_input(key="cam_seed").set_value(3).run()
+    elevations, azimuths = camera_path("dynamic", 6, 25.0, 3)
+    assert at.session_state["knob_azimuths_deg"] == list(azimuths)
+    button(at, "Generate video").click().run()
+    res = wait(at, "gen")
+    record = json.loads((res["path"] / "run.json").read_text())
+    assert record["effective"]["camera"] == {"elevations_deg": list(elevations), "azimuths_deg": list(azimuths)}
+    caption = next(c.value for c in at.caption if c.value.startswith("seed "))
+    assert "camera: elevation" in caption and "fps_id" not in caption
+
+    at.switch_page("views/compare.py").run()
+    assert not at.exception and at.selectbox(key="cmp_knob").value == "elevations_deg"
+    assert "motion_bucket_id" not in at.selectbox(key="cmp_knob").options
+    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
+    at.text_input(key="cmp_values_elevations_deg").set_value("0, 40").run()
+    button(at, "Run 2 samplings").click().run()
+    res = wait(at, "cmp")
+    assert [c[2].elevations_deg for c in res["cells"]] == [(0.0,), (40.0,)]
+    assert all(c[2].azimuths_deg == tuple(azimuths) for c in res["cells"])  # the same path, other elevations
+
+    at.switch_page("views/history.py").run()  # "use these settings" brings the per-frame path back
+    gen_run = next(b for b in at.button if b.key == f"use_{res['cells'][1][1].name}")
+    gen_run.click().run()
+    at.switch_page("views/generate.py").run()
+    assert not at.exception
+    assert at.selectbox(key="cam_path").value == "custom"  # the recorded per-frame camera, not a path
+    assert at.session_state["knob_elevations_deg"] == [40.0] * 6
+    assert at.session_state["knob_azimuths_deg"] == list(azimuths)
+
+
+def test_sv3d_u_has_no_camera_input(dirs, tiny_sv3d):
+    ck, _ = dirs
+    (ck / "sv3d_u.safetensors").symlink_to(tiny_sv3d["sv3d_u"])
+    at = app()
+    assert any("no camera input" in c.value for c in at.caption)
+    assert not any(k.key == "cam_elevation" for k in at.number_input)
+    assert at.radio(key="knob_resize_mode").value == "pad"  # SV3D's default: the whole object, on white

@@ -35,8 +35,17 @@ def presets(knob: str, base: SamplingParams) -> str:
         return ", ".join(str(v) for v in sorted({1, max(1, n // 2), n}))
     return {"motion_bucket_id": "32, 127, 255", "fps": "3, 7, 15", "noise_aug_strength": "0, 0.1, 0.3",
             "num_inference_steps": "10, 25, 40", "max_guidance_scale": "1, 2.5, 4", "sampler": "euler, heun, dpmpp_2m",
-            "guider": "linear, triangle, identity",
+            "guider": "linear, triangle, identity", "elevations_deg": "0, 10, 30",
             "seed": f"{base.seed}, {base.seed + 1}, {base.seed + 2}"}[knob]
+
+
+def knobs_of(variant) -> tuple[list[str], dict]:
+    """The knobs this model reads (SV3D: no fps or motion; SV3D_p: the elevation), for both modes."""
+    unused = set(variant.unused_knobs)
+    knobs = [k for k in KNOBS if k not in unused]
+    if variant.family == "sv3d_p":
+        knobs.insert(0, "elevations_deg")
+    return knobs, {k: v for k, v in AB_KNOBS.items() if k not in unused}
 
 
 def values_of(knob: str, text: str) -> list:
@@ -96,15 +105,18 @@ def response(path) -> None:
 
 
 sampler = require_sampler()
+KNOBS, AB_KNOBS = knobs_of(sampler.info.variant)
 st.title("Compare")
 try:
     base = state.params()
 except ValueError as e:
     st.error(f"Fix the settings on Generate first: {e}")
     st.stop()
+conditioning = ("the camera path" if sampler.info.variant.family == "sv3d_p" else "" if sampler.info.variant.is_sv3d
+                else f"motion {base.motion_bucket_id}, fps {base.fps}")
 st.caption(f"Everything not varied comes from Generate's settings: seed {base.seed}, {base.num_frames} frames, "
-           f"{base.num_inference_steps} steps, {base.width}x{base.height}, motion {base.motion_bucket_id}, "
-           f"fps {base.fps}, noise aug {base.noise_aug_strength:g}.")
+           f"{base.num_inference_steps} steps, {base.width}x{base.height}, "
+           + (f"{conditioning}, " if conditioning else "") + f"noise aug {base.noise_aug_strength:g}.")
 
 left, right = st.columns([1, 2], gap="large")
 with left:
@@ -120,8 +132,11 @@ with right:
     mode = st.radio("What to compare", MODES, horizontal=True, key="cmp_mode")
     cells, problem = None, None
     if mode == MODES[0]:
-        S.setdefault("cmp_knob", KNOBS[0])
-        knob = st.selectbox("Knob", KNOBS, key="cmp_knob")
+        if S.get("cmp_knob") not in KNOBS:  # a model without this knob
+            S["cmp_knob"] = KNOBS[0]
+        knob = st.selectbox("Knob", KNOBS, key="cmp_knob",
+                            help="elevations_deg: one camera elevation per cell, on the same azimuths" if
+                            "elevations_deg" in KNOBS else None)
         key = f"cmp_values_{knob}"
         S.setdefault(key, presets(knob, base))
         text = st.text_input("Values (2 to 6, separated by commas or spaces)", key=key)
@@ -146,7 +161,7 @@ with right:
         except ValueError as e:
             problem = str(e)
     else:
-        if "cmp_A_motion_bucket_id" not in S:  # A and B both start as Generate's settings
+        if f"cmp_A_{next(iter(AB_KNOBS))}" not in S:  # A and B both start as Generate's settings
             _reset_ab(base)
         cols = st.columns(2)
         sets = []

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app import state
-from app.controls import image_uploader, knob_widgets, prepare, require_sampler
+from app.controls import background_option, image_uploader, knob_widgets, prepare, require_sampler
 from app.results import downloads, gone, record_decode_rate, run_button, show_metrics, show_video, start_job
 from svd_core import SVDError, is_untrained, save_run
 
@@ -13,14 +13,16 @@ for note in state.take_notices("generate"):
     st.info(note, icon=":material/info:")
 left, right = st.columns([1, 1], gap="large")
 with right:
-    st.subheader("Micro-conditioning")
+    if not sampler.info.variant.is_sv3d:
+        st.subheader("Micro-conditioning")
     params = knob_widgets(sampler.image_spec.multiple)
 with left:
     upload = image_uploader("upload_gen")
+    remove_bg = background_option(sampler.info.variant)
     prepared = None
     if upload is not None and params is not None:
         try:
-            prepared = prepare(sampler, upload.data, params)
+            prepared = prepare(sampler, upload.data, params, remove_bg)
             st.image(prepared.image, caption=f"As sampled: {prepared.size[0]}x{prepared.size[1]} "
                                              f"({params.resize_mode}) from {prepared.original_size[0]}x"
                                              f"{prepared.original_size[1]}")
@@ -69,8 +71,14 @@ if res:
         chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size
                                                 else "")
         where = f"{r.memory_mode} mode on {r.device}" if r.device.startswith("cuda") else f"on {r.device}"
+        cam = eff.get("camera")
+        if sampler.info.variant.is_sv3d:
+            cond = (f"camera: elevation {min(cam['elevations_deg']):g}…{max(cam['elevations_deg']):g}°, azimuth "
+                    f"{cam['azimuths_deg'][0]:g}° → {cam['azimuths_deg'][-1]:g}°" if cam else "orbit (no camera input)")
+        else:
+            cond = f"motion {p.motion_bucket_id} · fps {p.fps} (fps_id {p.fps - 1})"
         st.caption(f"seed {p.seed}{f'-{p.seed + n - 1}' if n > 1 else ''} · {p.sampler}/{p.discretization}/"
-                   f"{p.guider} · motion {p.motion_bucket_id} · fps {p.fps} (fps_id {p.fps - 1}) · noise aug "
+                   f"{p.guider} · {cond} · noise aug "
                    f"{p.noise_aug_strength:g} · guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g} · "
                    f"{p.num_frames} frames · {p.num_inference_steps} steps · {chunk_text} · {p.width}x{p.height} · "
                    f"{t['total']:.1f} s (encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode "

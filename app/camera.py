@@ -1,0 +1,127 @@
+"""The Camera section for SV3D checkpoints (instead of the micro-conditioning sliders): elevation, path, the
+per-frame table, and a 3D plot of the path as Stability's demo draws it. Writes the SamplingParams fields
+elevations_deg / azimuths_deg; the angles come from svd_core.camera."""
+
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+
+from app import state
+from svd_core import ANGLES, camera_path, get_camera_path, list_camera_paths
+from svd_core.camera import DEFAULT_ELEVATION, positions, resolve
+
+S = st.session_state
+CUSTOM = "custom"  # the per-frame table was edited
+
+
+def _path_title(name: str) -> str:
+    return "Custom (edited per frame)" if name == CUSTOM else get_camera_path(name).title
+
+
+def _reset_table(leave_custom: bool = True) -> None:
+    """on_change of elevation, path and seed: a fresh per-frame table (its edits belonged to the old path)."""
+    S["cam_ver"] = S.get("cam_ver", 0) + 1
+    if leave_custom and S.get("cam_path") == CUSTOM:
+        S["cam_path"] = "orbit"
+
+
+def _edited(elevations, azimuths) -> None:
+    """on_change of the per-frame table: its edits become the custom path."""
+    edits = (S.get(f"cam_table_{S.get('cam_ver', 0)}") or {}).get("edited_rows") or {}
+    columns = {"elevation": list(elevations), "azimuth": list(azimuths)}
+    for row, changes in edits.items():
+        for col, value in changes.items():
+            if col in columns and value is not None:
+                columns[col][int(row)] = float(value)
+    S["cam_custom"] = (columns["elevation"], columns["azimuth"])
+    S["cam_path"] = CUSTOM
+    _reset_table(leave_custom=False)
+
+
+def camera_section(variant, num_frames: int) -> None:
+    """sv3d_p: the camera widgets, written to the knobs elevations_deg / azimuths_deg. sv3d_u: it orbits on its
+    own (no camera input); its implicit orbit is drawn for orientation."""
+    st.subheader("Camera")
+    if variant.family == "sv3d_u":
+        st.caption("SV3D_u orbits the object on its own at a fixed elevation: it has no camera input. "
+                   "Choose an sv3d_p checkpoint to set the path.")
+        plot(*camera_path("orbit_demo", num_frames, 0.0), caption="its orbit (no camera input; for orientation)")
+        S[state.knob_key("elevations_deg")] = S[state.knob_key("azimuths_deg")] = None
+        return
+    S.setdefault("cam_elevation", DEFAULT_ELEVATION)
+    S.setdefault("cam_path", "orbit")
+    S.setdefault("cam_seed", 0)
+    lo, hi, help_ = ANGLES["elevations_deg"]
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        elevation = st.number_input("Elevation (degrees)", min_value=lo, max_value=hi, step=5.0, key="cam_elevation",
+                                    on_change=_reset_table, help=help_[0].upper() + help_[1:] + ".")
+    with c2:
+        options = [*list_camera_paths(), *([CUSTOM] if S["cam_path"] == CUSTOM else [])]
+        path = st.selectbox("Path", options, key="cam_path", format_func=_path_title, on_change=_reset_table,
+                            help=" · ".join(f"{p}: {get_camera_path(p).help}" for p in list_camera_paths()))
+    if path == "dynamic":
+        st.number_input("Path seed", min_value=0, max_value=2**31 - 1, step=1, key="cam_seed",
+                        on_change=_reset_table, help="The dynamic path is random; its seed makes it repeatable.")
+    try:
+        if path == CUSTOM:
+            elevations, azimuths = _from_table(num_frames)
+        else:
+            elevations, azimuths = camera_path(path, num_frames, elevation, S["cam_seed"])
+    except ValueError as e:
+        st.error(str(e), icon=":material/warning:")
+        elevations, azimuths = resolve(num_frames, (elevation,))
+    with st.expander("Per frame (edit a cell to set your own path)"):
+        st.data_editor({"elevation": list(elevations), "azimuth": list(azimuths)},
+                       key=f"cam_table_{S.get('cam_ver', 0)}", num_rows="fixed", width="stretch",
+                       on_change=_edited, args=(tuple(elevations), tuple(azimuths)),
+                       column_config={"elevation": st.column_config.NumberColumn(min_value=lo, max_value=hi),
+                                      "azimuth": st.column_config.NumberColumn(min_value=ANGLES["azimuths_deg"][0],
+                                                                               max_value=ANGLES["azimuths_deg"][1])})
+        st.caption("The last frame is the input view in Stability's script (azimuth 0); the demo's orbit ends at "
+                   "360. The model's own frames are shown: Stability's script pastes the input image over the last "
+                   "one, we do not.")
+    S[state.knob_key("elevations_deg")] = [float(e) for e in elevations]
+    S[state.knob_key("azimuths_deg")] = [float(a) for a in azimuths]
+    plot(elevations, azimuths)
+
+
+def _from_table(num_frames: int):
+    elevations, azimuths = S.get("cam_custom") or resolve(num_frames)
+    if len(elevations) != num_frames:  # the frame count changed: the custom path no longer fits
+        raise ValueError(f"the edited path has {len(elevations)} frames, the run {num_frames}: choose a path again")
+    return elevations, azimuths
+
+
+def plot(elevations, azimuths, caption: str = "camera path: dots are frames, circled the first and last (the "
+                                               "input view)") -> None:
+    st.image(_figure(tuple(elevations), tuple(azimuths)), caption=caption, width=320)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _figure(elevations: tuple, azimuths: tuple) -> bytes:
+    """A 3D plot of the path on the unit sphere like Stability's demo (plot_3D): frames as dots from cool to
+    warm, joined in order, the first and last circled; the object at the centre."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xyz = positions(elevations, azimuths)
+    fig = plt.figure(figsize=(3.2, 3.2))
+    ax = fig.add_subplot(projection="3d")
+    n = len(xyz)
+    colours = plt.get_cmap("cool")([i / max(1, n - 1) for i in range(n)])
+    ax.plot(xyz[:, 0], xyz[:, 1], xyz[:, 2], color="0.6", lw=1)
+    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=colours, s=30, depthshade=False)
+    for i in (0, n - 1):
+        ax.scatter(*xyz[i], s=90, facecolors="none", edgecolors="k")
+    ax.scatter(0, 0, 0, marker="*", s=80, color="k")
+    ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xticks=[], yticks=[], zticks=[])
+    ax.view_init(elev=30, azim=-20)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
