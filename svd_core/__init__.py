@@ -18,7 +18,16 @@ from .checkpoints import (
     scan_checkpoints,
     scan_hf_cache,
 )
-from .errors import Cancelled, CheckpointError, DownloadError, ImageError, OutOfMemory, SVDError
+from .errors import (
+    Cancelled,
+    CheckpointError,
+    DownloadError,
+    ImageError,
+    OutOfMemory,
+    ProcessLost,
+    SVDError,
+    SweepFailed,
+)
 from .export import (
                      contact_sheet,
                      export_frames,
@@ -35,6 +44,7 @@ from .params import CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
 from .sweep import (
                     Cell,
+                    CellFailure,
                     SweepResult,
                     grid_cells,
                     metric_rows,
@@ -80,4 +90,6 @@ __all__ = [
     "Cell", "Likeness", "VideoError", "clean_stale_temp", "describe_fps", "fps_vocabulary", "grid_layout",
     "is_untrained", "measure_file", "measure_frames", "metric_rows", "parse_seeds", "parse_values", "read_video",
     "read_video_record", "response_png", "response_table", "scalar_metrics", "summary_line", "training_warnings",
+    # sweeps over several processes (issue 13)
+    "CellFailure", "ProcessLost", "SweepFailed",
 ]
