@@ -41,17 +41,23 @@ def process_state():
         raise SVDError(f"accelerate made {state.num_processes} process group(s) of {os.environ['WORLD_SIZE']} "
                        f"processes ({state.distributed_type}): launch with --multi_gpu (GPUs, or the CPU when there "
                        "is none) or torchrun")
-    if state.device.type == "cpu":  # several processes on one CPU: split its cores instead of oversubscribing
+    if state.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        # several processes on one CPU: split its cores instead of oversubscribing (torchrun, under accelerate
+        # launch --multi_gpu, already sets OMP_NUM_THREADS=1 per process when unset; a value set is kept)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local)))
     return state
 
 
 def process_record(state=None) -> dict:
-    """What each cell's run.json says about the process that made it. A one-process sweep records rank 0 of 1
-    and its host too: one schema to read, and the host is worth knowing on a shared machine as well."""
+    """What each cell's run.json says about the process that made it: rank, number of processes, host, torch
+    threads. A one-process sweep records rank 0 of 1 and its host too: one schema to read, and the host is worth
+    knowing on a shared machine as well."""
+    import torch
+
     rank, n = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    return {"rank": rank, "processes": n, "host": socket.gethostname()}
+    # torch's CPU threads: on the CPU the frames depend on them (parallel sums round differently)
+    return {"rank": rank, "processes": n, "host": socket.gethostname(), "threads": torch.get_num_threads()}
 
 
 def cell_cost(params) -> float:

@@ -81,6 +81,7 @@ def test_two_processes_make_the_one_process_sweep(tiny_checkpoint, input_png, tm
         assert np.array_equal(read_video(ra / "video.mp4")[0], read_video(rb / "video.mp4")[0]), ca["label"]
     assert {c["process"]["rank"] for c in b} == {0, 1}  # both processes made cells
     assert all(c["process"]["processes"] == 2 and c["process"]["host"] for c in b)
+    assert all(c["process"]["threads"] == 1 for c in a + b)  # OMP_NUM_THREADS=1 kept: the frames depend on it
     assert {c["process"]["rank"] for c in a} == {0} and json.loads((sweeps[1] / "run.json").read_text())[
         "processes"] == 2
     for c in b:  # each cell's own run.json says who made it, as the sweep's record does
