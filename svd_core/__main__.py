@@ -224,6 +224,11 @@ def cmd_sweep(args) -> int:
         state = process_state()
         _stop_on_sigterm()
         args.device = str(state.device)
+    elif os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true":  # accelerate launch --cpu: one process
+        args.device = args.device or "cpu"
+        print("note: one process on the CPU (accelerate launch --cpu starts one unless through MPI); for several "
+              "use accelerate launch --multi_gpu --num_processes N, which without a GPU runs CPU processes",
+              file=sys.stderr)
     sampler = _sampler(info, args)
     world, rank = (state.num_processes, state.process_index) if state else (1, 0)
     mine = assign(cells, world)[rank] if state else list(range(len(cells)))
@@ -379,15 +384,19 @@ def main(argv=None) -> int:
     if args.command != "download":  # only `download` talks to the hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
+    from .distributed import env_rank, launched
     from .errors import Cancelled, SVDError
 
-    rank = int(os.environ.get("RANK", "0"))  # accelerate launch: only the main process writes (and cleans)
+    rank = env_rank()  # accelerate launch: only the main process writes (and cleans)
     who = f"process {rank}: " if rank else ""
     if args.command in ("sample", "sweep") and not rank:
         from .runs import clean_stale_temp
 
         clean_stale_temp(args.out)
     try:
+        if launched() and args.command != "sweep":  # N processes would each do the same work and save it N times
+            raise ValueError(f"only `sweep` shares its work over processes: run `python -m svd_core {args.command}` "
+                             "without accelerate launch")
         return COMMANDS[args.command](args)
     except (SVDError, ValueError) as e:
         print(f"{who}error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -18,9 +18,26 @@ TIMEOUT_ENV = "SVD_SWEEP_TIMEOUT_S"  # how long a process waits for the others (
 DEFAULT_TIMEOUT_S = 6 * 3600
 
 
+SIZE_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, then MPI's
+RANK_ENV = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def _env_int(names, default: int) -> int:
+    return next((int(os.environ[n]) for n in names if os.environ.get(n, "").isdigit()), default)
+
+
+def world_size() -> int:
+    """Processes of this launch, from the launcher's environment (accelerate's torchrun or MPI): 1 outside one."""
+    return _env_int(SIZE_ENV, 1)
+
+
+def env_rank() -> int:
+    return _env_int(RANK_ENV, 0)
+
+
 def launched() -> bool:
-    """True inside `accelerate launch` (or torchrun) with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True inside `accelerate launch` (or torchrun, or mpirun) with more than one process."""
+    return world_size() > 1
 
 
 def process_state():
@@ -37,10 +54,10 @@ def process_state():
     # when asked for the CPU, else it quietly makes each process a one-process run of the whole sweep.
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     state = PartialState(cpu=cpu, timeout=timedelta(seconds=seconds))
-    if state.num_processes != int(os.environ["WORLD_SIZE"]):
-        raise SVDError(f"accelerate made {state.num_processes} process group(s) of {os.environ['WORLD_SIZE']} "
-                       f"processes ({state.distributed_type}): launch with --multi_gpu (GPUs, or the CPU when there "
-                       "is none) or torchrun")
+    if state.num_processes != world_size():
+        raise SVDError(f"accelerate made a group of {state.num_processes} of the {world_size()} processes launched "
+                       f"({state.distributed_type}): launch with --multi_gpu (GPUs, or the CPU when there is none) "
+                       "or torchrun")
     if state.device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         # several processes on one CPU: split its cores instead of oversubscribing (torchrun, under accelerate
         # launch --multi_gpu, already sets OMP_NUM_THREADS=1 per process when unset; a value set is kept)

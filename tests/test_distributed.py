@@ -116,3 +116,10 @@ def test_a_dying_process_fails_the_sweep_and_saves_nothing(tiny_checkpoint, inpu
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "ProcessLost" in lines[0] and "nothing was saved" in lines[0], r.stderr
     assert not (tmp_path / "out").exists() or list_runs(tmp_path / "out") == []
+
+
+def test_only_sweep_runs_on_several_processes(tiny_checkpoint, input_png, tmp_path):
+    r = _launch(tmp_path, ["-m", "svd_core", "sample"], str(input_png), "-c", str(tiny_checkpoint), "--out",
+                str(tmp_path / "out"))
+    assert r.returncode != 0 and "error: ValueError: only `sweep` shares its work over processes" in r.stderr
+    assert not (tmp_path / "out").exists()  # neither process sampled
