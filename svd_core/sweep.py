@@ -179,7 +179,7 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
     if failures:
         paths = save_cells(results, sampler.info, out_dir, [coords[i] for i in done] if coords else None,
                            processes, should_stop) if save and results else []
-        raise SweepFailed(_failure_line(failures, len(cells), paths, out_dir), failures, paths)
+        raise SweepFailed(_failure_line(failures, len(cells), len(results), paths), failures, paths)
     fps = results[0][1].params.video_fps
     grid = export.grid_frames([r.frames for _, r in results], [label for label, _ in results], coords=coords,
                               caption=f"every cell plays at {fps} fps")
@@ -214,13 +214,13 @@ def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop
     return out
 
 
-def _failure_line(failures: list[CellFailure], n: int, paths, out_dir) -> str:
+def _failure_line(failures: list[CellFailure], n: int, finished: int, paths) -> str:
     def where(f):
         p = f.process
         return f" on process {p['rank']} ({p['host']})" if p.get("processes", 1) > 1 else ""
     each = "; ".join(f"{f.label}{where(f)}: {f.error}" for f in failures)
     kept = (f"The {len(paths)} finished cell(s) are saved as runs in {Path(paths[0]).parent}" if paths
-            else "No cell finished")
+            else f"The {finished} finished cell(s) were not saved (save=False)" if finished else "No cell finished")
     return (f"{len(failures)} of {n} cells failed ({each}). {kept}; no sweep folder (grid, metrics.csv) was "
             "written: fix or drop the failed values and run the sweep again")
 
