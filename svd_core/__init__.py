@@ -19,7 +19,16 @@ from .checkpoints import (
     scan_checkpoints,
     scan_hf_cache,
 )
-from .errors import Cancelled, CheckpointError, DownloadError, ImageError, OutOfMemory, SVDError
+from .errors import (
+    Cancelled,
+    CheckpointError,
+    DownloadError,
+    ImageError,
+    OutOfMemory,
+    ProcessLost,
+    SVDError,
+    SweepFailed,
+)
 from .export import (
                      contact_sheet,
                      export_frames,
@@ -36,6 +45,7 @@ from .params import ANGLES, CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingPar
 from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
 from .sweep import (
                     Cell,
+                    CellFailure,
                     SweepResult,
                     grid_cells,
                     metric_rows,
@@ -83,4 +93,6 @@ __all__ = [
     "read_video_record", "response_png", "response_table", "scalar_metrics", "summary_line", "training_warnings",
     # SV3D (issue 14)
     "ANGLES", "SV3DUNet", "camera_path", "get_camera_path", "list_camera_paths",
+    # sweeps over several processes (issue 13)
+    "CellFailure", "ProcessLost", "SweepFailed",
 ]

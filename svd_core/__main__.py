@@ -258,30 +258,53 @@ def _check_same_image(args, prepared) -> None:
 
 
 def cmd_sweep(args) -> int:
+    from .distributed import assign, launched, process_state
     from .sweep import grid_cells, parse_seeds, parse_vary, run_sweep
 
     vary = dict(parse_vary(v) for v in args.vary)
     info, params = _checked_inputs(args)
     seeds = parse_seeds(args.seeds, params.seed) if args.seeds else None
     cells = grid_cells(params, vary, seeds=seeds)
+    state = None
+    if launched():  # accelerate launch: one process per device, the cells shared out by cost
+        if args.device:
+            raise ValueError("--device: under accelerate launch each process uses its own device (--cpu, "
+                             "--multi_gpu, --gpu_ids choose them): drop --device")
+        state = process_state()
+        _stop_on_sigterm()
+        args.device = str(state.device)
+    elif os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true":  # accelerate launch --cpu: one process
+        args.device = args.device or "cpu"
+        print("note: one process on the CPU (accelerate launch --cpu starts one unless through MPI); for several "
+              "use accelerate launch --multi_gpu --num_processes N, which without a GPU runs CPU processes",
+              file=sys.stderr)
     sampler = _sampler(info, args)
-    from tqdm import tqdm
+    world, rank = (state.num_processes, state.process_index) if state else (1, 0)
+    mine = assign(cells, world)[rank] if state else list(range(len(cells)))
+    bar = None
+    if rank == 0:  # one line for the whole sweep: the main process's share stands for the others' (balanced)
+        from tqdm import tqdm
 
-    bar = tqdm(total=len(cells), desc="cells", unit="cell", leave=False)
+        bar = tqdm(total=len(cells), desc="cells" if world == 1 else f"cells ({world} processes)", unit="cell",
+                   leave=False)
 
     def on_progress(idx, n, i, steps):
-        bar.n = idx + i / steps
-        bar.set_postfix_str(cells[idx][0])
-        bar.refresh()
+        if bar is not None:
+            bar.n = round((mine.index(idx) + i / steps) * len(cells) / len(mine), 2)
+            bar.set_postfix_str(cells[idx][0])
+            bar.refresh()
     try:
         image = args.image
         if args.remove_background:
             from .images import open_image, remove_background
 
             image = remove_background(open_image(args.image)[0])
-        res = run_sweep(sampler, image, cells, on_progress=on_progress, out_dir=args.out)
+        res = run_sweep(sampler, image, cells, on_progress=on_progress, out_dir=args.out, state=state)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    if res is None:  # not the main process: it sent its cells there
+        return 0
     from .metrics import summary_line
 
     for note in dict.fromkeys(n for _, r in res.cells for n in r.notes):
@@ -291,6 +314,18 @@ def cmd_sweep(args) -> int:
         print(f"  {label}: {p}\n    {summary_line(r.metrics)}")
     print(f"  metrics.csv, response.png: {res.path}")
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    """The launcher stops the other processes with SIGTERM when one dies: end with one line, nothing saved."""
+    import signal
+
+    from .errors import ProcessLost
+
+    def stop(signum, frame):
+        raise ProcessLost("stopped by the launcher: another sweep process died (see its lines above); nothing "
+                          "was saved")
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _zip_frames(path):
@@ -405,23 +440,29 @@ def main(argv=None) -> int:
     if args.command != "download":  # only `download` talks to the hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors
+    from .distributed import env_rank, launched
     from .errors import Cancelled, SVDError
 
-    if args.command in ("sample", "sweep"):
+    rank = env_rank()  # accelerate launch: only the main process writes (and cleans)
+    who = f"process {rank}: " if rank else ""
+    if args.command in ("sample", "sweep") and not rank:
         from .runs import clean_stale_temp
 
         clean_stale_temp(args.out)
     try:
+        if launched() and args.command != "sweep":  # N processes would each do the same work and save it N times
+            raise ValueError(f"only `sweep` shares its work over processes: run `python -m svd_core {args.command}` "
+                             "without accelerate launch")
         return COMMANDS[args.command](args)
     except (SVDError, ValueError) as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"{who}error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(e, Cancelled) else EXIT_ERROR
     except KeyboardInterrupt:
         print("cancelled: the partial download is kept (hidden) and resumes next time" if args.command == "download"
               else "cancelled: nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
     except OSError as e:
-        print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        print(f"{who}error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_ERROR
 
 

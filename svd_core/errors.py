@@ -24,3 +24,17 @@ class OutOfMemory(SVDError):
 
 class DownloadError(SVDError):
     """A release could not be downloaded from the Hugging Face Hub (access, token, network, disk, checksum)."""
+
+
+class SweepFailed(SVDError):
+    """Cells of a sweep failed; the rest ran. `failures`: a CellFailure each; `run_paths`: the finished cells,
+    saved as ordinary runs (no sweep folder: the sweep is incomplete)."""
+
+    def __init__(self, message: str, failures=(), run_paths=()):
+        super().__init__(message)
+        self.failures = list(failures)
+        self.run_paths = tuple(run_paths)
+
+
+class ProcessLost(SVDError):
+    """A process of a multi-process sweep died or stopped answering; nothing was saved."""

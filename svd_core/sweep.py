@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import export
+from .errors import Cancelled, ProcessLost, SweepFailed
 from .params import ANGLES, CHOICES, RANGES, SamplingParams, field_names
 from .runs import commit_staged, discard_staged, new_run_id, output_dir, stage_folder, stage_run, utc_now
 
@@ -132,34 +133,97 @@ class SweepResult:
     path: Path | None = None
     run_paths: tuple[Path, ...] = ()
     coords: list[dict] = dataclasses.field(default_factory=list)  # per cell: what differs (see Cell)
+    processes: list[dict] = dataclasses.field(default_factory=list)  # per cell: who made it (run.json "process")
+
+
+@dataclass
+class CellFailure:
+    """A cell that raised: its label, coords, params, the error's line and the process it ran on."""
+    label: str
+    coords: dict
+    params: SamplingParams
+    error: str
+    process: dict
 
 
 def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
               on_progress: Callable[[int, int, int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None, out_dir=None, save: bool = True,
-              on_queue=None) -> SweepResult:
-    """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps). A cancelled or failed sweep
-    raises and writes nothing: every cell and the grid are saved, or none."""
-    prepared, results = {}, []  # one preparation per output size
-    for idx, (label, params) in enumerate(cells):
-        size = (params.width, params.height, params.resize_mode)
-        if size not in prepared:
-            prepared[size] = sampler.prepare(image, params)
-        img = prepared[size]
+              on_queue=None, state=None) -> SweepResult | None:
+    """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps).
 
-        def step(i, n, idx=idx):
-            if on_progress is not None:
-                on_progress(idx, len(cells), i, n)
-        results.append((label, sampler.generate(img, params, on_step=step, should_stop=should_stop,
-                                                on_queue=on_queue)))
+    A cell that raises does not stop the others; when every cell has run, a sweep with failed cells raises
+    SweepFailed naming each (label and error) after saving the finished cells as ordinary runs; the sweep
+    folder (grid, contact sheet, metrics.csv, response.png) is written only when every cell succeeded. A cancel
+    stops the sweep and writes nothing; so does a failed write: the cells and the sweep folder are saved
+    together, or none.
+
+    `state`: accelerate's PartialState of a multi-process launch (svd_core.distributed): this process runs its
+    share of the cells (`distributed.assign`), the main process gathers every result and saves; the other
+    processes return None."""
+    from .distributed import assign, gather_to_main, process_record
+
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    mine = assign(cells, world)[rank] if world > 1 else list(range(len(cells)))
+    outcomes = _run_cells(sampler, image, cells, mine, process_record(state), on_progress, should_stop, on_queue)
+    if world > 1:
+        outcomes = gather_to_main(outcomes, state)
+        if outcomes is None:
+            return None
     coords = [getattr(c, "coords", None) or {} for c in cells]
     coords = coords if all(coords) else []
+    ordered = [outcomes[i] for i in range(len(cells))]
+    failures = [o for o in ordered if isinstance(o, CellFailure)]
+    done = [i for i, o in enumerate(ordered) if not isinstance(o, CellFailure)]
+    results = [(cells[i][0], ordered[i][0]) for i in done]
+    processes = [ordered[i][1] for i in done]
+    if failures:
+        paths = save_cells(results, sampler.info, out_dir, [coords[i] for i in done] if coords else None,
+                           processes, should_stop) if save and results else []
+        raise SweepFailed(_failure_line(failures, len(cells), len(results), paths), failures, paths)
     fps = results[0][1].params.video_fps
     grid = export.grid_frames([r.frames for _, r in results], [label for label, _ in results], coords=coords,
                               caption=f"every cell plays at {fps} fps")
     if not save:
-        return SweepResult(results, grid, coords=coords)
-    return save_sweep(results, grid, sampler.info, out_dir, coords=coords, should_stop=should_stop)
+        return SweepResult(results, grid, coords=coords, processes=processes)
+    return save_sweep(results, grid, sampler.info, out_dir, coords=coords, should_stop=should_stop,
+                      processes=processes)
+
+
+def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop, on_queue) -> dict:
+    """{cell index: (SampleResult, process) or CellFailure} for the cells `indices`, one after another. A cancel
+    (Cancelled, KeyboardInterrupt) stops at once; any other error fails that cell only."""
+    prepared, out = {}, {}  # one preparation per output size
+    for idx in indices:
+        label, params = cells[idx]
+
+        def step(i, n, idx=idx):
+            if on_progress is not None:
+                on_progress(idx, len(cells), i, n)
+        try:
+            size = (params.width, params.height, params.resize_mode)
+            if size not in prepared:
+                prepared[size] = sampler.prepare(image, params)
+            out[idx] = (sampler.generate(prepared[size], params, on_step=step, should_stop=should_stop,
+                                         on_queue=on_queue), process)
+        except (Cancelled, ProcessLost):  # the whole sweep stops
+            raise
+        except Exception as e:  # noqa: BLE001 - reported with the cell's parameters; the other cells go on
+            text = " ".join(str(e).split())
+            out[idx] = CellFailure(label, dict(getattr(cells[idx], "coords", None) or {}), params,
+                                   f"{type(e).__name__}: {text}" if text else type(e).__name__, process)
+    return out
+
+
+def _failure_line(failures: list[CellFailure], n: int, finished: int, paths) -> str:
+    def where(f):
+        p = f.process
+        return f" on process {p['rank']} ({p['host']})" if p.get("processes", 1) > 1 else ""
+    each = "; ".join(f"{f.label}{where(f)}: {f.error}" for f in failures)
+    kept = (f"The {len(paths)} finished cell(s) are saved as runs in {Path(paths[0]).parent}" if paths
+            else f"The {finished} finished cell(s) were not saved (save=False)" if finished else "No cell finished")
+    return (f"{len(failures)} of {n} cells failed ({each}). {kept}; no sweep folder (grid, metrics.csv) was "
+            "written: fix or drop the failed values and run the sweep again")
 
 
 def metric_rows(results, coords: list[dict] | None = None) -> list[dict]:
@@ -294,20 +358,43 @@ def response_png(sweep, title: str = "") -> bytes:
     return buf.getvalue()
 
 
+def _stage_cells(results, checkpoint, out_dir: Path, sweep_id: str, coords, processes, staged: list,
+                 **extra) -> None:
+    for i, (label, r) in enumerate(results):
+        more = {"sweep": sweep_id, "label": label, **({"coords": coords[i]} if coords else {}),
+                **({"process": processes[i]} if processes else {}), **extra}
+        staged.append(stage_run(r, checkpoint, out_dir / new_run_id(), extra=more))
+
+
+def save_cells(results, checkpoint, out_dir=None, coords: list[dict] | None = None,
+               processes: list[dict] | None = None, should_stop: Callable[[], bool] | None = None) -> list[Path]:
+    """The finished cells of a sweep that had failed cells: ordinary run folders (run.json: the sweep id, label,
+    coords, process and "sweep_incomplete": true), all or none; no sweep folder."""
+    out_dir = Path(out_dir or output_dir())
+    staged = []
+    try:
+        _stage_cells(results, checkpoint, out_dir, new_run_id("sweep-"), coords, processes, staged,
+                     sweep_incomplete=True)
+        return commit_staged(staged, should_stop)
+    except BaseException:
+        discard_staged(staged)
+        raise
+
+
 def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> SweepResult:
+               should_stop: Callable[[], bool] | None = None, processes: list[dict] | None = None) -> SweepResult:
     """Every cell's run folder and the sweep folder, staged as temporary folders and renamed into place
-    together: all or nothing (a cancel up to the first rename leaves nothing)."""
+    together: all or nothing (a cancel up to the first rename leaves nothing). `processes`: per cell, the
+    process that made it (run.json's "process")."""
     from .training import is_untrained
 
     out_dir = Path(out_dir or output_dir())
     sweep_id = new_run_id("sweep-")
     coords = coords or []
+    processes = processes or []
     staged = []
     try:
-        for i, (label, r) in enumerate(results):
-            extra = {"sweep": sweep_id, "label": label, **({"coords": coords[i]} if coords else {})}
-            staged.append(stage_run(r, checkpoint, out_dir / new_run_id(), extra=extra))
+        _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged)
         labels = [label for label, _ in results]
         sheet = export.contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
         first = results[0][1]
@@ -332,8 +419,10 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
             "varied": knobs,
             "grid_fps": first.params.video_fps,
             "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name},
+            "processes": max((p.get("processes", 1) for p in processes), default=1),
             "cells": [{"label": label, "run": folder.name, "params": r.params.to_dict(),
-                       **({"coords": coords[i]} if coords else {})}
+                       **({"coords": coords[i]} if coords else {}),
+                       **({"process": processes[i]} if processes else {})}
                       for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))],
             "files": sorted(files),
         }
@@ -343,4 +432,4 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
     except BaseException:
         discard_staged(staged)
         raise
-    return SweepResult(results, grid, paths[-1], tuple(paths[:-1]), coords)
+    return SweepResult(results, grid, paths[-1], tuple(paths[:-1]), coords, processes)

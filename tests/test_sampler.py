@@ -452,8 +452,10 @@ def test_two_knob_sweep_response_and_layout(tiny_sampler, base, input_png, tmp_p
     assert w < 4 * 64 + 64 * 2 and h > 2 * 64  # three columns (plus the row labels), two rows
 
 
-def test_sweep_failing_half_way_leaves_nothing(tiny_sampler, base, input_png, tmp_path, monkeypatch):
+def test_sweep_with_a_failing_cell_keeps_the_rest_and_no_sweep(tiny_sampler, base, input_png, tmp_path,
+                                                                monkeypatch):
     from svd_core import export
+    from svd_core.errors import SweepFailed
 
     cells = grid_cells(base, {"motion_bucket_id": [0, 127, 255]})
     real, calls = tiny_sampler.generate, []
@@ -464,9 +466,17 @@ def test_sweep_failing_half_way_leaves_nothing(tiny_sampler, base, input_png, tm
             raise RuntimeError("the device fell over")
         return real(*a, **k)
     monkeypatch.setattr(tiny_sampler, "generate", second_fails)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(SweepFailed, match=r"1 of 3 cells failed \(motion_bucket_id=127: RuntimeError: the device "
+                                          r"fell over\)\. The 2 finished") as e:
         run_sweep(tiny_sampler, input_png, cells, out_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert len(calls) == 3  # the third cell still ran
+    assert [f.coords for f in e.value.failures] == [{"motion_bucket_id": 127}]
+    runs = list_runs(tmp_path)
+    assert sorted(r.record["label"] for r in runs) == ["motion_bucket_id=0", "motion_bucket_id=255"]
+    assert all(r.kind == "run" and r.record["sweep_incomplete"] for r in runs) and set(e.value.run_paths) == {
+        r.path for r in runs}
+    for r in runs:  # out of the way for the next part
+        delete_run(r.path, tmp_path)
     monkeypatch.setattr(tiny_sampler, "generate", real)
     real_mp4 = export.to_mp4
 
