@@ -7,9 +7,12 @@ place (`should_stop`).
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from svd_core import Cancelled, SVDError
 
@@ -23,6 +26,7 @@ class Job:
         self._work = work
         self.kind, self.owner, self.label = kind, owner, label
         self.cancel_event = threading.Event()
+        self.done_event = threading.Event()  # set when the job has finished, whichever way
         self.status = "queued"  # queued -> running -> done | cancelled | error
         self.phase = "queued"  # queued, encoding, denoising, decoding, saving
         self.queue_position = 0
@@ -36,6 +40,7 @@ class Job:
         self.result: dict | None = None
         self.error = ""
         self.on_finish: Callable[[Job], None] | None = None
+        self.progress_file: Path | None = None  # where publish() writes the progress for the page to fetch
         self._thread = threading.Thread(target=self._run, name=f"svd-{kind}", daemon=True)
 
     def start(self) -> Job:
@@ -50,9 +55,11 @@ class Job:
         self.queue_position = position
         if position == 0:
             self.status = "running"
+        self.publish()
 
     def on_phase(self, phase: str) -> None:
         self.status, self.phase = "running", phase
+        self.publish()
 
     def on_step(self, i: int, n: int) -> None:
         self.status = "running"
@@ -60,6 +67,7 @@ class Job:
             self.first_step_at = time.monotonic()
             self._first_i = i
         self.step, self.steps = i, n
+        self.publish()
 
     def on_cell(self, cell: int, cells: int, i: int, n: int, label: str = "") -> None:
         if cell != self.cell:
@@ -91,6 +99,34 @@ class Job:
             left += self.decode_estimate * (cells_left + (self.phase != "saving"))
         return left
 
+    def progress_text(self) -> str:
+        """The progress bar's line: '[run 2/4 · label · ]denoising step 3/40 · about 12 s left'."""
+        if self.status == "queued":
+            ahead = self.queue_position
+            return (f"Waiting for the model: {ahead} run(s) ahead of yours in the queue (every tab shares it)"
+                    if ahead else "Waiting for the model…")
+        left = self.seconds_left()
+        what = f"run {self.cell + 1}/{self.cells} · {self.cell_label} · " if self.cells else ""
+        text = f"{what}{self.status_text()}"
+        if left is not None:
+            text += f" · about {left:.0f} s left" + ("" if self.decode_estimate is not None else " + decoding")
+        return text
+
+    def publish(self) -> None:
+        """Write the progress as JSON to progress_file (atomically: a reader never sees half a file), for a page
+        to fetch without rerunning its script; at every change (steps come at most ~10 a second: a few hundred
+        bytes each). A failed write only loses that update."""
+        if self.progress_file is None:
+            return
+        data = {"status": self.status, "finished": self.finished, "fraction": self.fraction,
+                "text": self.progress_text()}
+        tmp = self.progress_file.with_name(self.progress_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.progress_file)
+        except OSError:
+            pass
+
     def status_text(self) -> str:
         """'denoising step 3/40', 'decoding frames', ... for the progress bar."""
         if self.status == "queued":
@@ -113,5 +149,7 @@ class Job:
             traceback.print_exc()
             self.error, self.status = f"{type(e).__name__}: {e}", "error"
         finally:
+            self.done_event.set()
             if self.on_finish is not None:
-                self.on_finish(self)
+                self.on_finish(self)  # off the server's list first: the page reruns as soon as it reads this
+            self.publish()

@@ -23,7 +23,10 @@ def _make_sampler(choice: ModelChoice) -> Sampler:
 def get_server() -> ModelServer:
     """The one ModelServer of this process, shared by all sessions. Made once at start: temporary run folders
     a killed server left behind are removed then."""
+    from app.results import clean_progress_files
+
     clean_stale_temp()
+    clean_progress_files()
     return ModelServer(_make_sampler)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import os
+import secrets
 from pathlib import Path
 
 import streamlit as st
@@ -12,9 +14,71 @@ from app.jobs import Job
 from app.resources import get_server
 from svd_core import export_frames
 
-# Progress refresh: each poll reruns a small fragment of the tab, holding the GIL the sampling thread needs for a
-# moment. 1 s while this tab's job runs; 3 s while it waits in the queue (nothing moves but its place).
+# Progress without reruns: a job publishes its progress as a small JSON file in app/static/jobs/ (served by
+# Streamlit's static file serving), which the page's progress bar (an st.components.v2 component, a few lines of
+# JavaScript) fetches every PROGRESS_MS; when the job has finished it triggers one rerun that shows the result.
+# No script runs while a job runs, so a watching tab costs the sampler almost nothing. (A fragment polling once a
+# second cost ~0.1 s of browser CPU per poll and slowed a 6 s run on 2 cores by ~1 s: docs/benchmarks.md.)
+# Without static serving, the fallback is that fragment: every POLL_S while running, POLL_QUEUED_S while queued.
+PROGRESS_MS = 500
 POLL_S, POLL_QUEUED_S = 1.0, 3.0
+STATIC = Path(__file__).resolve().parent / "static"
+JOBS_DIR = STATIC / "jobs"
+
+_PROGRESS_JS = """
+export default function(component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let root = parentElement.querySelector('.job');
+  if (!root) {
+    root = document.createElement('div');
+    root.className = 'job';
+    root.innerHTML = '<div class="text"></div><div class="track"><div class="fill"></div></div>';
+    parentElement.appendChild(root);
+  }
+  const fill = root.querySelector('.fill'), text = root.querySelector('.text');
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
+      if (r.ok) {
+        const s = await r.json();
+        fill.style.width = (100 * s.fraction).toFixed(1) + '%';
+        text.textContent = s.text;
+        if (s.finished) { stopped = true; setTriggerValue('finished', s.status); return; }
+      }
+    } catch (e) {}
+    setTimeout(tick, data.every_ms);
+  };
+  tick();
+  return () => { stopped = true; };
+}
+"""
+# No CSS transition on the bar: animating its width repaints the page for most of every update (software
+# rendering: a watching headless Chromium then used 1.6-1.9 s of CPU in a 6 s run instead of ~0.2 s).
+_PROGRESS_CSS = """
+.text { font-size: 0.875rem; margin-bottom: 0.4rem; color: var(--st-text-color, inherit); }
+.track { height: 0.5rem; border-radius: 0.25rem; background: var(--st-secondary-background-color, #f0f2f6); }
+.fill { height: 0.5rem; border-radius: 0.25rem; width: 0; background: var(--st-primary-color, #5b5bd6); }
+"""
+_progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, css=_PROGRESS_CSS)
+
+
+def static_progress() -> bool:
+    """Whether pages can fetch job progress as files (server.enableStaticServing, a writable app/static/jobs)."""
+    if not st.get_option("server.enableStaticServing"):
+        return False
+    try:
+        JOBS_DIR.mkdir(parents=True, exist_ok=True)
+        return os.access(JOBS_DIR, os.W_OK)
+    except OSError:
+        return False
+
+
+def clean_progress_files() -> None:
+    """Progress files of jobs of an earlier server process (called once at start)."""
+    for f in JOBS_DIR.glob("*.json*") if JOBS_DIR.is_dir() else []:
+        f.unlink(missing_ok=True)
 
 
 def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels: float = 0.0) -> None:
@@ -27,6 +91,9 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
     rate = server.decode_seconds_per_megapixel_frame
     job = Job(kind, work, owner=state.session_id(), label=label,
               decode_estimate=rate * frame_megapixels if rate and frame_megapixels else None)
+    if static_progress():
+        job.progress_file = JOBS_DIR / f"{secrets.token_hex(8)}.json"
+        job.publish()
     slot.job, slot.error = job, None
     server.submit(job)
 
@@ -45,7 +112,13 @@ def run_button(slot_name: str, label: str, hint: str | None, on_click, args) -> 
 
 
 def job_panel(job: Job) -> None:
-    """Progress of a running job with a Cancel button; the fragment polls the job (never the model)."""
+    """Progress of a running job with a Cancel button. The bar fetches the job's progress file (no reruns) and
+    reruns the page once when the job has finished; without static serving a fragment polls the job instead."""
+    if job.progress_file is not None:
+        _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS},
+                      key=f"progress-{job.progress_file.stem}", on_finished_change=lambda: None)
+        st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
+        return
     queued = job.status == "queued"
 
     @st.fragment(run_every=POLL_QUEUED_S if queued else POLL_S)
@@ -53,15 +126,8 @@ def job_panel(job: Job) -> None:
         if job.finished or (queued and job.status != "queued"):  # done, or its turn came: poll faster
             st.rerun()
         if job.status == "queued":
-            ahead = job.queue_position
-            st.info(f"Waiting for the model: {ahead} run(s) ahead of yours in the queue (every tab shares it)."
-                    if ahead else "Waiting for the model…", icon=":material/hourglass_top:")
-        left = job.seconds_left()
-        what = f"run {job.cell + 1}/{job.cells} · {job.cell_label} · " if job.cells else ""
-        text = f"{what}{job.status_text()}"
-        if left is not None:
-            text += f" · about {left:.0f} s left" + ("" if job.decode_estimate is not None else " + decoding")
-        st.progress(job.fraction, text=text)
+            st.info(job.progress_text(), icon=":material/hourglass_top:")
+        st.progress(job.fraction, text=job.progress_text() if job.status != "queued" else "")
         st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
 
     panel()
@@ -156,6 +222,8 @@ def consume_job(slot_name: str) -> None:
     if job is None or not job.finished:
         return
     slot.job = None
+    if job.progress_file is not None:
+        job.progress_file.unlink(missing_ok=True)
     if job.status == "done":
         slot.result = job.result
         slot.error = None

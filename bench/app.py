@@ -103,27 +103,41 @@ def ready_tab(browser, url: str, steps: int):
     return page
 
 
-PLAYING = """() => { const v = [...document.querySelectorAll('video')].at(-1);
-    if (!v || v.readyState < 2 || !(v.duration > 0)) return false;
-    if (v.paused) v.play();
-    if (window.__t0 === undefined || window.__v !== v) { window.__t0 = v.currentTime; window.__v = v; return false; }
-    return v.currentTime != window.__t0; }"""
+# The watcher runs inside each page and costs nothing until a <video> appears: a MutationObserver arms each new
+# video, whose own timeupdate events stamp the wall clock once it plays. The harness reads the stamp 4 times a
+# second. (It used to ask the page over Playwright 20 times a second, then to poll it with a 50 ms timer: the
+# first cost headless Chromium ~0.9 s of CPU during a 6 s run on 2 cores and the run itself ~0.8 s, the second
+# still ~1 s of CPU. A user's browser does neither.)
+WATCH = """() => { window.__playing_at = null;
+    const arm = (v) => {
+        if (v.__armed) return;
+        v.__armed = true;
+        const t0 = v.currentTime;
+        v.addEventListener('timeupdate', () => {
+            if (v.currentTime != t0 && !window.__playing_at) window.__playing_at = Date.now(); });
+        if (v.paused) v.play().catch(() => {});
+    };
+    if (window.__obs) window.__obs.disconnect();
+    window.__obs = new MutationObserver(() => document.querySelectorAll('video').forEach(arm));
+    window.__obs.observe(document.body, {childList: true, subtree: true}); }"""
 
 
 def click_to_playing(pages) -> list[float]:
     """Click Generate on every page at once; seconds from the clicks to each page's video playing."""
     for p in pages:
-        p.evaluate("() => { window.__t0 = undefined; }")
-    t0 = time.perf_counter()
+        p.evaluate(WATCH)
+    t0 = time.time()
     for p in pages:
         p.get_by_role("button", name="Generate video").click(no_wait_after=True)
     done = [None] * len(pages)
     while None in done:
+        time.sleep(0.25)
         for i, p in enumerate(pages):
-            if done[i] is None and p.evaluate(PLAYING):
-                done[i] = time.perf_counter() - t0
-        time.sleep(0.05)
-        if time.perf_counter() - t0 > 1800:
+            if done[i] is None:
+                stamp = p.evaluate("() => window.__playing_at")
+                if stamp:
+                    done[i] = stamp / 1000 - t0
+        if time.time() - t0 > 1800:
             raise RuntimeError("no video after 30 minutes")
     return done
 
@@ -159,24 +173,35 @@ def main(argv=None) -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             warm = ready_tab(browser, url, 1)  # loads the model into the server: not part of any figure
             click_to_playing([warm])
-            one = ready_tab(browser, url, 1)
-            fixed = click_to_playing([one])[0] - last_run_total(out)
-            one.close()
-            one = ready_tab(browser, url, args.steps)
-            (b,) = click_to_playing([one])
-            inside = last_run_total(out)
-            print(f"(b) one tab, click -> video playing: {b:.2f} s  ({b / lib:.2f}x (a)); the run itself took "
-                  f"{inside:.2f} s in the server; page fixed cost (1-step run, click-to-play minus its run): "
-                  f"{fixed:.2f} s; target <= 1.15 x (a) + fixed = {1.15 * lib + fixed:.2f} s")
-            one.close()
-            closed = ready_tab(browser, url, args.steps)  # the same run with nobody watching
-            n_runs = len([p for p in out.iterdir() if (p / "run.json").is_file()])
-            closed.get_by_role("button", name="Generate video").click()
-            closed.close()
-            while len([p for p in out.iterdir() if (p / "run.json").is_file()]) <= n_runs:
-                time.sleep(0.2)
-            print(f"(b') the same run with its tab closed after the click: {last_run_total(out):.2f} s in the server "
-                  "(no page polling, no browser drawing)")
+            fixes = []
+            for _ in range(3):  # a noisy machine: the median of three
+                one = ready_tab(browser, url, 1)
+                fixes.append(click_to_playing([one])[0] - last_run_total(out))
+                one.close()
+            fixed = statistics.median(fixes)
+            bs, insides = [], []
+            for _ in range(args.repeat):  # the machine is noisy: the median of --repeat clicks, like (a)
+                one = ready_tab(browser, url, args.steps)
+                bs.append(click_to_playing([one])[0])
+                insides.append(last_run_total(out))
+                one.close()
+            b, inside = statistics.median(bs), statistics.median(insides)
+            print(f"(b) one tab, click -> video playing (median of {args.repeat}): {b:.2f} s  ({b / lib:.2f}x (a)); "
+                  f"the run itself took {inside:.2f} s in the server; page fixed cost (1-step runs, click-to-play "
+                  f"minus the run, median of 3): {fixed:.2f} s; target <= 1.15 x (a) + fixed = "
+                  f"{1.15 * lib + fixed:.2f} s;  each: {', '.join(f'{t:.2f}' for t in bs)} s")
+            closed_runs = []
+            for _ in range(args.repeat):  # the same run with nobody watching
+                closed = ready_tab(browser, url, args.steps)
+                n_runs = len([p for p in out.iterdir() if (p / "run.json").is_file()])
+                closed.get_by_role("button", name="Generate video").click()
+                closed.get_by_role("button", name="Cancel").wait_for()  # the server has the job
+                closed.close()
+                while len([p for p in out.iterdir() if (p / "run.json").is_file()]) <= n_runs:
+                    time.sleep(0.2)
+                closed_runs.append(last_run_total(out))
+            print(f"(b') the same run with its tab closed after the click (median of {args.repeat}): "
+                  f"{statistics.median(closed_runs):.2f} s in the server (no page, no browser drawing)")
             tabs = [ready_tab(browser, url, args.steps) for _ in range(args.tabs)]
             times = click_to_playing(tabs)
             c = max(times)

@@ -1,5 +1,6 @@
 """One AppTest per page, on the real tiny model (no mocks)."""
 
+import json
 import time
 from pathlib import Path
 
@@ -319,7 +320,9 @@ def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
     while job_b.queue_position != 1 and time.time() < deadline:
         time.sleep(0.05)
     b.run()
-    assert job_b.status == "queued" and any("1 run(s) ahead" in i.value for i in b.info)
+    # its progress bar reads the job's progress file (app/static/jobs), which says its place in the queue
+    progress = json.loads(job_b.progress_file.read_text())
+    assert job_b.status == "queued" and "1 run(s) ahead" in progress["text"] and not progress["finished"]
     queue = " ".join(m.value for m in b.sidebar.markdown)
     assert f"generate by session {job_a.owner}: denoising step" in queue and "generate by you: queued" in queue
     button(a, "Cancel").click().run()

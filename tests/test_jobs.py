@@ -39,3 +39,34 @@ def test_unknown_decode_time_is_not_counted_as_zero():
     time.sleep(0.02)
     job.on_step(2, 4)
     assert job.decode_estimate is None and job.seconds_left() is not None  # the page says "+ decoding"
+
+
+def test_progress_file_tells_the_page_without_a_rerun(tmp_path):
+    """What the page's progress bar fetches: place in the queue, then progress, then finished (which makes the
+    page rerun once); every write is whole (atomic replace)."""
+    import json
+
+    steps, seen = threading.Event(), []
+
+    def work(job):
+        job.on_queue(2)
+        seen.append(json.loads(job.progress_file.read_text()))
+        job.on_queue(0)
+        job.on_phase("denoising")
+        job.on_step(1, 4)
+        seen.append(json.loads(job.progress_file.read_text()))
+        steps.wait(5)
+        return {"ok": True}
+    job = Job("generate", work)
+    job.progress_file = tmp_path / "p.json"
+    job.start()
+    deadline = time.time() + 5
+    while len(seen) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert "2 run(s) ahead" in seen[0]["text"] and seen[0]["status"] == "queued" and not seen[0]["finished"]
+    assert seen[1]["text"].startswith("denoising step 1/4") and seen[1]["fraction"] == 0.25
+    steps.set()
+    job.done_event.wait(5)
+    final = json.loads(job.progress_file.read_text())
+    assert final["finished"] and final["status"] == "done"
+    assert not list(tmp_path.glob("*.tmp"))
