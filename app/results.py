@@ -16,11 +16,12 @@ from svd_core import export_frames
 
 # Progress without reruns: a job publishes its progress as a small JSON file in app/static/jobs/ (served by
 # Streamlit's static file serving), which the page's progress bar (an st.components.v2 component, a few lines of
-# JavaScript) fetches every PROGRESS_MS; when the job has finished it triggers one rerun that shows the result.
+# JavaScript) fetches every PROGRESS_MS (PROGRESS_QUEUED_MS while queued); when the job has finished it triggers
+# one rerun that shows the result.
 # No script runs while a job runs, so a watching tab costs the sampler almost nothing. (A fragment polling once a
 # second cost ~0.1 s of browser CPU per poll and slowed a 6 s run on 2 cores by ~1 s: docs/benchmarks.md.)
 # Without static serving, the fallback is that fragment: every POLL_S while running, POLL_QUEUED_S while queued.
-PROGRESS_MS = 500
+PROGRESS_MS, PROGRESS_QUEUED_MS = 500, 2000  # while running; while waiting in the queue (only its place moves)
 POLL_S, POLL_QUEUED_S = 1.0, 3.0
 STATIC = Path(__file__).resolve().parent / "static"
 JOBS_DIR = STATIC / "jobs"
@@ -46,6 +47,7 @@ export default function(component) {
         fill.style.width = (100 * s.fraction).toFixed(1) + '%';
         text.textContent = s.text;
         if (s.finished) { stopped = true; setTriggerValue('finished', s.status); return; }
+        if (s.status === 'queued') { setTimeout(tick, data.queued_ms); return; }
       }
     } catch (e) {}
     setTimeout(tick, data.every_ms);
@@ -115,7 +117,8 @@ def job_panel(job: Job) -> None:
     """Progress of a running job with a Cancel button. The bar fetches the job's progress file (no reruns) and
     reruns the page once when the job has finished; without static serving a fragment polls the job instead."""
     if job.progress_file is not None:
-        _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS},
+        _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS,
+                            "queued_ms": PROGRESS_QUEUED_MS},
                       key=f"progress-{job.progress_file.stem}", on_finished_change=lambda: None)
         st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
         return

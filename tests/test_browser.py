@@ -178,7 +178,9 @@ def test_three_tabs_at_once_and_a_double_click(server, browser):
     before = runs_in(out)
     for t in tabs:
         t.get_by_role("button", name="Generate video").click(no_wait_after=True)
-    tabs.pop().close()
+    closing = tabs.pop()
+    closing.get_by_role("button", name="Cancel").wait_for()  # its click reached the server: it has a job
+    closing.close()
     for t in tabs:
         info = wait_playing(t)
         assert info["duration"] > 0
