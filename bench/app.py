@@ -208,6 +208,10 @@ def main(argv=None) -> int:
             print(f"(c) {args.tabs} tabs clicking at once: all playing after {c:.2f} s  ({c / b:.2f}x (b); "
                   f"target <= 3.3x); each: {', '.join(f'{t:.1f}' for t in times)} s")
             browser.close()
+        proc.terminate()
+        again, _ = library_time(ck / "tiny_demo.safetensors", args.steps, args.repeat)  # did the machine drift?
+        print(f"(a) again, after the app's runs (median of {args.repeat}): {again:.2f} s  (drift of the machine "
+              f"between the first and last figures: {again / lib:.2f}x)")
     finally:
         proc.terminate()
         try:
