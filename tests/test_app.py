@@ -562,3 +562,10 @@ def test_sv3d_u_has_no_camera_input(dirs, tiny_sv3d):
     assert any("no camera input" in c.value for c in at.caption)
     assert not any(k.key == "cam_elevation" for k in at.number_input)
     assert at.radio(key="knob_resize_mode").value == "pad"  # SV3D's default: the whole object, on white
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    small(at, frames=4, steps=1)
+    button(at, "Generate video").click().run()
+    res = wait(at, "gen")
+    assert (res["path"] / "video.mp4").is_file() and "camera" not in res["result"].effective
+    caption = next(c.value for c in at.caption if c.value.startswith("seed "))
+    assert "orbit (no camera input)" in caption

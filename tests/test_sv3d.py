@@ -237,6 +237,12 @@ def test_make_tiny_sv3d_and_sample_from_the_cli(tmp_path, input_png):
     assert record["params"]["elevations_deg"] == list(elev) and record["params"]["azimuths_deg"] == list(az)
     assert record["effective"]["camera"]["azimuths_deg"] == list(az)
     assert (run / "video.mp4").stat().st_size > 0
+    r = _cli("sample", input_png, "-c", tmp_path / "u.safetensors", "--num-frames", "4", "--num-inference-steps", "1",
+             "--width", "64", "--height", "64", "--format", "mp4,gif", "--out", tmp_path / "out_u")
+    assert r.returncode == 0, r.stderr
+    (run_u,) = (tmp_path / "out_u").iterdir()
+    assert (run_u / "video.mp4").stat().st_size > 0 and (run_u / "video.gif").stat().st_size > 0
+    assert "camera" not in json.loads((run_u / "run.json").read_text())["effective"]
     r = _cli("sample", input_png, "-c", tmp_path / "p.safetensors", "--azimuths", "0,90", "--out", out)
     assert r.returncode == 2 and "azimuths_deg: one value per frame (6), got 2" in r.stderr
     assert r.stderr.count("\n") == 1
