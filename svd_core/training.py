@@ -20,7 +20,8 @@ NOISE_AUG_LOG_MEAN, NOISE_AUG_LOG_STD = -3.0, 0.5
 NOISE_AUG_TRAINED = (round(math.exp(NOISE_AUG_LOG_MEAN - 2 * NOISE_AUG_LOG_STD), 3),
                      round(math.exp(NOISE_AUG_LOG_MEAN + 2 * NOISE_AUG_LOG_STD), 3))  # (0.018, 0.135)
 TRAINED_SIZES = ((1024, 576), (576, 1024))  # SVD / SVD-XT finetuning resolution, either orientation
-TRAINED_SIZES_BY_VARIANT: dict[str, tuple[tuple[int, int], ...]] = {"sv3d_u": ((576, 576),), "sv3d_p": ((576, 576),)}
+TRAINED_SIZES_BY_VARIANT: dict[str, tuple[tuple[int, int], ...]] = {}  # a variant trained on other sizes
+SV3D_SIZE = (576, 576)
 SV3D_COND_AUG = 1e-5  # hard-coded in both of Stability's SV3D scripts
 
 
@@ -86,8 +87,8 @@ def _sv3d_warnings(params: SamplingParams, v: Variant) -> list[str]:
         out.append(f"noise_aug_strength {params.noise_aug_strength:g}: Stability's SV3D scripts always use "
                    f"{SV3D_COND_AUG:g}")
     if not is_untrained(v):
-        if (params.width, params.height) != (576, 576):
-            out.append(f"{params.width}x{params.height} is not SV3D's trained size (576x576)")
+        if (params.width, params.height) != SV3D_SIZE:
+            out.append(f"{params.width}x{params.height} is not SV3D's trained size ({SV3D_SIZE[0]}x{SV3D_SIZE[1]})")
         if params.num_frames != v.num_frames:
             out.append(f"{params.num_frames} frames: {v.name} was trained on {v.num_frames}")
     return out

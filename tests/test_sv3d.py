@@ -258,3 +258,15 @@ def test_sweep_varies_the_elevation(tmp_path, input_png):
     cells = [r for r in runs if "effective" in r]  # the sweep's own record has no effective block
     assert sorted(r["effective"]["camera"]["elevations_deg"] for r in cells) == [[0.0] * 4, [30.0] * 4]
     assert sorted(r["coords"]["elevations_deg"] for r in cells) == [0.0, 30.0]
+
+
+def test_sv3d_defaults_and_training_warnings():
+    from svd_core import training_warnings
+
+    p = SamplingParams.for_variant("sv3d_p")
+    assert (p.num_frames, p.width, p.height, p.num_inference_steps, p.guider, p.min_guidance_scale,
+            p.max_guidance_scale, p.noise_aug_strength, p.decode_chunk_size) == (21, 576, 576, 50, "triangle", 1.0,
+                                                                                  2.5, 1e-5, 14)
+    assert training_warnings(p, "sv3d_p") == []  # Stability's own settings warn about nothing
+    warned = training_warnings(p.replace(width=512, noise_aug_strength=0.02, fps=30), "sv3d_p")
+    assert len(warned) == 2 and "always use 1e-05" in warned[0] and "576x576" in warned[1]  # fps: no input
