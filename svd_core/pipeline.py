@@ -37,6 +37,7 @@ class PipelineOutput:
     latents: torch.Tensor  # float32 (F, 4, h, w) on the CPU, in the scaled latent space (diffusers' 'latent')
     timings: dict[str, float]  # seconds: image_encode, denoise, decode, total
     model_calls: int  # UNet calls (each on 2F rows with CFG, F with the identity guider)
+    camera: dict | None = None  # SV3D_p: the per-frame elevations_deg / azimuths_deg the run was conditioned on
 
 
 class _Clock:
@@ -78,7 +79,16 @@ def encode_condition(pipe, image, params: SamplingParams, device, generator, cfg
     return latents.to(pipe.unet.dtype).unsqueeze(1).repeat(1, params.num_frames, 1, 1, 1)
 
 
-def time_ids(pipe, params: SamplingParams, device, cfg: bool) -> torch.Tensor:
+def frame_camera(pipe, params: SamplingParams) -> dict | None:
+    """2a. SV3D_p's camera, one (elevation, azimuth) per frame, unset values filled in as Stability's script
+    does (svd_core.camera.resolve); None for models without a camera input."""
+    if sv3d.family_of(pipe.unet) != "sv3d_p":
+        return None
+    elevations, azimuths = camera.resolve(params.num_frames, params.elevations_deg, params.azimuths_deg)
+    return {"elevations_deg": list(elevations), "azimuths_deg": list(azimuths)}
+
+
+def time_ids(pipe, params: SamplingParams, device, cfg: bool, cam: dict | None = None) -> torch.Tensor:
     """2. The micro-conditioning row [fps - 1, motion_bucket_id, noise_aug_strength], once per batch half. SV3D:
     its own ids (svd_core.sv3d.camera_ids), float32 like sgm's embedders, the same for both halves (sgm's
     unconditional vector equals the conditional one)."""
@@ -88,8 +98,7 @@ def time_ids(pipe, params: SamplingParams, device, cfg: bool) -> torch.Tensor:
                                       pipe.unet.dtype, 1, 1, cfg).to(device)
     polars = azimuths = None
     if family == "sv3d_p":
-        polars, azimuths = camera.model_angles(*camera.resolve(params.num_frames, params.elevations_deg,
-                                                               params.azimuths_deg))
+        polars, azimuths = camera.model_angles(cam["elevations_deg"], cam["azimuths_deg"])
     ids = sv3d.camera_ids(family, params.noise_aug_strength, polars, azimuths)[None]  # (1, F or 1, n)
     return ids.repeat(2 if cfg else 1, 1, 1).to(device)
 
@@ -170,7 +179,8 @@ def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generato
             phase("encoding")
             embeds = encode_image(pipe, image, device, cfg)  # 1.
             condition = encode_condition(pipe, image, params, device, generator, cfg)
-            added_time_ids = time_ids(pipe, params, device, cfg)  # 2.
+            cam = frame_camera(pipe, params)  # 2.
+            added_time_ids = time_ids(pipe, params, device, cfg, cam)
             sigmas = samplers.discretize(params)  # 3.
             x = initial_latents(pipe, params, sigmas, device, generator)
             clock.mark("encoded")
@@ -198,4 +208,4 @@ def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generato
             clock.mark("end")
     finally:
         pipe.maybe_free_model_hooks()
-    return PipelineOutput(frames, x.cpu(), clock.timings(), calls[0])
+    return PipelineOutput(frames, x.cpu(), clock.timings(), calls[0], cam)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import camera, pipeline
+from . import pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .errors import Cancelled, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
@@ -210,14 +210,6 @@ class Sampler:
         unused = [k for k in self.info.variant.unused_knobs if getattr(params, k) != defaults[k].default]
         return params.inapplicable() + unused
 
-    def camera(self, params: SamplingParams) -> dict | None:
-        """What an SV3D_p run is conditioned on, per frame (defaults filled in as Stability's script does);
-        None for other models."""
-        if self.info.variant.family != "sv3d_p":
-            return None
-        elevations, azimuths = camera.resolve(params.num_frames, params.elevations_deg, params.azimuths_deg)
-        return {"elevations_deg": list(elevations), "azimuths_deg": list(azimuths)}
-
     def _measure(self, frames, params, prepared, timings) -> dict:
         """Metrics while the run still holds the queue (the image encoder may sit on the accelerator). A failed
         measurement is recorded, never fails the run."""
@@ -283,8 +275,8 @@ class Sampler:
             "fps_id": None if self.info.variant.is_sv3d else params.fps - 1,
             "fallback": fallback,
         }
-        if self.info.variant.family == "sv3d_p":
-            effective["camera"] = self.camera(params)
+        if out.camera is not None:  # what the UNet was given, as the pipeline built it
+            effective["camera"] = out.camera
         return frames, timings, out, effective
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str):
