@@ -57,13 +57,15 @@ def camera_section(variant, num_frames: int) -> None:
     c1, c2 = st.columns([1, 2])
     with c1:
         elevation = st.number_input("Elevation (degrees)", min_value=lo, max_value=hi, step=5.0, key="cam_elevation",
-                                    on_change=_reset_table, help=help_[0].upper() + help_[1:] + ".")
+                                    persist_state="session", on_change=_reset_table,
+                                    help=help_[0].upper() + help_[1:] + ".")
     with c2:
         options = [*list_camera_paths(), *([CUSTOM] if S["cam_path"] == CUSTOM else [])]
-        path = st.selectbox("Path", options, key="cam_path", format_func=_path_title, on_change=_reset_table,
+        path = st.selectbox("Path", options, key="cam_path", persist_state="session", format_func=_path_title,
+                            on_change=_reset_table,
                             help=" · ".join(f"{p}: {get_camera_path(p).help}" for p in list_camera_paths()))
     if path == "dynamic":
-        st.number_input("Path seed", min_value=0, max_value=2**31 - 1, step=1, key="cam_seed",
+        st.number_input("Path seed", min_value=0, max_value=2**31 - 1, step=1, key="cam_seed", persist_state="session",
                         on_change=_reset_table, help="The dynamic path is random; its seed makes it repeatable.")
     try:
         if path == CUSTOM:

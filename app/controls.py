@@ -176,7 +176,7 @@ def _widget(name: str, make, label: str, **kw):
     svd_core's RANGES."""
     lo, hi, help_ = RANGES[name]
     kw = {"min_value": lo, "max_value": hi, "help": help_[0].upper() + help_[1:] + ".", **kw}
-    return make(label, key=state.knob_key(name), **kw)
+    return make(label, key=state.knob_key(name), persist_state="session", **kw)
 
 
 # Advanced: (field, label, step) in two columns
@@ -256,10 +256,12 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
         with c4:
             st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
         st.radio("Resize mode", CHOICES["resize_mode"][0], horizontal=True, key=state.knob_key("resize_mode"),
+                 persist_state="session",
                  help="crop: fill the frame · pad: fit with bars (white for SV3D, black for SVD) · stretch: ignore "
                       "the aspect")
         st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=RANGES["output_fps"][1],
-                        step=1, key=state.knob_key("output_fps"), help="Playback frame rate of the exported video.")
+                        step=1, key=state.knob_key("output_fps"), persist_state="session",
+                        help="Playback frame rate of the exported video.")
         sampler_panel(draft)
         if info is not None:
             st.button("Reset to the checkpoint's defaults", on_click=_reset, args=(info,))
@@ -280,7 +282,8 @@ def sampler_panel(draft: SamplingParams | None) -> None:
     c = st.columns(3)
     for col, name in zip(c, ("sampler", "discretization", "guider")):
         with col:
-            st.selectbox(name.capitalize(), CHOICES[name][0], key=state.knob_key(name), help=CHOICES[name][1])
+            st.selectbox(name.capitalize(), CHOICES[name][0], key=state.knob_key(name), persist_state="session",
+                         help=CHOICES[name][1])
     sampler, disc, guider = (S[state.knob_key(n)] for n in ("sampler", "discretization", "guider"))
     reads = [k for k in applicable_knobs(sampler, disc, guider) if k in PANEL_STEPS]
     if sampler in ("euler", "heun") and not S.get(state.knob_key("s_churn")):
@@ -320,7 +323,7 @@ def background_option(variant) -> bool:
     from svd_core.images import background_removal_available
 
     if background_removal_available():
-        return st.checkbox("Remove the background (rembg)", key="cam_remove_bg",
+        return st.checkbox("Remove the background (rembg)", key="cam_remove_bg", persist_state="session",
                            help="SV3D wants one object on a white background.")
     st.caption("SV3D wants one object on white: an image with transparency goes on white. (Background removal "
                "appears here when the optional rembg package and its weights are installed.)")

@@ -20,6 +20,17 @@ PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "
           "decoding": "decoding frames", "saving": "saving"}
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Replace `path` with `data` as JSON, atomically (a page fetching it never sees half a file). A failed write
+    only loses that update."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 class Job:
     def __init__(self, kind: str, work: Callable[[Job], dict], owner: str = "", label: str = "",
                  decode_estimate: float | None = None):
@@ -118,14 +129,8 @@ class Job:
         bytes each). A failed write only loses that update."""
         if self.progress_file is None:
             return
-        data = {"status": self.status, "finished": self.finished, "fraction": self.fraction,
-                "text": self.progress_text()}
-        tmp = self.progress_file.with_name(self.progress_file.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.progress_file)
-        except OSError:
-            pass
+        write_json(self.progress_file, {"status": self.status, "finished": self.finished, "fraction": self.fraction,
+                                        "text": self.progress_text()})
 
     def status_text(self) -> str:
         """'denoising step 3/40', 'decoding frames', ... for the progress bar."""
@@ -149,7 +154,7 @@ class Job:
             traceback.print_exc()
             self.error, self.status = f"{type(e).__name__}: {e}", "error"
         finally:
-            self.done_event.set()
             if self.on_finish is not None:
                 self.on_finish(self)  # off the server's list first: the page reruns as soon as it reads this
             self.publish()
+            self.done_event.set()  # last: whoever waits on it sees the server's list and files up to date

@@ -66,6 +66,71 @@ _PROGRESS_CSS = """
 _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, css=_PROGRESS_CSS)
 
 
+# The video guard: on a CPU server, a page's playing videos pause while any run is queued or running, and play
+# again after it. A looping result video costs a software-rendering browser ~0.2 s of CPU a second (headless
+# Chromium, 128x128 demo video; 0.04 s paused), CPU the sampler shares when browser and server share the machine;
+# with three tabs, their videos made the last run ~40 % slower. The server writes SERVER_STATUS when its runs
+# change (server.ModelServer.publish); the guard fetches it every GUARD_MS while the page has a video, GUARD_PAUSED_MS
+# while it holds some paused, and nothing otherwise. A video the user plays meanwhile is left playing.
+SERVER_STATUS = JOBS_DIR / "server.json"
+GUARD_MS, GUARD_PAUSED_MS = 2000, 1000
+_GUARD_JS = """
+export default function(component) {
+  const { data, parentElement } = component;
+  let note = parentElement.querySelector('.guard');
+  if (!note) {
+    note = document.createElement('div');
+    note.className = 'guard';
+    note.textContent = data.note;
+    parentElement.appendChild(note);
+  }
+  const paused = new Set();      // the videos this guard paused, to play again
+  let seen = new WeakSet();      // the videos handled during this busy spell (the user may play them again)
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    const videos = [...document.querySelectorAll('video')];
+    if (videos.length || paused.size) {
+      try {
+        const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
+        if (r.ok) {
+          const s = await r.json();
+          if (s.active > 0 && s.device === 'cpu') {
+            for (const v of videos) {
+              if (seen.has(v)) continue;
+              seen.add(v);
+              if (!v.paused) { v.pause(); paused.add(v); }
+            }
+          } else {
+            for (const v of paused) if (v.isConnected) v.play().catch(() => {});
+            paused.clear();
+            seen = new WeakSet();
+          }
+        }
+      } catch (e) {}
+    }
+    note.style.display = paused.size ? 'block' : 'none';
+    setTimeout(tick, paused.size ? data.paused_ms : data.every_ms);
+  };
+  tick();
+  return () => { stopped = true; };
+}
+"""
+_GUARD_CSS = ".guard { display: none; font-size: 0.8rem; color: var(--st-text-color, inherit); opacity: 0.7; }"
+_video_guard = st.components.v2.component("svd_video_guard", js=_GUARD_JS, css=_GUARD_CSS)
+
+
+def video_guard() -> None:
+    """Mount the video guard (see SERVER_STATUS above) where it is called; its note shows while it holds videos
+    paused. Nothing without static serving."""
+    if static_progress():
+        _video_guard(data={"url": f"app/static/jobs/{SERVER_STATUS.name}", "every_ms": GUARD_MS,
+                           "paused_ms": GUARD_PAUSED_MS,
+                           "note": "Videos paused while the server samples on the CPU (they would slow it down); "
+                                   "they play again when it is done, or press play."},
+                     key="video-guard")
+
+
 def static_progress() -> bool:
     """Whether pages can fetch job progress as files (server.enableStaticServing, a writable app/static/jobs)."""
     if not st.get_option("server.enableStaticServing"):
@@ -98,6 +163,21 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
         job.publish()
     slot.job, slot.error = job, None
     server.submit(job)
+
+
+def run_section(slot_name: str, label: str, hint: str | None, on_click, args, show_result) -> None:
+    """A page's run button, its job's progress and its result (`show_result()`), as one fragment: the click and
+    the job's end rerun this part of the page only. A full rerun re-renders every widget of the page: ~0.4 s of
+    a software-rendering browser's CPU, taken from the sampler when browser and server share a CPU. A fragment
+    rerun reuses the arguments of the page's last full run, which are what its widgets show."""
+    _section(slot_name, label, hint, on_click, args, show_result)
+
+
+@st.fragment
+def _section(slot_name: str, label: str, hint: str | None, on_click, args, show_result) -> None:
+    consume_job(slot_name)  # the job's end reran this fragment only: its result moves to the slot here
+    run_button(slot_name, label, hint, on_click, args)
+    show_result()
 
 
 def run_button(slot_name: str, label: str, hint: str | None, on_click, args) -> None:

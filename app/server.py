@@ -14,7 +14,9 @@ import gc
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from app.jobs import write_json
 from svd_core import SVDError
 
 
@@ -46,6 +48,7 @@ class ModelServer:
         self.load_error = ""
         self._jobs: list = []
         self.decode_seconds_per_megapixel_frame: float | None = None  # learnt from finished runs, for estimates
+        self.status_file: Path | None = None  # where publish() writes whether runs are active, for pages to fetch
 
     # ---------------------------------------------------------------------------------------------- model
     def select(self, choice: ModelChoice, by: str = "") -> None:
@@ -104,7 +107,8 @@ class ModelServer:
                     gc.collect()
                     raise SVDError("the model was changed while it loaded: try again")
                 self._sampler, self._loaded_for = sampler, choice
-                return sampler
+            self.publish()
+            return sampler
 
     # ----------------------------------------------------------------------------------------------- jobs
     def submit(self, job) -> None:
@@ -112,6 +116,7 @@ class ModelServer:
         with self._lock:
             self._jobs.append(job)
         job.on_finish = self._finished
+        self.publish()
         job.start()
 
     def _finished(self, job) -> None:
@@ -121,8 +126,24 @@ class ModelServer:
             seconds = getattr(job, "decode_rate", None)
             if seconds:
                 self.decode_seconds_per_megapixel_frame = seconds
+        self.publish()
 
     def jobs(self) -> list:
         """Active jobs in submission order (running first in practice, then the queue)."""
         with self._lock:
             return [j for j in self._jobs if not j.finished]
+
+    def device_type(self) -> str:
+        """'cpu', 'cuda', 'mps' of the loaded model, or of the chosen device; '' while unknown (best available,
+        not loaded yet)."""
+        sampler = self._sampler
+        if sampler is not None:
+            return sampler.device.type
+        return self.choice.device.split(":")[0] if self.choice is not None else ""
+
+    def publish(self) -> None:
+        """Write {"active": runs queued or running, "device": device_type()} to status_file, for every page to
+        fetch without a rerun (the pages' video guard: app/results.py)."""
+        if self.status_file is not None:
+            with self._lock:  # one writer at a time: they share the temporary file
+                write_json(self.status_file, {"active": len(self.jobs()), "device": self.device_type()})

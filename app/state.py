@@ -1,8 +1,9 @@
 """Everything one browser session keeps, in one place: named accessors over `st.session_state`.
 
-- Knob values live in one store: the widgets' own keys (`knob_<field>`). Streamlit drops a widget's key on a run
-  where the widget is not drawn (another page); `keep_widgets()`, called by main.py before any page, writes them
-  back so they survive page switches (Streamlit's documented pattern). Compare's widgets (`cmp_*`) too.
+- Knob values live in one store: the widgets' own keys (`knob_<field>`). The widgets are made with
+  `persist_state="session"`, so Streamlit keeps their values on runs where they are not drawn (another page,
+  a fragment's own rerun). Compare's (`cmp_*`) and the camera's (`cam_*`) widgets too. (The earlier idiom,
+  rewriting every key at the start of each full run, lost them after a fragment rerun.)
 - A page's background work is a `Slot` (job, result, error), one per page that runs things.
 - The model itself is not here: it belongs to the server (server.py), shared by every session.
 """
@@ -19,8 +20,6 @@ from svd_core.params import field_names
 
 S = st.session_state
 KNOB = "knob_"  # widget keys of the SamplingParams fields: knob_<field>
-PERSISTENT = (KNOB, "cmp_", "cam_")  # widget keys that outlive page switches
-EDITORS = ("cam_table_",)  # data editors: Streamlit refuses their values through session state
 
 
 @dataclass
@@ -45,12 +44,6 @@ def session_id() -> str:
     if "sid" not in S:
         S["sid"] = secrets.token_hex(2)
     return S["sid"]
-
-
-def keep_widgets() -> None:
-    for key in list(S.keys()):
-        if isinstance(key, str) and key.startswith(PERSISTENT) and not key.startswith(EDITORS):
-            S[key] = S[key]
 
 
 # ----------------------------------------------------------------------------------------------- knobs

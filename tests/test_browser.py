@@ -130,6 +130,10 @@ def test_generate_in_a_real_browser(server, page, shots):
 def test_compare_in_a_real_browser(server, page, shots):
     page.get_by_role("link", name="Compare").click()
     page.get_by_role("heading", name="Compare").wait_for()
+    # Generate's settings came along, after its run and result were fragment reruns (they once fell back to the
+    # release defaults, 1024x576 and 25 steps, here)
+    assert "6 frames" in page.get_by_text("Everything not varied").inner_text()
+    assert "128x128" in page.get_by_text("Everything not varied").inner_text()
     box = page.get_by_label("Values (2 to 6, separated by commas or spaces)")
     box.fill("0, 255")
     box.press("Enter")
@@ -198,6 +202,29 @@ def test_three_tabs_at_once_and_a_double_click(server, browser):
     assert len(runs_in(out)) == len(before) + 1
     for t in tabs[1:]:
         t.close()
+
+
+def test_videos_pause_while_the_cpu_samples(server, browser):
+    """A tab showing a result video: another tab's run pauses it (with a note) and it plays again after."""
+    url, _ = server
+    watching = new_tab(browser)
+    ready(watching, url)
+    watching.get_by_role("button", name="Generate video").click()
+    wait_playing(watching)
+    other = new_tab(browser)
+    ready(other, url, steps=40)
+    assert watching.evaluate("() => !document.querySelector('video').paused")  # playing: nothing runs
+    other.get_by_role("button", name="Generate video").click()
+    watching.wait_for_function("() => document.querySelector('video').paused", timeout=20_000)
+    note = watching.get_by_text("Videos paused while the server samples on the CPU")
+    note.wait_for()
+    wait_playing(other)  # its run has ended
+    watching.wait_for_function("() => !document.querySelector('video').paused", timeout=20_000)
+    assert not note.is_visible()
+    no_exception(watching)
+    no_exception(other)
+    watching.close()
+    other.close()
 
 
 def test_delete_while_shown_in_another_tab(server, browser):

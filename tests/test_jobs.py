@@ -70,3 +70,42 @@ def test_progress_file_tells_the_page_without_a_rerun(tmp_path):
     final = json.loads(job.progress_file.read_text())
     assert final["finished"] and final["status"] == "done"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny_checkpoint):
+    """What every page's video guard fetches: how many runs are queued or running, and the model's device type
+    (known once it is loaded); rewritten when a run is submitted, when the model loads, when a run ends."""
+    import json
+
+    from app.resources import _make_sampler
+    from app.server import ModelChoice, ModelServer
+
+    server = ModelServer(_make_sampler)
+    server.status_file = tmp_path / "server.json"
+    server.select(ModelChoice(str(tiny_checkpoint), device="cpu"))
+    server.publish()
+    assert json.loads(server.status_file.read_text()) == {"active": 0, "device": "cpu"}
+
+    release, seen = threading.Event(), []
+
+    def work(job):
+        server.sampler()
+        seen.append(json.loads(server.status_file.read_text()))
+        release.wait(10)
+        return {}
+    job = Job("generate", work)
+    server.submit(job)
+    deadline = time.time() + 30
+    while not seen and time.time() < deadline:
+        time.sleep(0.01)
+    assert seen == [{"active": 1, "device": "cpu"}]
+    release.set()
+    job.done_event.wait(10)
+    assert json.loads(server.status_file.read_text()) == {"active": 0, "device": "cpu"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+    best = ModelServer(_make_sampler)
+    best.select(ModelChoice(str(tiny_checkpoint)))  # "best available": unknown until it has loaded
+    assert best.device_type() == ""
+    best.sampler()
+    assert best.device_type() == "cpu"

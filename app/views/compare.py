@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import state
 from app.controls import image_uploader, prepare, require_sampler
-from app.results import gone, run_button, show_video, start_job
+from app.results import gone, run_section, show_video, start_job
 from svd_core import (
     RANGES,
     SamplingParams,
@@ -129,31 +129,31 @@ with left:
             upload = None
 with right:
     S.setdefault("cmp_mode", MODES[0])
-    mode = st.radio("What to compare", MODES, horizontal=True, key="cmp_mode")
+    mode = st.radio("What to compare", MODES, horizontal=True, key="cmp_mode", persist_state="session")
     cells, problem = None, None
     if mode == MODES[0]:
         if S.get("cmp_knob") not in KNOBS:  # a model without this knob
             S["cmp_knob"] = KNOBS[0]
-        knob = st.selectbox("Knob", KNOBS, key="cmp_knob",
+        knob = st.selectbox("Knob", KNOBS, key="cmp_knob", persist_state="session",
                             help="elevations_deg: one camera elevation per cell, on the same azimuths" if
                             "elevations_deg" in KNOBS else None)
         key = f"cmp_values_{knob}"
         S.setdefault(key, presets(knob, base))
-        text = st.text_input("Values (2 to 6, separated by commas or spaces)", key=key)
+        text = st.text_input("Values (2 to 6, separated by commas or spaces)", key=key, persist_state="session")
         S.setdefault("cmp_seeds", 1)
         n_seeds = 1 if knob == "seed" else st.number_input(
-            "Seeds per value", min_value=1, max_value=5, key="cmp_seeds",
+            "Seeds per value", min_value=1, max_value=5, key="cmp_seeds", persist_state="session",
             help="Each value runs on seeds seed, seed+1, ... (the same seeds for every value): the response curve "
                  "shows the mean and the spread over seeds.")
         others = ["none"] + [k for k in KNOBS if k not in (knob, "seed")]
         if S.get("cmp_knob2") not in others:
             S["cmp_knob2"] = "none"
-        knob2 = st.selectbox("Second knob (optional: a grid of both)", others, key="cmp_knob2")
+        knob2 = st.selectbox("Second knob (optional: a grid of both)", others, key="cmp_knob2", persist_state="session")
         vary_text = {knob: text}
         if knob2 != "none":
             key2 = f"cmp_values2_{knob2}"
             S.setdefault(key2, presets(knob2, base))
-            vary_text[knob2] = st.text_input(f"Values of {knob2}", key=key2)
+            vary_text[knob2] = st.text_input(f"Values of {knob2}", key=key2, persist_state="session")
         try:
             seeds = parse_seeds(str(n_seeds), base.seed) if n_seeds > 1 else None
             cells = grid_cells(base, {k: values_of(k, t) for k, t in vary_text.items()}, max_cells=36,
@@ -171,7 +171,7 @@ with right:
                 changes = {}
                 for name, step in AB_KNOBS.items():
                     lo, hi, help_ = RANGES[name]
-                    changes[name] = st.slider(name, lo, hi, step=step, key=f"cmp_{tag}_{name}",
+                    changes[name] = st.slider(name, lo, hi, step=step, key=f"cmp_{tag}_{name}", persist_state="session",
                                               help=help_[0].upper() + help_[1:])
                 sets.append(changes)
         st.button("Reset A and B to Generate's settings", on_click=_reset_ab, args=(base,))
@@ -207,10 +207,12 @@ def start(sampler, upload, cells):
 
 hint = ("Upload an image to enable comparing." if upload is None else
         "Fix the values above." if not cells else None)
-run_button("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells))
 
-res = state.slot("cmp").result
-if res:
+
+def result():
+    res = state.slot("cmp").result
+    if not res:
+        return
     st.divider()
     st.subheader("Side by side")
     if not gone(res["path"]):
@@ -230,3 +232,6 @@ if res:
             for i, (label, path, params) in enumerate(res["cells"]):
                 with cols[i % len(cols)]:
                     show_video(path / "video.mp4", label, frame_width=params.width)
+
+
+run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells), result)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from app import state
 from app.controls import background_option, image_uploader, knob_widgets, prepare, require_sampler
-from app.results import downloads, gone, record_decode_rate, run_button, show_metrics, show_video, start_job
+from app.results import downloads, gone, record_decode_rate, run_section, show_metrics, show_video, start_job
 from svd_core import SVDError, is_untrained, save_run
 
 sampler = require_sampler()
@@ -50,10 +50,12 @@ def start(sampler, prepared, params, upload):
 hint = ("Upload an image to enable sampling." if upload is None else
         "Fix the settings above." if params is None else
         "Upload another image: this one cannot be used (see above)." if prepared is None else None)
-run_button("gen", "Generate video", hint, start, (sampler, prepared, params, upload))
 
-res = state.slot("gen").result
-if res:
+
+def result():
+    res = state.slot("gen").result
+    if not res:
+        return
     st.divider()
     st.subheader("Result")
     if not gone(res["path"]):
@@ -87,3 +89,6 @@ if res:
             st.caption(f":material/info: {note}")
         show_metrics(r.metrics, is_untrained(sampler.info.variant))
         downloads(res["path"], r.frames, p.video_fps, "gen")
+
+
+run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload), result)
