@@ -96,8 +96,10 @@ def sidebar() -> None:
 
 
 def queue_panel(active) -> None:
+    """The shared queue as of this run of the page (a run's own progress bar stays current; this does not)."""
+    when = time.strftime("%H:%M:%S")
     if not active:
-        st.caption("Queue: empty")
+        st.caption(f"Queue at {when}: empty")
         return
     me = state.session_id()
     lines = []
@@ -105,7 +107,7 @@ def queue_panel(active) -> None:
         who = "you" if j.owner == me else f"session {j.owner}"
         what = j.status_text() if j.status == "running" else "queued"
         lines.append(f"- {j.kind} by {who}: {what}")
-    st.markdown("**Queue** (every tab shares it)\n" + "\n".join(lines))
+    st.markdown(f"**Queue** at {when} (every tab shares it)\n" + "\n".join(lines))
 
 
 def current_checkpoint():

@@ -69,10 +69,10 @@ _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, 
 # The video guard: on a CPU server, a page's playing videos pause while any run is queued or running, and play
 # again after it. A looping result video costs a software-rendering browser ~0.2 s of CPU a second (headless
 # Chromium, 128x128 demo video; 0.04 s paused), CPU the sampler shares when browser and server share the machine:
-# three tabs clicking at once took 3.8x one tab without the guard, 2.5-2.9x with it (docs/benchmarks.md). The
-# server writes SERVER_STATUS when its runs
-# change (server.ModelServer.publish); the guard fetches it every GUARD_MS while the page has a video, GUARD_PAUSED_MS
-# while it holds some paused, and nothing otherwise. A video the user plays meanwhile is left playing.
+# three tabs clicking at once took 3.8x one tab without the guard, 2.9-3.2x with it (per round, docs/benchmarks.md).
+# The server writes SERVER_STATUS when its runs change (server.ModelServer.publish); the guard fetches it every
+# GUARD_MS while the page has a video, every GUARD_PAUSED_MS while it holds some paused, and never otherwise. It
+# pauses autoplaying videos only: a video the user starts, or plays again, is left playing.
 SERVER_STATUS = JOBS_DIR / "server.json"
 GUARD_MS, GUARD_PAUSED_MS = 2000, 1000
 _GUARD_JS = """
@@ -85,8 +85,9 @@ export default function(component) {
     note.textContent = data.note;
     parentElement.appendChild(note);
   }
-  const paused = new Set();      // the videos this guard paused, to play again
-  let seen = new WeakSet();      // the videos handled during this busy spell (the user may play them again)
+  // Paused videos carry data-svd-guard: a guard mounted again (a rerun, a theme change) takes them over.
+  const paused = new Set(document.querySelectorAll('video[data-svd-guard]'));
+  let handled = new WeakSet(paused);  // paused by the guard in this busy spell: if the user plays one, it plays
   let stopped = false;
   const tick = async () => {
     if (stopped) return;
@@ -98,14 +99,21 @@ export default function(component) {
           const s = await r.json();
           if (s.active > 0 && s.device === 'cpu') {
             for (const v of videos) {
-              if (seen.has(v)) continue;
-              seen.add(v);
-              if (!v.paused) { v.pause(); paused.add(v); }
+              // autoplaying videos, playing or about to start (pausing cancels it); the others only play when
+              // the user starts them, and a video the user paused or played again stays as it is
+              if (handled.has(v) || !v.autoplay || (v.paused && v.currentTime > 0)) continue;
+              v.pause();
+              v.dataset.svdGuard = '1';
+              paused.add(v);
+              handled.add(v);
             }
           } else {
-            for (const v of paused) if (v.isConnected) v.play().catch(() => {});
+            for (const v of paused) {
+              delete v.dataset.svdGuard;
+              if (v.isConnected) v.play().catch(() => {});
+            }
             paused.clear();
-            seen = new WeakSet();
+            handled = new WeakSet();
           }
         }
       } catch (e) {}
@@ -168,9 +176,11 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
 
 def run_section(slot_name: str, label: str, hint: str | None, on_click, args, show_result) -> None:
     """A page's run button, its job's progress and its result (`show_result()`), as one fragment: the click and
-    the job's end rerun this part of the page only. A full rerun re-renders every widget of the page: ~0.4 s of
-    a software-rendering browser's CPU, taken from the sampler when browser and server share a CPU. A fragment
-    rerun reuses the arguments of the page's last full run, which are what its widgets show."""
+    the job's end rerun this part of the page only (without static serving, the fallback poll reruns the whole
+    page when the job ends). A full rerun re-renders every widget of the page: ~0.4 s of a software-rendering
+    browser's CPU, taken from the sampler when browser and server share a CPU. A fragment rerun reuses the
+    arguments of the page's last full run, which are what its widgets show. The sidebar, outside the fragment,
+    keeps what it showed at the last full run (its queue line says when that was)."""
     _section(slot_name, label, hint, on_click, args, show_result)
 
 
@@ -305,6 +315,7 @@ def consume_job(slot_name: str) -> None:
     job: Job | None = slot.job
     if job is None or not job.finished:
         return
+    job.done_event.wait(5)  # its thread is writing the last files: delete the progress file after that write
     slot.job = None
     if job.progress_file is not None:
         job.progress_file.unlink(missing_ok=True)

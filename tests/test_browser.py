@@ -212,12 +212,22 @@ def test_videos_pause_while_the_cpu_samples(server, browser):
     watching.get_by_role("button", name="Generate video").click()
     wait_playing(watching)
     other = new_tab(browser)
-    ready(other, url, steps=40)
+    ready(other, url, steps=100)
     assert watching.evaluate("() => !document.querySelector('video').paused")  # playing: nothing runs
     other.get_by_role("button", name="Generate video").click()
     watching.wait_for_function("() => document.querySelector('video').paused", timeout=20_000)
     note = watching.get_by_text("Videos paused while the server samples on the CPU")
     note.wait_for()
+    # a video that appears during the run (a new element: away to History and back) is paused before it plays on
+    watching.get_by_role("link", name="History").click()
+    watching.get_by_role("heading", name="History").wait_for()
+    watching.get_by_role("link", name="Generate").click()
+    watching.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 2 "
+                               "&& v.dataset.svdGuard; }", timeout=20_000)
+    t = watching.evaluate("() => document.querySelector('video').currentTime")
+    watching.wait_for_timeout(1500)
+    assert watching.evaluate("() => document.querySelector('video').currentTime") == t
+    assert other.get_by_role("button", name="Cancel").is_visible()  # all of this during the other tab's run
     wait_playing(other)  # its run has ended
     watching.wait_for_function("() => !document.querySelector('video').paused", timeout=20_000)
     assert not note.is_visible()
