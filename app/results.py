@@ -174,21 +174,22 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
     server.submit(job)
 
 
-def run_section(slot_name: str, label: str, hint: str | None, on_click, args, show_result) -> None:
-    """A page's run button, its job's progress and its result (`show_result()`), as one fragment: the click and
-    the job's end rerun this part of the page only (without static serving, the fallback poll reruns the whole
-    page when the job ends). A full rerun re-renders every widget of the page: ~0.4 s of a software-rendering
-    browser's CPU, taken from the sampler when browser and server share a CPU. A fragment rerun reuses the
-    arguments of the page's last full run, which are what its widgets show. The sidebar, outside the fragment,
-    keeps what it showed at the last full run (its queue line says when that was)."""
-    _section(slot_name, label, hint, on_click, args, show_result)
+def run_section(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
+    """A page's run button and its job's progress, as one fragment: the click reruns this part of the page only.
+    A full rerun re-renders every widget of the page: ~0.4 s of a software-rendering browser's CPU, taken from
+    the sampler just as the run starts when browser and server share a CPU. When the job ends, the whole page
+    reruns once (main.py hands the result to the page; the result is drawn outside the fragment: a result video
+    drawn in a fragment rerun often failed to autoplay, Streamlit's frontend taking it for a redraw). A fragment
+    rerun reuses the arguments of the page's last full run, which are what its widgets show."""
+    _section(slot_name, label, hint, on_click, args)
 
 
 @st.fragment
-def _section(slot_name: str, label: str, hint: str | None, on_click, args, show_result) -> None:
-    consume_job(slot_name)  # the job's end reran this fragment only: its result moves to the slot here
+def _section(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
+    job = state.slot(slot_name).job
+    if job is not None and job.finished:
+        st.rerun()  # the whole page: main.py moves the result into the slot, the page draws it
     run_button(slot_name, label, hint, on_click, args)
-    show_result()
 
 
 def run_button(slot_name: str, label: str, hint: str | None, on_click, args) -> None:

@@ -120,6 +120,9 @@ def test_generate_in_a_real_browser(server, page, shots):
     page.wait_for_function("() => ![...document.querySelectorAll('button')].find("
                            "b => b.innerText.includes('Generate video')).disabled")
     gen.click()
+    # the result autoplays by itself (wait_playing below presses play; a video drawn in a fragment rerun did not)
+    page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.currentTime > 0; }",
+                           timeout=60_000)
     info = wait_playing(page)
     assert info["readyState"] >= 2 and info["duration"] > 0 and info["w"] == 128
     page.get_by_role("button", name="GIF").wait_for()

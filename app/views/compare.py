@@ -209,6 +209,9 @@ hint = ("Upload an image to enable comparing." if upload is None else
         "Fix the values above." if not cells else None)
 
 
+run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells))
+
+
 def result():
     res = state.slot("cmp").result
     if not res:
@@ -234,4 +237,4 @@ def result():
                     show_video(path / "video.mp4", label, frame_width=params.width)
 
 
-run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells), result)
+result()

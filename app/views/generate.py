@@ -52,6 +52,9 @@ hint = ("Upload an image to enable sampling." if upload is None else
         "Upload another image: this one cannot be used (see above)." if prepared is None else None)
 
 
+run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload))
+
+
 def result():
     res = state.slot("gen").result
     if not res:
@@ -91,4 +94,4 @@ def result():
         downloads(res["path"], r.frames, p.video_fps, "gen")
 
 
-run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload), result)
+result()
