@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from app import state
+from app import charts, state
 from app.resources import checkpoints, device_choices, get_server, make_demo_model
 from app.server import Busy, ModelChoice
 from svd_core import (
@@ -302,7 +302,7 @@ def sampler_panel(draft: SamplingParams | None) -> None:
         scales = guidance_scales(draft)
         label = "no classifier-free guidance (identity)" if guider == "identity" else f"{guider} guider"
         st.caption(f"Guidance scale per frame: {label}")
-        st.bar_chart({"guidance": scales.tolist()}, height=120, x_label="frame", y_label="scale")
+        charts.per_frame("guidance", scales.tolist(), mark="bar", y_title="scale")
 
 
 # ------------------------------------------------------------------------------------------------- image

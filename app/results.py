@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import state
+from app import charts, state
 from app.jobs import Job
 from app.resources import get_server
 from svd_core import export_frames
@@ -280,7 +280,7 @@ def show_metrics(metrics: dict, untrained: bool) -> None:
             extra = f" · {m['flow_px_per_frame']:.2f} px/frame" if key == "motion" else ""
             st.caption(f"{title}: **{value:.3g}**{extra}" if value is not None else title)
             if m.get("per_frame"):
-                st.line_chart({key: m["per_frame"]}, height=110, x_label="frame", y_label="")
+                charts.per_frame(key, m["per_frame"])
     if tb:
         st.caption(f"Motion score in the SVD paper's units (Farneback flow at 2 fps, 16 px short side) on the "
                    f"{tb.get('kind', '?')} time base ({tb.get('fps', '?')} fps). See docs/metrics.md.")

@@ -97,6 +97,19 @@ def button(at, label):
     return next(b for b in at.button if b.label.startswith(label))
 
 
+def charts(at) -> dict[str, list]:
+    """The page's Vega-Lite charts: their y field -> the values they plot, in order."""
+    import pyarrow as pa
+
+    out = {}
+    for el in at.get("vega_lite_chart"):
+        spec = json.loads(el.proto.spec)
+        rows = pa.ipc.open_stream(el.proto.data.data).read_all().to_pylist()
+        y = spec["encoding"]["y"]["field"]
+        out.setdefault(y, []).append([r[y] for r in rows])
+    return out
+
+
 def test_first_run_screen_and_demo_model(dirs):
     at = app()
     assert at.title[0].value == "Welcome to SVD Studio"
@@ -167,6 +180,10 @@ def test_generate_full_run_survives_reruns(with_tiny):
     res = wait(at, "gen")
     assert (res["path"] / "video.mp4").is_file() and res["result"].frames.shape == (3, 64, 64, 3)
     assert at.get("video")
+    metrics = res["result"].metrics  # each per-frame metric of the run is charted, frame by frame
+    drawn = charts(at)
+    for key in ("motion", "flicker", "likeness"):
+        assert drawn[key] == [pytest.approx(metrics[key]["per_frame"])], key
     caption = next(c.value for c in at.caption if c.value.startswith("seed "))
     assert "decode chunk 3" in caption and "guidance 1→2.5" in caption and "fps_id 6" in caption
     assert (res["path"] / "input_original.png").read_bytes() == PNG  # the upload as given
@@ -407,8 +424,14 @@ def test_sampler_panel_shows_what_applies_and_runs_several_videos(with_tiny):
     at.selectbox(key="knob_discretization").set_value("legacy_ddpm").run()
     assert "knob_sigma_max" not in {w.key for w in at.number_input}
     at.selectbox(key="knob_guider").set_value("triangle").run()
-    chart = at.get("arrow_bar_chart") or at.get("bar_chart") or at.get("vega_lite_chart")
-    assert chart and any("triangle guider" in c.value for c in at.caption)
+    from svd_core import SamplingParams, guidance_scales
+
+    lo, hi = (at.number_input(key=f"knob_{k}_guidance_scale").value for k in ("min", "max"))
+    scales = guidance_scales(SamplingParams(num_frames=3, guider="triangle", min_guidance_scale=lo,
+                                            max_guidance_scale=hi))
+    assert len(set(scales.tolist())) > 1
+    assert charts(at)["guidance"] == [pytest.approx(scales.tolist())]  # the scale of each frame
+    assert any("triangle guider" in c.value for c in at.caption)
     at.number_input(key="knob_num_videos").set_value(2).run()
     button(at, "Generate video").click().run()
     res = wait(at, "gen")
@@ -452,6 +475,13 @@ def test_compare_across_seeds_shows_the_response(with_tiny):
     assert len(res["cells"]) == 4 and (res["path"] / "metrics.csv").is_file()
     assert any("Response to motion_bucket_id" in m.value for m in at.markdown)
     assert any("spread over 2 seeds" in c.value for c in at.caption)
+    from svd_core.sweep import response_table
+
+    table = response_table(res["path"])  # a chart per metric: mean, min and max over the seeds, per knob value
+    want = sorted(sorted(v for r in table if r["metric"] == m for v in (r["mean"], r["min"], r["max"]))
+                  for m in {r["metric"] for r in table})
+    assert len(want) >= 3 and all(len(values) == 2 * 3 for values in want)
+    assert sorted(sorted(values) for values in charts(at)["value"]) == [pytest.approx(v) for v in want]
     assert any(b.label == "metrics.csv" for b in at.get("download_button"))
 
 

@@ -4,7 +4,7 @@ after another, shown in one synchronised grid video labelled by axis, with each 
 
 import streamlit as st
 
-from app import state
+from app import charts, state
 from app.controls import image_uploader, prepare, require_sampler
 from app.results import gone, run_section, show_video, start_job
 from svd_core import (
@@ -67,7 +67,7 @@ def _reset_ab(base: SamplingParams) -> None:
 
 
 def response(path) -> None:
-    """Each metric against the knob: mean over seeds with its min-max spread (Streamlit's own charts)."""
+    """Each metric against the knob: mean over seeds with its min-max spread."""
     try:
         rows = response_table(path)
     except (OSError, ValueError):
@@ -95,9 +95,10 @@ def response(path) -> None:
                 continue
             spread = f", spread over {pts[0]['n']} seeds" if pts and pts[0]["n"] > 1 else ""
             st.caption(f"{metric} (mean{spread})")
-            data = {knob: [str(r[knob]) for r in pts], "mean": [r["mean"] for r in pts],
-                    "min": [r["min"] for r in pts], "max": [r["max"] for r in pts]}
-            st.line_chart(data, x=knob, y=["mean", "min", "max"] if spread else ["mean"], height=160)
+            series = ("mean", "min", "max") if spread else ("mean",)
+            charts.chart([{knob: str(r[knob]), "series": k, "value": r[k]} for r in pts for k in series], knob,
+                         "value", x_type="ordinal", color="series" if spread else None, y_title=None,
+                         height=160)
     f = path / "metrics.csv"
     if f.is_file():
         st.download_button("metrics.csv", f.read_bytes(), file_name=f"{path.name}-metrics.csv", mime="text/csv",
