@@ -70,11 +70,12 @@ _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, 
 # again after it. A looping result video costs a software-rendering browser ~0.2 s of CPU a second (headless
 # Chromium, 128x128 demo video; 0.04 s paused), CPU the sampler shares when browser and server share the machine:
 # three tabs clicking at once took 3.8x one tab without the guard, 2.9-3.2x with it (per round, docs/benchmarks.md).
-# The server writes SERVER_STATUS when its runs change (server.ModelServer.publish); the guard fetches it every
-# GUARD_MS while the page has a video, every GUARD_PAUSED_MS while it holds some paused, and never otherwise. It
-# pauses autoplaying videos only: a video the user starts, or plays again, is left playing.
+# The server writes SERVER_STATUS when its runs change (server.ModelServer.publish); the guard fetches it when a
+# video appears (a result is paused before it plays on), every GUARD_MS while the page has a video, every
+# GUARD_PAUSED_MS while it holds some paused (they play again within that of the server's last run), and never
+# otherwise. It pauses autoplaying videos only: a video the user starts, or plays again, is left playing.
 SERVER_STATUS = JOBS_DIR / "server.json"
-GUARD_MS, GUARD_PAUSED_MS = 2000, 1000
+GUARD_MS, GUARD_PAUSED_MS = 2000, 500
 _GUARD_JS = """
 export default function(component) {
   const { data, parentElement } = component;
@@ -88,9 +89,12 @@ export default function(component) {
   // Paused videos carry data-svd-guard: a guard mounted again (a rerun, a theme change) takes them over.
   const paused = new Set(document.querySelectorAll('video[data-svd-guard]'));
   let handled = new WeakSet(paused);  // paused by the guard in this busy spell: if the user plays one, it plays
-  let stopped = false;
+  let stopped = false, busy = false, again = false, timer = null;
   const tick = async () => {
     if (stopped) return;
+    if (busy) { again = true; return; }  // a check is under way: one more right after it
+    busy = true;
+    clearTimeout(timer);
     const videos = [...document.querySelectorAll('video')];
     if (videos.length || paused.size) {
       try {
@@ -119,10 +123,19 @@ export default function(component) {
       } catch (e) {}
     }
     note.style.display = paused.size ? 'block' : 'none';
-    setTimeout(tick, paused.size ? data.paused_ms : data.every_ms);
+    busy = false;
+    if (again) { again = false; tick(); return; }
+    if (!stopped) timer = setTimeout(tick, paused.size ? data.paused_ms : data.every_ms);
   };
+  // a video that appears (a result, a page switch) is checked at once, not at the next poll: paused before it
+  // plays on while the server is busy
+  const seen = new MutationObserver((records) => {
+    for (const r of records) for (const n of r.addedNodes)
+      if (n.nodeType === 1 && (n.tagName === 'VIDEO' || n.querySelector('video'))) { tick(); return; }
+  });
+  seen.observe(document.body, {childList: true, subtree: true});
   tick();
-  return () => { stopped = true; };
+  return () => { stopped = true; clearTimeout(timer); seen.disconnect(); };
 }
 """
 _GUARD_CSS = ".guard { display: none; font-size: 0.8rem; color: var(--st-text-color, inherit); opacity: 0.7; }"

@@ -116,7 +116,9 @@ def ready_tab(browser, url: str, steps: int):
 # video, whose own timeupdate events stamp the wall clock once it plays. The harness reads the stamp 4 times a
 # second. (It used to ask the page over Playwright 20 times a second, then to poll it with a 50 ms timer: the
 # first cost headless Chromium ~0.9 s of CPU during a 6 s run on 2 cores and the run itself ~0.8 s, the second
-# still ~1 s of CPU. A user's browser does neither.)
+# still ~1 s of CPU. A user's browser does neither.) Videos play by themselves (autoplay; the harness never
+# presses play): a tab whose result the video guard holds paused while other tabs' runs sample counts as playing
+# when the guard lets it play again.
 WATCH = """() => { window.__playing_at = null;
     const arm = (v) => {
         if (v.__armed) return;
@@ -124,15 +126,15 @@ WATCH = """() => { window.__playing_at = null;
         const t0 = v.currentTime;
         v.addEventListener('timeupdate', () => {
             if (v.currentTime != t0 && !window.__playing_at) window.__playing_at = Date.now(); });
-        if (v.paused) v.play().catch(() => {});
     };
     if (window.__obs) window.__obs.disconnect();
     window.__obs = new MutationObserver(() => document.querySelectorAll('video').forEach(arm));
     window.__obs.observe(document.body, {childList: true, subtree: true}); }"""
 
 
-def click_to_playing(pages) -> list[float]:
-    """Click Generate on every page at once; seconds from the clicks to each page's video playing. The clicks
+def click_to_playing(pages) -> tuple[float, list[float]]:
+    """Click Generate on every page at once: the clicks' wall-clock time and the seconds from them to each page's
+    video playing. The clicks
     are plain mouse events at the button's place, found beforehand: Playwright's own click first checks the
     button in the page (scrolling, stability, hit test), work a user's click does not cause."""
     spots = []
@@ -157,7 +159,7 @@ def click_to_playing(pages) -> list[float]:
                     done[i] = stamp / 1000 - t0
         if time.time() - t0 > 1800:
             raise RuntimeError("no video after 30 minutes")
-    return done
+    return t0, done
 
 
 def runs(out: Path) -> list[Path]:
@@ -215,7 +217,7 @@ def main(argv=None) -> int:
             fixes = []
             for _ in range(3):  # a noisy machine: the median of three
                 one = ready_tab(browser, url, 1)
-                fixes.append(click_to_playing([one])[0] - last_run_total(out))
+                fixes.append(click_to_playing([one])[1][0] - last_run_total(out))
                 one.close()
             fixed = _med(fixes)
             print(f"page fixed cost (1-step runs: click to playing minus the run's own time, median of 3): "
@@ -230,14 +232,19 @@ def main(argv=None) -> int:
                         row["a"] = lib.time()
                     elif what == "b":
                         one = ready_tab(browser, url, args.steps)
-                        row["b"] = click_to_playing([one])[0]
+                        row["b"] = click_to_playing([one])[1][0]
                         row["inside"] = last_run_total(out)
                         one.close()
                     elif what == "closed":
                         row['closed'] = closed_tab_run(browser, url, args.steps, out)
                     else:
                         tabs = [ready_tab(browser, url, args.steps) for _ in range(args.tabs)]
-                        row["c"] = max(click_to_playing(tabs))
+                        clicked, played = click_to_playing(tabs)
+                        row["c"] = max(played)
+                        row["c_runs"] = [json.loads((r / "run.json").read_text())["timings_s"]["total"]
+                                         for r in runs(out)[-args.tabs:]]
+                        row["c_saved"] = [(r / "run.json").stat().st_mtime - clicked for r in runs(out)[-args.tabs:]]
+                        row["c_played"] = sorted(played)
                         for t in tabs:
                             t.close()
                 rows.append(row)
@@ -245,6 +252,9 @@ def main(argv=None) -> int:
                       f"(run in the server {row['inside']:.2f} s), (b') {row['closed']:.2f} s, (c) {row['c']:.2f} s;"
                       f"  (b)/(a) {row['b'] / row['a']:.2f}, run watched/(a) {row['inside'] / row['a']:.2f}, "
                       f"(b')/(a) {row['closed'] / row['a']:.2f}, (c)/(b) {row['c'] / row['b']:.2f}", flush=True)
+                print(f"    (c) runs in the server {', '.join(f'{t:.2f}' for t in row['c_runs'])} s (sum "
+                      f"{sum(row['c_runs']):.2f}); saved at {', '.join(f'{t:.2f}' for t in row['c_saved'])} s, "
+                      f"playing at {', '.join(f'{t:.2f}' for t in row['c_played'])} s after the clicks", flush=True)
             browser.close()
     finally:
         proc.terminate()
