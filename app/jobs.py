@@ -63,10 +63,13 @@ class Job:
         return self.cancel_event.is_set()
 
     def on_queue(self, position: int) -> None:
+        """Called at every wake-up of the queue (5 a second while waiting): the page hears only of changes."""
+        changed = position != self.queue_position or (position == 0 and self.status != "running")
         self.queue_position = position
         if position == 0:
             self.status = "running"
-        self.publish()
+        if changed:
+            self.publish()
 
     def on_phase(self, phase: str) -> None:
         self.status, self.phase = "running", phase

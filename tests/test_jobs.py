@@ -109,3 +109,32 @@ def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny
     assert best.device_type() == ""
     best.sampler()
     assert best.device_type() == "cpu"
+
+
+def test_a_queued_job_rewrites_its_progress_file_only_when_its_place_changes(tmp_path):
+    """The queue wakes its waiters 5 times a second (to see a cancel); a waiting job writes its progress file
+    only when its place changes: each write is file I/O under the queue's lock and the GIL the run needs."""
+    from svd_core.sampler import RunQueue
+
+    queue = RunQueue()
+    queue.acquire()  # a run holds the model
+
+    def work(job):
+        queue.acquire(on_wait=job.on_queue, should_stop=job.should_stop)
+        queue.release()
+        return {}
+    job = Job("generate", work)
+    job.progress_file = tmp_path / "p.json"
+    job.start()
+    deadline = time.time() + 5
+    while not job.progress_file.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    st = job.progress_file.stat()
+    first = (st.st_ino, st.st_mtime_ns)  # every write replaces the file: a new file, written later
+    time.sleep(1.0)  # ~5 wake-ups, place unchanged
+    st = job.progress_file.stat()
+    assert (st.st_ino, st.st_mtime_ns) == first and job.status == "queued"
+    queue.release()
+    job.done_event.wait(5)
+    assert job.status == "done"
