@@ -69,7 +69,8 @@ _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, 
 # The video guard: on a CPU server, a page's playing videos pause while any run is queued or running, and play
 # again after it. A looping result video costs a software-rendering browser ~0.2 s of CPU a second (headless
 # Chromium, 128x128 demo video; 0.04 s paused), CPU the sampler shares when browser and server share the machine:
-# three tabs clicking at once took 3.8x one tab without the guard, 2.9-3.2x with it (per round, docs/benchmarks.md).
+# three tabs clicking at once took 3.8x one tab without the guard, 2.9-3.2x with it (same code otherwise,
+# per round, docs/benchmarks.md).
 # The server writes SERVER_STATUS when its runs change (server.ModelServer.publish); the guard fetches it when a
 # video appears (a result is paused before it plays on), every GUARD_MS while the page has a video, every
 # GUARD_PAUSED_MS while it holds some paused (they play again within that of the server's last run), and never
