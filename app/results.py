@@ -99,9 +99,10 @@ export default function(component) {
     const videos = [...document.querySelectorAll('video')];
     if (videos.length || paused.size) {
       try {
-        const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
-        if (r.ok) {
-          const s = await r.json();
+        const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store', signal: AbortSignal.timeout(5000)});
+        const s = r.ok ? await r.json() : null;
+        if (stopped) { busy = false; return; }  // unmounted meanwhile: a guard mounted again does the work
+        if (s) {
           if (s.active > 0 && s.device === 'cpu') {
             for (const v of videos) {
               // autoplaying videos, playing or about to start (pausing cancels it); the others only play when

@@ -227,12 +227,14 @@ def test_videos_pause_while_the_cpu_samples(server, browser):
     drawn again then; all play again after the run."""
     url, _ = server
     watching, other = new_tab(browser), new_tab(browser)
-    ready(watching, url, steps=10)
+    ready(watching, url, steps=25)  # long enough for the other tab's click to land during it
     ready(other, url, steps=100)
     watching.evaluate(CLOCK_PLAYING)
     watching.get_by_role("button", name="Generate video").click()
     watching.get_by_role("button", name="Cancel").wait_for()
     other.get_by_role("button", name="Generate video").click()  # queued behind it: runs when its result shows
+    other.get_by_text("Waiting for the model").wait_for(timeout=5_000)
+    assert watching.get_by_role("button", name="Cancel").is_visible()  # the setup this test needs
     watching.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 2 "
                                "&& v.dataset.svdGuard; }", timeout=60_000)
     assert other.get_by_role("button", name="Cancel").is_visible()  # the other run goes on
