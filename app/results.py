@@ -189,28 +189,18 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
     server.submit(job)
 
 
-def run_section(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
-    """A page's run button and its job's progress, as one fragment: the click reruns this part of the page only.
-    A full rerun re-renders every widget of the page: ~0.4 s of a software-rendering browser's CPU, taken from
-    the sampler just as the run starts when browser and server share a CPU. When the job ends, the whole page
-    reruns once (main.py hands the result to the page; the result is drawn outside the fragment: a result video
-    drawn in a fragment rerun often failed to autoplay, Streamlit's frontend taking it for a redraw). A fragment
-    rerun reuses the arguments of the page's last full run, which are what its widgets show."""
-    _section(slot_name, label, hint, on_click, args)
-
-
 @st.fragment
-def _section(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
+def run_section(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
+    """A page's gated run button (disabled, with the hint, until the page can run or while its job runs), its
+    job's progress and the last error, as one fragment: the click reruns this part of the page only. A full
+    rerun re-renders every widget of the page: ~0.4 s of a software-rendering browser's CPU, taken from the
+    sampler just as the run starts when browser and server share a CPU. When the job ends, the whole page reruns
+    once: main.py hands the result to the page, which draws it outside the fragment (a result video drawn in a
+    fragment rerun often failed to autoplay, Streamlit's frontend taking it for a redraw). A fragment rerun
+    reuses the arguments of the page's last full run, which are what its widgets show."""
     job = state.slot(slot_name).job
     if job is not None and job.finished:
         st.rerun()  # the whole page: main.py moves the result into the slot, the page draws it
-    run_button(slot_name, label, hint, on_click, args)
-
-
-def run_button(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
-    """A page's gated run button: disabled, with the hint, until the page can run (no image, bad settings) or
-    while its job runs; then the job's progress and the last error."""
-    job = state.slot(slot_name).job
     st.button(label, type="primary", disabled=job is not None or hint is not None, help=hint, on_click=on_click,
               args=args)
     if hint:

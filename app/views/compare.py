@@ -208,15 +208,10 @@ def start(sampler, upload, cells):
 
 hint = ("Upload an image to enable comparing." if upload is None else
         "Fix the values above." if not cells else None)
-
-
 run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells))
 
-
-def result():
-    res = state.slot("cmp").result
-    if not res:
-        return
+res = state.slot("cmp").result
+if res:
     st.divider()
     st.subheader("Side by side")
     if not gone(res["path"]):
@@ -236,6 +231,3 @@ def result():
             for i, (label, path, params) in enumerate(res["cells"]):
                 with cols[i % len(cols)]:
                     show_video(path / "video.mp4", label, frame_width=params.width)
-
-
-result()

@@ -50,15 +50,10 @@ def start(sampler, prepared, params, upload):
 hint = ("Upload an image to enable sampling." if upload is None else
         "Fix the settings above." if params is None else
         "Upload another image: this one cannot be used (see above)." if prepared is None else None)
-
-
 run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload))
 
-
-def result():
-    res = state.slot("gen").result
-    if not res:
-        return
+res = state.slot("gen").result
+if res:
     st.divider()
     st.subheader("Result")
     if not gone(res["path"]):
@@ -92,6 +87,3 @@ def result():
             st.caption(f":material/info: {note}")
         show_metrics(r.metrics, is_untrained(sampler.info.variant))
         downloads(res["path"], r.frames, p.video_fps, "gen")
-
-
-result()
