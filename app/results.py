@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import secrets
@@ -44,8 +45,10 @@ export default function(component) {
       const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
       if (r.ok) {
         const s = await r.json();
-        fill.style.width = (100 * s.fraction).toFixed(1) + '%';
-        text.textContent = s.text;
+        // the page is touched only when something changed: an unchanged poll draws no frame
+        const width = (100 * s.fraction).toFixed(1) + '%';
+        if (fill.style.width !== width) fill.style.width = width;
+        if (text.textContent !== s.text) text.textContent = s.text;
         if (s.finished) { stopped = true; setTriggerValue('finished', s.status); return; }
         if (s.status === 'queued') { setTimeout(tick, data.queued_ms); return; }
       }
@@ -66,17 +69,19 @@ _PROGRESS_CSS = """
 _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, css=_PROGRESS_CSS)
 
 
-# The video guard: on a CPU server, a page's playing videos pause while any run is queued or running, and play
-# again after it. A looping result video costs a software-rendering browser ~0.2 s of CPU a second (headless
-# Chromium, 128x128 demo video; 0.04 s paused), CPU the sampler shares when browser and server share the machine:
-# three tabs clicking at once took 3.8x one tab without the guard, 2.9-3.2x with it (same code otherwise,
-# per round, docs/benchmarks.md).
+# The video guard starts the pages' result videos (previews: muted, looping) itself, and on a CPU server holds
+# them paused while any run is queued or running: a looping result video costs a software-rendering browser
+# ~0.2 s of CPU a second (headless Chromium, 128x128 demo video; 0.04 s paused), CPU the sampler shares when
+# browser and server share the machine (docs/benchmarks.md). Streamlit's own autoplay is off where the guard
+# runs: it autoplays a video element only on its first render, so a result drawn in a fragment rerun often stayed
+# paused at 0:00, and a result drawn during another tab's run played on until it was paused.
 # The server writes SERVER_STATUS when its runs change (server.ModelServer.publish); the guard fetches it when a
-# video appears (a result is paused before it plays on), every GUARD_MS while the page has a video, every
-# GUARD_PAUSED_MS while it holds some paused (they play again within that of the server's last run), and never
-# otherwise. It pauses autoplaying videos only: a video the user starts, or plays again, is left playing.
+# video appears (a new preview starts at once, or is held before it ever plays), every GUARD_MS while the page has
+# a video, every GUARD_PAUSED_MS while it holds some (they play within that of the server's last run), and never
+# otherwise. Only previews it started are paused again: a video the user plays, or paused, is left as it is.
 SERVER_STATUS = JOBS_DIR / "server.json"
 GUARD_MS, GUARD_PAUSED_MS = 2000, 500
+PREVIEW_KEY = "svd-preview"  # show_video's container key prefix: what the guard takes for a preview
 _GUARD_JS = """
 export default function(component) {
   const { data, parentElement } = component;
@@ -87,50 +92,54 @@ export default function(component) {
     note.textContent = data.note;
     parentElement.appendChild(note);
   }
-  // Paused videos carry data-svd-guard: a guard mounted again (a rerun, a theme change) takes them over.
-  const paused = new Set(document.querySelectorAll('video[data-svd-guard]'));
-  let handled = new WeakSet(paused);  // paused by the guard in this busy spell: if the user plays one, it plays
+  // A preview's state, kept on the element (a guard mounted again takes over): none yet (new), 'started' (by
+  // the guard), 'held' (paused by the guard: data-svd-guard too, for tests and a guard mounted again), 'user'
+  // (played by the user while held: the guard leaves it alone from then on).
+  const held = new Set(document.querySelectorAll('video[data-svd-guard]'));
+  const start = (v) => { v.__svd = 'started'; delete v.dataset.svdGuard; v.play().catch(() => {}); };
+  const hold = (v) => {
+    v.pause();
+    v.__svd = 'held';
+    v.dataset.svdGuard = '1';
+    held.add(v);
+    if (!v.__svdListens) {
+      v.__svdListens = true;
+      v.addEventListener('play', () => {
+        if (v.__svd === 'held') { v.__svd = 'user'; delete v.dataset.svdGuard; held.delete(v); }
+      });
+    }
+  };
   let stopped = false, busy = false, again = false, timer = null;
   const tick = async () => {
     if (stopped) return;
     if (busy) { again = true; return; }  // a check is under way: one more right after it
     busy = true;
     clearTimeout(timer);
-    const videos = [...document.querySelectorAll('video')];
-    if (videos.length || paused.size) {
+    const videos = [...document.querySelectorAll(data.previews)];
+    if (videos.length || held.size) {
+      let s = null;
       try {
         const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store', signal: AbortSignal.timeout(5000)});
-        const s = r.ok ? await r.json() : null;
-        if (stopped) { busy = false; return; }  // unmounted meanwhile: a guard mounted again does the work
-        if (s) {
-          if (s.active > 0 && s.device === 'cpu') {
-            for (const v of videos) {
-              // autoplaying videos, playing or about to start (pausing cancels it); the others only play when
-              // the user starts them, and a video the user paused or played again stays as it is
-              if (handled.has(v) || !v.autoplay || (v.paused && v.currentTime > 0)) continue;
-              v.pause();
-              v.dataset.svdGuard = '1';
-              paused.add(v);
-              handled.add(v);
-            }
-          } else {
-            for (const v of paused) {
-              delete v.dataset.svdGuard;
-              if (v.isConnected) v.play().catch(() => {});
-            }
-            paused.clear();
-            handled = new WeakSet();
-          }
-        }
+        s = r.ok ? await r.json() : null;
       } catch (e) {}
+      if (stopped) { busy = false; return; }  // unmounted meanwhile: a guard mounted again does the work
+      if (s && s.active > 0 && s.device === 'cpu') {
+        for (const v of videos) {
+          // new previews never start; those it started are paused; the user's own plays and pauses stand
+          if (v.__svd === undefined || (v.__svd === 'started' && !v.paused)) hold(v);
+        }
+      } else {  // idle, a GPU server, or no answer: previews play
+        for (const v of held) if (v.isConnected && v.__svd === 'held') start(v);
+        held.clear();
+        for (const v of videos) if (v.__svd === undefined) start(v);
+      }
     }
-    note.style.display = paused.size ? 'block' : 'none';
+    note.style.display = held.size ? 'block' : 'none';
     busy = false;
     if (again) { again = false; tick(); return; }
-    if (!stopped) timer = setTimeout(tick, paused.size ? data.paused_ms : data.every_ms);
+    if (!stopped) timer = setTimeout(tick, held.size ? data.paused_ms : data.every_ms);
   };
-  // a video that appears (a result, a page switch) is checked at once, not at the next poll: paused before it
-  // plays on while the server is busy
+  // a video that appears (a result, a page switch) is checked at once, not at the next poll
   const seen = new MutationObserver((records) => {
     for (const r of records) for (const n of r.addedNodes)
       if (n.nodeType === 1 && (n.tagName === 'VIDEO' || n.querySelector('video'))) { tick(); return; }
@@ -146,10 +155,10 @@ _video_guard = st.components.v2.component("svd_video_guard", js=_GUARD_JS, css=_
 
 def video_guard() -> None:
     """Mount the video guard (see SERVER_STATUS above) where it is called; its note shows while it holds videos
-    paused. Nothing without static serving."""
+    paused. Nothing without static serving (previews then autoplay as Streamlit's videos do)."""
     if static_progress():
         _video_guard(data={"url": f"app/static/jobs/{SERVER_STATUS.name}", "every_ms": GUARD_MS,
-                           "paused_ms": GUARD_PAUSED_MS,
+                           "paused_ms": GUARD_PAUSED_MS, "previews": f"[class*='st-key-{PREVIEW_KEY}-'] video",
                            "note": "Videos paused while the server samples on the CPU (they would slow it down); "
                                    "they play again when it is done, or press play."},
                      key="video-guard")
@@ -190,17 +199,16 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
 
 
 @st.fragment
-def run_section(slot_name: str, label: str, hint: str | None, on_click, args) -> None:
+def run_section(slot_name: str, label: str, hint: str | None, on_click, args, show_result) -> None:
     """A page's gated run button (disabled, with the hint, until the page can run or while its job runs), its
-    job's progress and the last error, as one fragment: the click reruns this part of the page only. A full
-    rerun re-renders every widget of the page: ~0.4 s of a software-rendering browser's CPU, taken from the
-    sampler just as the run starts when browser and server share a CPU. When the job ends, the whole page reruns
-    once: main.py hands the result to the page, which draws it outside the fragment (a result video drawn in a
-    fragment rerun often failed to autoplay, Streamlit's frontend taking it for a redraw). A fragment rerun
-    reuses the arguments of the page's last full run, which are what its widgets show."""
+    job's progress, the last error and the page's result (`show_result()`), as one fragment: the click and the
+    job's end rerun this part of the page only. A full rerun re-renders every widget of the page: ~0.4 s of a
+    software-rendering browser's main thread, taken from the sampler (another tab's run) when browser and
+    server share a CPU. A fragment rerun reuses the arguments of the page's last full run, which are what its
+    widgets show; the sidebar keeps what it showed then (its queue line says when that was). Without static
+    serving the fallback poll reruns the whole page when the job ends."""
+    consume_job(slot_name)  # the job's end reran this fragment only: its result moves to the slot here
     job = state.slot(slot_name).job
-    if job is not None and job.finished:
-        st.rerun()  # the whole page: main.py moves the result into the slot, the page draws it
     st.button(label, type="primary", disabled=job is not None or hint is not None, help=hint, on_click=on_click,
               args=args)
     if hint:
@@ -208,6 +216,7 @@ def run_section(slot_name: str, label: str, hint: str | None, on_click, args) ->
     if job is not None:
         job_panel(job)
     show_error(slot_name)
+    show_result()
 
 
 def job_panel(job: Job) -> None:
@@ -251,12 +260,14 @@ def gone(path: Path) -> bool:
 
 
 def show_video(path, caption: str | None = None, frame_width: int | None = None) -> None:
-    """A looping, muted, autoplaying video; shown at its own width, between 480 and 960 px."""
+    """A preview: a looping, muted video that plays by itself (started by the video guard where it runs); shown
+    at its own width, between 480 and 960 px."""
     width = max(480, min(960, frame_width)) if frame_width else "stretch"
     if not Path(path).is_file():
         st.caption(f"{Path(path).parent.name}: video deleted")
         return
-    st.video(str(path), loop=True, autoplay=True, muted=True, width=width)
+    with st.container(key=f"{PREVIEW_KEY}-{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"):
+        st.video(str(path), loop=True, autoplay=not static_progress(), muted=True, width=width)
     if caption:
         st.caption(html.escape(caption))
 

@@ -208,10 +208,12 @@ def start(sampler, upload, cells):
 
 hint = ("Upload an image to enable comparing." if upload is None else
         "Fix the values above." if not cells else None)
-run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells))
 
-res = state.slot("cmp").result
-if res:
+
+def result():
+    res = state.slot("cmp").result
+    if not res:
+        return
     st.divider()
     st.subheader("Side by side")
     if not gone(res["path"]):
@@ -231,3 +233,7 @@ if res:
             for i, (label, path, params) in enumerate(res["cells"]):
                 with cols[i % len(cols)]:
                     show_video(path / "video.mp4", label, frame_width=params.width)
+
+
+run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells),
+            result)

@@ -50,10 +50,12 @@ def start(sampler, prepared, params, upload):
 hint = ("Upload an image to enable sampling." if upload is None else
         "Fix the settings above." if params is None else
         "Upload another image: this one cannot be used (see above)." if prepared is None else None)
-run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload))
 
-res = state.slot("gen").result
-if res:
+
+def result():
+    res = state.slot("gen").result
+    if not res:
+        return
     st.divider()
     st.subheader("Result")
     if not gone(res["path"]):
@@ -87,3 +89,6 @@ if res:
             st.caption(f":material/info: {note}")
         show_metrics(r.metrics, is_untrained(sampler.info.variant))
         downloads(res["path"], r.frames, p.video_fps, "gen")
+
+
+run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload), result)
