@@ -160,7 +160,7 @@ def test_history_in_a_real_browser(server, page, shots):
     # one run, then a comparison with its two cells listed under it
     page.get_by_text("Its 2 cells").wait_for()
     # History's videos are not previews: the guard does not start them, the user does
-    page.get_by_text("Play").first.click()
+    page.get_by_text("Play", exact=True).first.click()
     page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 2; }")
     page.wait_for_timeout(1000)
     assert page.evaluate("() => document.querySelector('video').paused")
