@@ -115,6 +115,7 @@ export default function(component) {
     if (busy) { again = true; return; }  // a check is under way: one more right after it
     busy = true;
     clearTimeout(timer);
+    for (const v of held) if (!v.isConnected) held.delete(v);  // gone with its page: nothing to hold or note
     const videos = [...document.querySelectorAll(data.previews)];
     if (videos.length || held.size) {
       let s = null;

@@ -252,6 +252,8 @@ def test_videos_pause_while_the_cpu_samples(server, browser):
     # a video drawn again during the run (a new element: away to History and back) is paused too
     watching.get_by_role("link", name="History").click()
     watching.get_by_role("heading", name="History").wait_for()
+    note.wait_for(state="hidden", timeout=3_000)  # no preview on this page: nothing held, no note
+    assert other.get_by_role("button", name="Cancel").is_visible()
     watching.get_by_role("link", name="Generate").click()
     watching.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 2 "
                                "&& v.dataset.svdGuard; }", timeout=20_000)
