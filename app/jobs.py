@@ -51,6 +51,7 @@ class Job:
         self.result: dict | None = None
         self.error = ""
         self.on_finish: Callable[[Job], None] | None = None
+        self.on_publish: Callable[[Job], None] | None = None  # after each publish (the server's status follows it)
         self.progress_file: Path | None = None  # where publish() writes the progress for the page to fetch
         self._thread = threading.Thread(target=self._run, name=f"svd-{kind}", daemon=True)
 
@@ -129,11 +130,15 @@ class Job:
     def publish(self) -> None:
         """Write the progress as JSON to progress_file (atomically: a reader never sees half a file), for a page
         to fetch without rerunning its script; at every change (steps come at most ~10 a second: a few hundred
-        bytes each). A failed write only loses that update."""
-        if self.progress_file is None:
-            return
-        write_json(self.progress_file, {"status": self.status, "finished": self.finished, "fraction": self.fraction,
-                                        "text": self.progress_text()})
+        bytes each). `left_s` is seconds_left() (null while unknown): the page fetches less often while it is
+        long. A failed write only loses that update. Then on_publish, if set."""
+        if self.progress_file is not None:
+            left = self.seconds_left() if self.status == "running" else None
+            write_json(self.progress_file, {"status": self.status, "finished": self.finished,
+                                            "fraction": self.fraction, "text": self.progress_text(),
+                                            "left_s": None if left is None else round(left, 1)})
+        if self.on_publish is not None:
+            self.on_publish(self)
 
     def status_text(self) -> str:
         """'denoising step 3/40', 'decoding frames', ... for the progress bar."""

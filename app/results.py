@@ -17,12 +17,15 @@ from svd_core import export_frames
 
 # Progress without reruns: a job publishes its progress as a small JSON file in app/static/jobs/ (served by
 # Streamlit's static file serving), which the page's progress bar (an st.components.v2 component, a few lines of
-# JavaScript) fetches every PROGRESS_MS (PROGRESS_QUEUED_MS while queued); when the job has finished it triggers
-# one rerun that shows the result.
+# JavaScript) fetches every PROGRESS_MS (PROGRESS_SLOW_MS while the job's estimate says more than PROGRESS_SOON_S
+# are left, PROGRESS_QUEUED_MS while queued); when the job has finished it triggers one rerun that shows the result.
+# Each fetch costs a software-rendering browser ~11 ms of CPU (~4 ms of it drawing the new text) and the server
+# ~4 ms, all taken from a run on a shared CPU: fetching fast only near the end keeps the result's latency.
 # No script runs while a job runs, so a watching tab costs the sampler almost nothing. (A fragment polling once a
 # second cost ~0.1 s of browser CPU per poll and slowed a 6 s run on 2 cores by ~1 s: docs/benchmarks.md.)
 # Without static serving, the fallback is that fragment: every POLL_S while running, POLL_QUEUED_S while queued.
-PROGRESS_MS, PROGRESS_QUEUED_MS = 500, 2000  # while running; while waiting in the queue (only its place moves)
+PROGRESS_MS, PROGRESS_SLOW_MS, PROGRESS_QUEUED_MS = 500, 1000, 2000  # near the end; before; queued (its place)
+PROGRESS_SOON_S = 2.0
 POLL_S, POLL_QUEUED_S = 1.0, 3.0
 STATIC = Path(__file__).resolve().parent / "static"
 JOBS_DIR = STATIC / "jobs"
@@ -51,6 +54,7 @@ export default function(component) {
         if (text.textContent !== s.text) text.textContent = s.text;
         if (s.finished) { stopped = true; setTriggerValue('finished', s.status); return; }
         if (s.status === 'queued') { setTimeout(tick, data.queued_ms); return; }
+        if (s.left_s != null && s.left_s > data.soon_s) { setTimeout(tick, data.slow_ms); return; }
       }
     } catch (e) {}
     setTimeout(tick, data.every_ms);
@@ -77,10 +81,13 @@ _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, 
 # paused at 0:00, and a result drawn during another tab's run played on until it was paused.
 # The server writes SERVER_STATUS when its runs change (server.ModelServer.publish); the guard fetches it when a
 # video appears (a new preview starts at once, or is held before it ever plays), every GUARD_MS while the page has
-# a video, every GUARD_PAUSED_MS while it holds some (they play within that of the server's last run), and never
-# otherwise. Only previews it started are paused again: a video the user plays, or paused, is left as it is.
+# a video, and never otherwise. While it holds some it fetches again GUARD_EARLY_S before the running job's
+# estimated end (SERVER_STATUS's busy_for_s), at most GUARD_HELD_MAX_MS later (a run can be cancelled) and every
+# GUARD_PAUSED_MS near the end or without an estimate: held videos play within about that of the server's last
+# run, and a tab that holds videos through a run fetches a few times instead of twice a second. Only previews it
+# started are paused again: a video the user plays, or paused, is left as it is.
 SERVER_STATUS = JOBS_DIR / "server.json"
-GUARD_MS, GUARD_PAUSED_MS = 2000, 500
+GUARD_MS, GUARD_PAUSED_MS, GUARD_HELD_MAX_MS, GUARD_EARLY_S = 2000, 500, 3000, 1.0
 PREVIEW_KEY = "svd-preview"  # show_video's container key prefix: what the guard takes for a preview
 _GUARD_JS = """
 export default function(component) {
@@ -117,8 +124,8 @@ export default function(component) {
     clearTimeout(timer);
     for (const v of held) if (!v.isConnected) held.delete(v);  // gone with its page: nothing to hold or note
     const videos = [...document.querySelectorAll(data.previews)];
+    let s = null;
     if (videos.length || held.size) {
-      let s = null;
       try {
         const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store', signal: AbortSignal.timeout(5000)});
         s = r.ok ? await r.json() : null;
@@ -138,7 +145,10 @@ export default function(component) {
     note.style.display = held.size ? 'block' : 'none';
     busy = false;
     if (again) { again = false; tick(); return; }
-    if (!stopped) timer = setTimeout(tick, held.size ? data.paused_ms : data.every_ms);
+    // held: ask again shortly before the running job's estimated end (the server cannot be idle sooner)
+    const soon = s && s.busy_for_s != null ? 1000 * (s.busy_for_s - data.early_s) : 0;
+    const wait = held.size ? Math.min(data.held_max_ms, Math.max(data.paused_ms, soon)) : data.every_ms;
+    if (!stopped) timer = setTimeout(tick, wait);
   };
   // a video that appears (a result, a page switch) is checked at once, not at the next poll
   const seen = new MutationObserver((records) => {
@@ -159,7 +169,8 @@ def video_guard() -> None:
     paused. Nothing without static serving (previews then autoplay as Streamlit's videos do)."""
     if static_progress():
         _video_guard(data={"url": f"app/static/jobs/{SERVER_STATUS.name}", "every_ms": GUARD_MS,
-                           "paused_ms": GUARD_PAUSED_MS, "previews": f"[class*='st-key-{PREVIEW_KEY}-'] video",
+                           "paused_ms": GUARD_PAUSED_MS, "held_max_ms": GUARD_HELD_MAX_MS, "early_s": GUARD_EARLY_S,
+                           "previews": f"[class*='st-key-{PREVIEW_KEY}-'] video",
                            "note": "Videos paused while the server samples on the CPU (they would slow it down); "
                                    "they play again when it is done, or press play."},
                      key="video-guard")
@@ -225,7 +236,7 @@ def job_panel(job: Job) -> None:
     reruns the page once when the job has finished; without static serving a fragment polls the job instead."""
     if job.progress_file is not None:
         _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS,
-                            "queued_ms": PROGRESS_QUEUED_MS},
+                            "slow_ms": PROGRESS_SLOW_MS, "soon_s": PROGRESS_SOON_S, "queued_ms": PROGRESS_QUEUED_MS},
                       key=f"progress-{job.progress_file.stem}", on_finished_change=lambda: None)
         st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
         return

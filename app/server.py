@@ -116,6 +116,7 @@ class ModelServer:
         with self._lock:
             self._jobs.append(job)
         job.on_finish = self._finished
+        job.on_publish = lambda _job: self.publish()  # each step: the running job's time left moves
         self.publish()
         job.start()
 
@@ -143,7 +144,15 @@ class ModelServer:
 
     def publish(self) -> None:
         """Write {"active": runs queued or running, "device": device_type()} to status_file, for every page to
-        fetch without a rerun (the pages' video guard: app/results.py)."""
+        fetch without a rerun (the pages' video guard: app/results.py), with "busy_for_s": the running job's
+        estimated time left, when known (the server is busy at least that long, unless it is cancelled; queued
+        runs come after it). Rewritten when runs start or end and at each step of a run."""
         if self.status_file is not None:
             with self._lock:  # one writer at a time: they share the temporary file
-                write_json(self.status_file, {"active": len(self.jobs()), "device": self.device_type()})
+                jobs = self.jobs()
+                data = {"active": len(jobs), "device": self.device_type()}
+                running = next((j for j in jobs if j.status == "running"), None)
+                left = running.seconds_left() if running is not None else None
+                if left is not None:
+                    data["busy_for_s"] = round(left, 1)
+                write_json(self.status_file, data)

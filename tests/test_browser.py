@@ -4,6 +4,7 @@ Screenshots go to $SCREENSHOT_DIR (default: a temporary folder); `SCREENSHOT_DIR
 tests/test_browser.py` refreshes the README's.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -228,6 +229,11 @@ CLOCK_PLAYING = """() => { window.__played_ms = null;
     obs.observe(document.body, {childList: true, subtree: true}); }"""
 
 
+def server_status(url):
+    """What the pages' video guard fetches."""
+    return json.loads(urllib.request.urlopen(f"{url}/app/static/jobs/server.json", timeout=5).read())
+
+
 def test_videos_pause_while_the_cpu_samples(server, browser):
     """A result that appears while another tab's run samples is paused at once (with a note), as is a video
     drawn again then; all play again after the run."""
@@ -249,6 +255,18 @@ def test_videos_pause_while_the_cpu_samples(server, browser):
     assert watching.evaluate("() => window.__played_ms") == 0
     note = watching.get_by_text("Videos paused while the server samples on the CPU")
     note.wait_for()
+    # while held, it asks the server again shortly before the running job's estimated end, not twice a second
+    deadline = time.time() + 30
+    while "busy_for_s" not in server_status(url) and time.time() < deadline:  # the other run's first steps
+        time.sleep(0.2)
+    assert server_status(url)["busy_for_s"] > 5  # the setup this needs: the other run has long to go
+    count = "(what) => performance.getEntriesByType('resource').filter(e => e.name.includes(what)).length"
+    for t in (watching, other):
+        t.evaluate("() => performance.clearResourceTimings()")
+    watching.wait_for_timeout(3000)
+    assert watching.evaluate(count, "server.json") <= 2  # its 3 s cap and one more; 6 when it asked every 0.5 s
+    # the running tab's progress bar too, while its run has more than 2 s to go: once a second (6 at 0.5 s)
+    assert other.evaluate(count, "/jobs/") <= 4
     # a video drawn again during the run (a new element: away to History and back) is paused too
     watching.get_by_role("link", name="History").click()
     watching.get_by_role("heading", name="History").wait_for()

@@ -55,16 +55,22 @@ def test_progress_file_tells_the_page_without_a_rerun(tmp_path):
         job.on_phase("denoising")
         job.on_step(1, 4)
         seen.append(json.loads(job.progress_file.read_text()))
+        time.sleep(0.05)
+        job.on_step(2, 4)
+        seen.append(json.loads(job.progress_file.read_text()))
         steps.wait(5)
         return {"ok": True}
     job = Job("generate", work)
     job.progress_file = tmp_path / "p.json"
     job.start()
     deadline = time.time() + 5
-    while len(seen) < 2 and time.time() < deadline:
+    while len(seen) < 3 and time.time() < deadline:
         time.sleep(0.01)
     assert "2 run(s) ahead" in seen[0]["text"] and seen[0]["status"] == "queued" and not seen[0]["finished"]
     assert seen[1]["text"].startswith("denoising step 1/4") and seen[1]["fraction"] == 0.25
+    # the time left, for the page to fetch less often while it is long: unknown until the steps have a pace
+    assert seen[0]["left_s"] is None and seen[1]["left_s"] is None
+    assert 2 * 0.04 <= seen[2]["left_s"] < 2 * 1.0  # two steps left at ~0.05 s each
     steps.set()
     job.done_event.wait(5)
     final = json.loads(job.progress_file.read_text())
@@ -109,6 +115,50 @@ def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny
     assert best.device_type() == ""
     best.sampler()
     assert best.device_type() == "cpu"
+
+
+def test_server_status_says_how_long_the_running_job_has_left(tmp_path):
+    """A page that holds its videos paused fetches the status again shortly before the server can be idle: the
+    running job's estimate, rewritten at each of its steps; none while it is unknown, none when idle."""
+    import json
+
+    from app.server import ModelServer
+
+    server = ModelServer(lambda choice: None)
+    server.status_file = tmp_path / "server.json"
+    step, seen = threading.Event(), []
+
+    def read():
+        return json.loads(server.status_file.read_text())
+
+    def work(job):
+        job.on_queue(0)
+        job.on_phase("denoising")
+        job.on_step(1, 10)
+        seen.append(read())
+        time.sleep(0.1)
+        job.on_step(2, 10)
+        seen.append(read())
+        step.wait(5)
+        job.on_step(9, 10)
+        seen.append(read())
+        return {}
+    queued = Job("generate", lambda job: {})
+    job = Job("generate", work)
+    server.submit(job)
+    deadline = time.time() + 5
+    while len(seen) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert seen[0] == {"active": 1, "device": ""}  # one step: no pace yet
+    assert 8 * 0.08 <= seen[1]["busy_for_s"] < 8 * 2.0  # eight steps left at ~0.1 s each
+    server._jobs.append(queued)  # another run waits behind it: still the running one's time left
+    server.publish()
+    assert read()["active"] == 2 and read()["busy_for_s"] >= seen[1]["busy_for_s"]
+    server._jobs.remove(queued)
+    step.set()
+    job.done_event.wait(5)
+    assert seen[2]["busy_for_s"] < seen[1]["busy_for_s"] / 2  # one step left
+    assert read() == {"active": 0, "device": ""}
 
 
 def test_a_queued_job_rewrites_its_progress_file_only_when_its_place_changes(tmp_path):
