@@ -143,7 +143,6 @@ def test_server_status_says_how_long_the_running_job_has_left(tmp_path):
         job.on_step(9, 10)
         seen.append(read())
         return {}
-    queued = Job("generate", lambda job: {})
     job = Job("generate", work)
     server.submit(job)
     deadline = time.time() + 5
@@ -151,12 +150,12 @@ def test_server_status_says_how_long_the_running_job_has_left(tmp_path):
         time.sleep(0.01)
     assert seen[0] == {"active": 1, "device": ""}  # one step: no pace yet
     assert 8 * 0.08 <= seen[1]["busy_for_s"] < 8 * 2.0  # eight steps left at ~0.1 s each
-    server._jobs.append(queued)  # another run waits behind it: still the running one's time left
-    server.publish()
+    waiting = Job("generate", lambda job: step.wait(5) and {})  # says nothing: stays queued
+    server.submit(waiting)  # another run waits behind it: still the running one's time left
     assert read()["active"] == 2 and read()["busy_for_s"] >= seen[1]["busy_for_s"]
-    server._jobs.remove(queued)
     step.set()
     job.done_event.wait(5)
+    waiting.done_event.wait(5)
     assert seen[2]["busy_for_s"] < seen[1]["busy_for_s"] / 2  # one step left
     assert read() == {"active": 0, "device": ""}
 
