@@ -20,12 +20,20 @@ PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "
           "decoding": "decoding frames", "saving": "saving"}
 
 
+# Streamlit's static serving (Starlette's FileResponse) takes a file's size, then opens it: a file replaced in
+# between by one of another length breaks the response ("Too much data for declared Content-Length"), the page's
+# fetch fails and the server logs a traceback. So every file written here has the same length: its JSON padded
+# with spaces to a multiple of JSON_BYTES (a job's progress is a few hundred bytes).
+JSON_BYTES = 1024
+
+
 def write_json(path: Path, data: dict) -> None:
-    """Replace `path` with `data` as JSON, atomically (a page fetching it never sees half a file). A failed write
-    only loses that update."""
+    """Replace `path` with `data` as JSON padded to a multiple of JSON_BYTES, atomically (a page fetching it never
+    sees half a file, or a length that is not the file's). A failed write only loses that update."""
     tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(data)  # ASCII: one byte a character
     try:
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(text + " " * (-len(text) % JSON_BYTES))
         os.replace(tmp, path)
     except OSError:
         pass

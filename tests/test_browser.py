@@ -309,3 +309,43 @@ def test_delete_while_shown_in_another_tab(server, browser):
     shown.get_by_text(f"Run {run_id} was deleted").wait_for()
     no_exception(shown)
     no_exception(other)
+
+
+def test_job_files_are_whole_while_they_are_rewritten(server):
+    """The pages fetch the jobs' JSON files while a run rewrites them at each step (atomic replace). Streamlit's
+    static serving takes the file's size, then opens it: a file replaced in between by one of another length
+    broke the response ("Too much data for declared Content-Length", a traceback in the server's log) and the
+    page's fetch failed, which a video guard takes for "no answer" and lets held videos play."""
+    import http.client
+    import threading
+
+    from app.jobs import write_json
+    from app.results import JOBS_DIR
+
+    url, _ = server
+    path = JOBS_DIR / "rewrite-test.json"
+    write_json(path, {"text": ""})
+    stop, errors = threading.Event(), []
+
+    def rewrite():
+        i = 0
+        while not stop.is_set():
+            write_json(path, {"text": "step " + "x" * (i % 200)})  # a length that moves, like the progress text
+            i += 1
+            time.sleep(0.0005)  # the fetching thread needs the GIL too
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(500):
+            try:
+                json.loads(urllib.request.urlopen(f"{url}/app/static/jobs/{path.name}", timeout=5).read())
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                errors.append(repr(e))
+                if len(errors) == 3:  # enough: each failure logs a traceback into the server's unread pipe
+                    break
+    finally:
+        stop.set()
+        writer.join()
+        path.unlink(missing_ok=True)
+    assert not errors, f"fetches failed: {errors}"
