@@ -43,9 +43,11 @@ def server(tmp_path_factory, tiny_checkpoint):
     port = free_port()
     env = {**os.environ, "SVD_CHECKPOINT_DIR": str(base / "ck"), "SVD_OUTPUT_DIR": str(base / "out"),
            "PYTHONPATH": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                             "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = base / "server.log"  # a file, not a pipe: nobody reads a pipe during the tests, and a full one hangs
+    with log.open("w") as out:  # the server has its own copy of the file
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port",
+                                 str(port), "--server.headless", "true"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
     url_out = base / "out"
     try:
@@ -61,10 +63,11 @@ def server(tmp_path_factory, tiny_checkpoint):
     finally:
         proc.terminate()
         try:
-            out, _ = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
+            proc.wait()
+        out = log.read_text()
         assert "Traceback" not in out, out[-3000:]
 
 
@@ -342,10 +345,8 @@ def test_job_files_are_whole_while_they_are_rewritten(server):
                 json.loads(urllib.request.urlopen(f"{url}/app/static/jobs/{path.name}", timeout=5).read())
             except (OSError, ValueError, http.client.HTTPException) as e:
                 errors.append(repr(e))
-                if len(errors) == 3:  # enough: each failure logs a traceback into the server's unread pipe
-                    break
     finally:
         stop.set()
         writer.join()
         path.unlink(missing_ok=True)
-    assert not errors, f"fetches failed: {errors}"
+    assert not errors, f"{len(errors)} of 500 fetches failed, e.g. {errors[0]}"
