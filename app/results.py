@@ -233,7 +233,8 @@ def run_section(slot_name: str, label: str, hint: str | None, on_click, args, sh
 
 def job_panel(job: Job) -> None:
     """Progress of a running job with a Cancel button. The bar fetches the job's progress file (no reruns) and
-    reruns the page once when the job has finished; without static serving a fragment polls the job instead."""
+    reruns the run fragment once when the job has finished; without static serving a fragment polls the job
+    instead."""
     if job.progress_file is not None:
         _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS,
                             "slow_ms": PROGRESS_SLOW_MS, "soon_s": PROGRESS_SOON_S, "queued_ms": PROGRESS_QUEUED_MS},
