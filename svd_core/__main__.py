@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .params import CHOICES, RANGES
+from .params import CHOICES, GUIDER_LISTS, RANGES
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
@@ -19,6 +19,9 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
     for name, (valid, help_) in CHOICES.items():
         g.add_argument("--" + name.replace("_", "-"), dest=name, choices=valid, default=None,
                        help=f"{help_} (default {valid[0]})")
+    for name, (lo, hi, help_) in GUIDER_LISTS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="V1,V2,...",
+                       help=f"{help_} [{lo:g}..{hi:g}]")
     from .camera import list_camera_paths
 
     c = p.add_argument_group("SV3D_p camera (elevation and azimuth per frame, degrees)")
@@ -102,7 +105,10 @@ def _checked_inputs(args):
 
     record = _from_record(args) if getattr(args, "from_file", None) else None
     info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
+    from .sweep import parse_values
+
     overrides = {k: getattr(args, k) for k in [*RANGES, *CHOICES] if getattr(args, k) is not None}
+    overrides.update({k: parse_values(k, getattr(args, k)) for k in GUIDER_LISTS if getattr(args, k) is not None})
     if record is not None:
         params = SamplingParams.from_dict({**record["params"], **overrides})
         _check_same_checkpoint(record, info)

@@ -13,9 +13,10 @@ RESIZE_MODES = ("crop", "pad", "stretch")
 RANGES: dict[str, tuple[float, float, str]] = {
     "num_frames": (2, 64, "frames to generate; SVD was trained on 14, SVD-XT on 25"),
     "num_inference_steps": (1, 200, "denoising steps; more is slower and smoother"),
-    "min_guidance_scale": (0.0, 20.0, "classifier-free guidance on the first frame (linear and triangle guiders)"),
-    "max_guidance_scale": (0.0, 20.0, "guidance on the last frame (linear guider), mid-clip (triangle) or on "
-                                        "every frame (vanilla)"),
+    "min_guidance_scale": (0.0, 20.0, "classifier-free guidance on the first frame (linear guider), at the "
+                                        "triangle's troughs, or where the trapezoid's ramps start"),
+    "max_guidance_scale": (0.0, 20.0, "guidance on the last frame (linear guider), at the triangle's peaks, where "
+                                        "the trapezoid's ramps end, or on every frame (vanilla)"),
     "fps": (1, 240, "the frame rate the model is told to produce: lower means larger changes between frames"),
     "motion_bucket_id": (0, 1023, "how much motion to ask for: higher moves more"),
     "noise_aug_strength": (0.0, 10.0, "noise added to the conditioning image: more gives more motion and less "
@@ -37,6 +38,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "eta": (0.0, 2.0, "ancestral samplers: share of each step's noise drawn afresh (0 = deterministic)"),
     "lms_order": (1, 4, "linear multistep: how many past steps each step uses"),
     "num_videos": (1, 16, "videos per run, with seeds seed, seed+1, ...: each one reproducible alone"),
+    "edge_perc": (0.0, 0.5, "trapezoid guider: share of the frames at each end, int(frames x edge_perc), whose "
+                            "scale rises from min to max (falls at the end); the frames between get 1"),
 }
 
 # SV3D_p's camera, one value per frame (field -> (min, max, help)): lists, so not in RANGES' sliders.
@@ -47,9 +50,18 @@ ANGLES: dict[str, tuple[float, float, str]] = {
                                     "the last frame at 0, the input view)"),
 }
 
+# The guiders' lists (field -> (min, max, help)): a list each, so not in RANGES' sliders either.
+GUIDER_LISTS: dict[str, tuple[float, float, str]] = {
+    "period": (0.01, 100.0, "triangle guider: the wave's period(s) in clip lengths (1: min at both ends, max "
+                            "mid-clip); several are fused by period_fusing"),
+    "guidance_scales": (0.0, 20.0, "custom guider: one guidance scale per frame"),
+}
+MAX_PERIODS = 8
+
 SAMPLERS = ("euler", "heun", "euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m", "lms")
 DISCRETIZATIONS = ("edm", "legacy_ddpm")
-GUIDERS = ("linear", "triangle", "vanilla", "identity")
+GUIDERS = ("linear", "triangle", "vanilla", "identity", "trapezoid", "custom")
+PERIOD_FUSINGS = ("max", "mean", "multiply")
 
 # field -> (valid values, help): the string knobs, for validation, CLI choices and the app's selectors.
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -59,8 +71,12 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "discretization": (DISCRETIZATIONS, "noise levels: edm (sigma_min, sigma_max, rho) or legacy_ddpm (Stable "
                                         "Diffusion's 1000-step schedule)"),
     "guider": (GUIDERS, "classifier-free guidance across frames: linear (min on the first frame, max on the last), "
-                        "triangle (min at both ends, max mid-clip), vanilla (max everywhere), identity (none: half "
-                        "the UNet work)"),
+                        "triangle (min at both ends, max mid-clip; other periods and their fusing: period, "
+                        "period_fusing), vanilla (max everywhere), identity (none: half the UNet work), trapezoid "
+                        "(ramps min to max over edge_perc of the frames at each end, 1 between), custom (any "
+                        "per-frame list: guidance_scales)"),
+    "period_fusing": (PERIOD_FUSINGS, "triangle guider with several periods: how their waves combine (max, mean "
+                                      "or product)"),
     "resize_mode": (RESIZE_MODES, "how the image meets the output aspect"),
 }
 
@@ -77,9 +93,11 @@ KNOBS_OF: dict[str, dict[str, tuple[str, ...]]] = {
     "discretization": {"edm": ("sigma_min", "sigma_max", "rho"), "legacy_ddpm": ()},
     "guider": {
         "linear": ("min_guidance_scale", "max_guidance_scale"),
-        "triangle": ("min_guidance_scale", "max_guidance_scale"),
+        "triangle": ("min_guidance_scale", "max_guidance_scale", "period", "period_fusing"),
         "vanilla": ("max_guidance_scale",),
         "identity": (),
+        "trapezoid": ("min_guidance_scale", "max_guidance_scale", "edge_perc"),
+        "custom": ("guidance_scales",),
     },
 }
 CHURN_KNOBS = ("s_tmin", "s_tmax", "s_noise")  # Euler/Heun read these only when s_churn > 0
@@ -115,6 +133,10 @@ class SamplingParams:
     num_videos: int = 1
     elevations_deg: tuple[float, ...] | None = None  # sv3d_p only; a number means the same on every frame
     azimuths_deg: tuple[float, ...] | None = None  # sv3d_p only
+    edge_perc: float = 0.1  # trapezoid guider (sgm's default)
+    period: tuple[float, ...] = (1.0,)  # triangle guider; a number means one period
+    period_fusing: str = "max"  # triangle guider (sgm's default)
+    guidance_scales: tuple[float, ...] | None = None  # custom guider: one per frame
 
     def __post_init__(self):
         for name, (lo, hi, _) in RANGES.items():
@@ -140,6 +162,29 @@ class SamplingParams:
             raise ValueError(f"s_tmin ({self.s_tmin:g}) must not exceed s_tmax ({self.s_tmax:g})")
         for name in ANGLES:
             object.__setattr__(self, name, self._angles(name))
+        for name in GUIDER_LISTS:
+            object.__setattr__(self, name, self._guider_list(name))
+        if self.guider == "custom" and self.guidance_scales is None:
+            raise ValueError(f"the custom guider needs guidance_scales: one scale per frame ({self.num_frames})")
+
+    def _guider_list(self, name: str) -> tuple[float, ...] | None:
+        value = getattr(self, name)
+        if value is None and name == "guidance_scales":
+            return None
+        lo, hi, _ = GUIDER_LISTS[name]
+        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        try:
+            values = tuple(float(v) for v in values if not isinstance(v, bool))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a list of numbers, got {value!r}") from None
+        if name == "guidance_scales" and len(values) != self.num_frames:
+            raise ValueError(f"guidance_scales: one scale per frame ({self.num_frames}), got {len(values)}")
+        if name == "period" and not 1 <= len(values) <= MAX_PERIODS:
+            raise ValueError(f"period: 1 to {MAX_PERIODS} periods, got {len(values)}")
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad:
+            raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {bad[0]:g}")
+        return values
 
     def _angles(self, name: str) -> tuple[float, ...] | None:
         value = getattr(self, name)
@@ -172,7 +217,7 @@ class SamplingParams:
 
     def applicable(self) -> tuple[str, ...]:
         """The knobs of KNOBS_OF that this sampler, discretization and guider read."""
-        return tuple(k for table, name in ((t, getattr(self, t)) for t in KNOBS_OF) for k in KNOBS_OF[table][name])
+        return knobs_read(self.sampler, self.discretization, self.guider)
 
     def inapplicable(self) -> list[str]:
         """The knobs set away from their defaults that this combination ignores (for run.json), e.g.
@@ -180,6 +225,8 @@ class SamplingParams:
         used = set(self.applicable())
         if self.sampler in ("euler", "heun") and self.s_churn == 0:
             used -= set(CHURN_KNOBS)
+        if len(self.period) == 1:  # one wave: nothing to fuse
+            used.discard("period_fusing")
         knobs = {k for table in KNOBS_OF.values() for names in table.values() for k in names}
         defaults = SamplingParams.__dataclass_fields__
         return [k for k in field_names() if k in knobs and k not in used and getattr(self, k) != defaults[k].default]
@@ -189,7 +236,7 @@ class SamplingParams:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
-        for name in ANGLES:  # JSON lists
+        for name in (*ANGLES, *GUIDER_LISTS):  # JSON lists
             data[name] = None if data[name] is None else list(data[name])
         return data
 
@@ -206,6 +253,15 @@ class SamplingParams:
         """Stability's defaults for a checkpoint variant, then `overrides`."""
         v = get_variant(variant) if isinstance(variant, str) else variant
         return cls.from_dict({**v.defaults, **overrides})
+
+
+def knobs_read(sampler: str, discretization: str, guider: str) -> tuple[str, ...]:
+    """The knobs of KNOBS_OF that this sampler, discretization and guider read."""
+    chosen = {"sampler": sampler, "discretization": discretization, "guider": guider}
+    for table, name in chosen.items():
+        if name not in KNOBS_OF[table]:
+            raise ValueError(f"{table} must be one of {', '.join(KNOBS_OF[table])}, got {name!r}")
+    return tuple(k for table, name in chosen.items() for k in KNOBS_OF[table][name])
 
 
 def field_names() -> list[str]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .params import KNOBS_OF, SamplingParams
+from .params import KNOBS_OF, SamplingParams, knobs_read
 
 # ------------------------------------------------------------------------------------------- discretizations
 
@@ -68,15 +68,32 @@ def discretize(params: SamplingParams) -> torch.Tensor:
 
 # -------------------------------------------------------------------------------------------------- guiders
 
+def triangle_wave(values: torch.Tensor, period: float) -> torch.Tensor:
+    """sgm TrianglePredictionGuider.triangle_wave: 0 at multiples of `period`, 1 half-way between."""
+    return 2 * (values / period - torch.floor(values / period + 0.5)).abs()
+
+
 def guidance_scale(params: SamplingParams) -> torch.Tensor | None:
     """Per-frame CFG scale, float32 (F,), as sgm's guiders build it; None for identity (no CFG)."""
     f, lo, hi = params.num_frames, params.min_guidance_scale, params.max_guidance_scale
-    if params.guider == "linear":
+    if params.guider == "linear":  # LinearPredictionGuider
         return torch.linspace(lo, hi, f)
-    if params.guider == "triangle":  # period 1: 0 at both ends, 1 mid-clip
+    if params.guider == "triangle":  # TrianglePredictionGuider: one wave per period on 0..1, fused
         values = torch.linspace(0, 1, f)
-        wave = 2 * (values / 1.0 - torch.floor(values / 1.0 + 0.5)).abs()
+        waves = [triangle_wave(values, p) for p in params.period]
+        if params.period_fusing == "mean":
+            wave = sum(waves) / len(waves)
+        elif params.period_fusing == "multiply":
+            wave = torch.prod(torch.stack(waves), dim=0)
+        else:
+            wave = torch.max(torch.stack(waves), dim=0).values
         return wave * (hi - lo) + lo
+    if params.guider == "trapezoid":  # TrapezoidPredictionGuider: ramps at both ends, ones between (sgm's 1.0)
+        edge = int(f * params.edge_perc)
+        rise = torch.linspace(lo, hi, edge)
+        return torch.cat([rise, torch.ones(f - 2 * edge), torch.flip(rise, [0])])
+    if params.guider == "custom":
+        return torch.tensor(params.guidance_scales, dtype=torch.float32)
     if params.guider == "vanilla":
         return torch.full((f,), hi)
     return None
@@ -300,4 +317,4 @@ def list_guiders() -> dict[str, tuple[str, ...]]:
 
 def applicable_knobs(sampler: str, discretization: str, guider: str) -> tuple[str, ...]:
     """The knobs this combination reads (the app shows only these)."""
-    return SamplingParams(sampler=sampler, discretization=discretization, guider=guider).applicable()
+    return knobs_read(sampler, discretization, guider)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import export
 from .errors import Cancelled, ProcessLost, SweepFailed
-from .params import ANGLES, CHOICES, RANGES, SamplingParams, field_names
+from .params import ANGLES, CHOICES, GUIDER_LISTS, RANGES, SamplingParams, field_names
 from .runs import commit_staged, discard_staged, new_run_id, output_dir, stage_folder, stage_run, utc_now
 
 MAX_CELLS = 48
@@ -59,8 +59,9 @@ def parse_seeds(spec, seed: int) -> list[int]:
 
 def parse_values(name: str, text: str) -> list:
     """'3, 7 15' -> [3, 7, 15] for the knob `name`: commas and/or spaces; numbers checked against RANGES (the
-    camera's against ANGLES, e.g. elevations_deg=0,10,30: one elevation per cell), string knobs against
-    CHOICES. One place for the CLI's --vary and the app's Compare."""
+    camera's against ANGLES, e.g. elevations_deg=0,10,30: one elevation per cell; the guiders' lists against
+    GUIDER_LISTS, e.g. period=0.5,1: one period per cell), string knobs against CHOICES. One place for the CLI's
+    --vary and the app's Compare."""
     tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
     if name in CHOICES:
         valid = CHOICES[name][0]
@@ -68,9 +69,10 @@ def parse_values(name: str, text: str) -> list:
         if bad:
             raise ValueError(f"unknown {name} {bad[0]!r}; valid: {', '.join(valid)}")
         return tokens
-    if name not in RANGES and name not in ANGLES:
+    bounds = RANGES.get(name) or ANGLES.get(name) or GUIDER_LISTS.get(name)
+    if bounds is None:
         raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(field_names())}")
-    lo, hi, _ = RANGES.get(name) or ANGLES[name]
+    lo, hi, _ = bounds
     whole = isinstance(lo, int)
     out = []
     for token in tokens:
