@@ -1,4 +1,5 @@
-"""python -m svd_core {sample, sweep, measure, list, download, make-tiny}. Expected errors: one line, exit 2."""
+"""python -m svd_core {sample, sweep, calibrate, measure, list, download, make-tiny}. Expected errors: one line,
+exit 2."""
 
 from __future__ import annotations
 
@@ -66,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "the listed seeds (default: one, --seed)")
     _model_flags(w)
     _param_flags(w)
+    k = sub.add_parser("calibrate", help="which motion_bucket_id (or fps, noise_aug_strength) gives a target motion "
+                                         "for this image: sample a few values on a few seeds, fit, confirm")
+    k.add_argument("image")
+    k.add_argument("--target-motion", type=float, required=True, metavar="M",
+                   help="the motion score wanted, in the SVD paper's units (as `measure` reports motion.score)")
+    k.add_argument("--knob", default="motion_bucket_id", choices=("motion_bucket_id", "fps", "noise_aug_strength"),
+                   help="the knob to calibrate (default motion_bucket_id)")
+    k.add_argument("--seeds", default="3", metavar="N|S1,S2,...", help="each value on N seeds (seed, seed+1, ...) "
+                                                                       "or the listed seeds; at least 2 (default 3)")
+    k.add_argument("--values", metavar="V1,V2,...", help="the knob's values to sample (default: buckets 0,64,127,"
+                                                         "191,255; fps 6,10,15,20,30; noise aug 0,0.02,0.05,0.1,0.2)")
+    k.add_argument("--steps", type=int, metavar="S", help="sample those values at S steps instead of the settings' "
+                                                          "(faster, said in the result); the confirming run uses the "
+                                                          "settings' steps")
+    _model_flags(k)
+    _param_flags(k)
     m = sub.add_parser("measure", help="motion, flicker (and likeness) of a video file or run folder, as JSON")
     m.add_argument("file", help="a video (mp4, WebM, GIF, ...) or a run folder")
     m.add_argument("--checkpoint", "-c", help="with --image: add likeness, with this checkpoint's image encoder")
@@ -322,6 +339,49 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .calibrate import COARSE, calibration_cells, run_calibration
+    from .sweep import parse_seeds, parse_values
+
+    info, params = _checked_inputs(args)
+    seeds = parse_seeds(args.seeds, params.seed)
+    values = parse_values(args.knob, args.values) if args.values else None
+    if args.target_motion < 0:
+        raise ValueError(f"--target-motion is a motion score (0 or more), got {args.target_motion:g}")
+    if args.knob in info.variant.unused_knobs:
+        raise ValueError(f"{info.variant.name} has no input for {args.knob}: nothing to calibrate")
+    calibration_cells(params, args.knob, values or COARSE[args.knob], seeds, args.steps)  # before the model loads
+    sampler = _sampler(info, args)
+    from tqdm import tqdm
+
+    bar = tqdm(desc="calibrating", unit="cell", leave=False)
+
+    def on_progress(idx, n, i, steps):
+        bar.total = n
+        bar.n = round(idx + i / steps, 2)
+        bar.refresh()
+    try:
+        image = args.image
+        if args.remove_background:
+            from .images import open_image, remove_background
+
+            image = remove_background(open_image(args.image)[0])
+        cal = run_calibration(sampler, image, params, args.knob, args.target_motion, values, seeds, args.steps,
+                              on_progress=on_progress, out_dir=args.out)
+    finally:
+        bar.close()
+    from .training import is_untrained
+
+    print(cal.path)
+    print(cal.summary())
+    if cal.confirm_path is not None:
+        print(f"  confirming run: {cal.confirm_path}")
+    print(f"  calibration.png, metrics.csv, response.png: {cal.path}")
+    if is_untrained(info.variant):
+        print("untrained demo model: its motion does not follow any knob; these numbers are meaningless")
+    return 0
+
+
 def _stop_on_sigterm() -> None:
     """The launcher stops the other processes with SIGTERM when one dies: end with one line, nothing saved."""
     import signal
@@ -437,8 +497,8 @@ def cmd_make_tiny(args) -> int:
     return 0
 
 
-COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "measure": cmd_measure, "list": cmd_list,
-            "download": cmd_download, "make-tiny": cmd_make_tiny}
+COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "calibrate": cmd_calibrate, "measure": cmd_measure,
+            "list": cmd_list, "download": cmd_download, "make-tiny": cmd_make_tiny}
 
 
 def main(argv=None) -> int:
@@ -451,7 +511,7 @@ def main(argv=None) -> int:
 
     rank = env_rank()  # accelerate launch: only the main process writes (and cleans)
     who = f"process {rank}: " if rank else ""
-    if args.command in ("sample", "sweep") and not rank:
+    if args.command in ("sample", "sweep", "calibrate") and not rank:
         from .runs import clean_stale_temp
 
         clean_stale_temp(args.out)

@@ -384,10 +384,14 @@ def save_cells(results, checkpoint, out_dir=None, coords: list[dict] | None = No
 
 
 def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None,
-               should_stop: Callable[[], bool] | None = None, processes: list[dict] | None = None) -> SweepResult:
+               should_stop: Callable[[], bool] | None = None, processes: list[dict] | None = None,
+               extra: dict | None = None, extra_files: dict[str, bytes] | None = None,
+               extra_runs: list[tuple[str, object]] | None = None) -> SweepResult:
     """Every cell's run folder and the sweep folder, staged as temporary folders and renamed into place
     together: all or nothing (a cancel up to the first rename leaves nothing). `processes`: per cell, the
-    process that made it (run.json's "process")."""
+    process that made it (run.json's "process"). `extra`, `extra_files`: more entries for the sweep's run.json
+    and more files in its folder; `extra_runs`: (label, SampleResult) saved with it, listed after the cells in
+    its "cells" (no coords; not in the grid or metrics.csv), their paths after the cells' in run_paths."""
     from .training import is_untrained
 
     out_dir = Path(out_dir or output_dir())
@@ -397,6 +401,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
     staged = []
     try:
         _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged)
+        _stage_cells(extra_runs or [], checkpoint, out_dir, sweep_id, [], [], staged)
         labels = [label for label, _ in results]
         sheet = export.contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
         first = results[0][1]
@@ -425,9 +430,13 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
             "cells": [{"label": label, "run": folder.name, "params": r.params.to_dict(),
                        **({"coords": coords[i]} if coords else {}),
                        **({"process": processes[i]} if processes else {})}
-                      for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))],
-            "files": sorted(files),
+                      for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))]
+            + [{"label": label, "run": folder.name, "params": r.params.to_dict()}
+               for (label, r), (_, folder) in zip(extra_runs or [], staged[len(results):])],
+            **(extra or {}),
         }
+        files.update(extra_files or {})
+        record["files"] = sorted(files)
         files["run.json"] = json.dumps(record, indent=2).encode()
         staged.append((stage_folder(out_dir / sweep_id, files), out_dir / sweep_id))
         paths = commit_staged(staged, should_stop)
