@@ -275,7 +275,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
 
 
 PANEL_STEPS = {"sigma_min": 0.001, "sigma_max": 10.0, "rho": 0.5, "s_churn": 0.1, "s_tmin": 0.1, "s_tmax": 1.0,
-               "s_noise": 0.01, "eta": 0.05, "lms_order": 1}
+               "s_noise": 0.01, "eta": 0.05, "lms_order": 1, "edge_perc": 0.05}
 
 
 def sampler_panel(draft: SamplingParams | None) -> None:
@@ -295,9 +295,13 @@ def sampler_panel(draft: SamplingParams | None) -> None:
         for i, name in enumerate(reads):
             with cols[i % len(cols)]:
                 _widget(name, st.number_input, name, step=PANEL_STEPS[name])
-    else:
+    elif guider not in ("triangle", "custom"):
         st.caption("This combination has no further knobs.")
+    from app.guidance import guider_knobs
+
+    guider_knobs(guider)
     _widget("num_videos", st.number_input, "Videos per run", step=1)
+    draft = _draft()  # with the guider's lists just written
     if draft is not None:
         scales = guidance_scales(draft)
         label = "no classifier-free guidance (identity)" if guider == "identity" else f"{guider} guider"

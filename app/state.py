@@ -59,6 +59,9 @@ def set_params(params: SamplingParams, made_for: str | None) -> None:
         S[knob_key(name)] = 0 if name == "output_fps" and value is None else value  # 0: the conditioning fps
     S["knobs_for"] = made_for
     set_camera(params)
+    from app.guidance import reset
+
+    reset(params)
 
 
 def set_camera(params: SamplingParams) -> None:

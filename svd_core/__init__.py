@@ -6,6 +6,7 @@ sampler) load on first use, so `python -m svd_core list` and the header-only fun
 
 import importlib
 
+from .calibrate import Calibration, Fit, fit_response, run_calibration
 from .camera import camera_path, get_camera_path, list_camera_paths
 from .checkpoints import (
     CheckpointInfo,
@@ -95,4 +96,6 @@ __all__ = [
     "ANGLES", "SV3DUNet", "camera_path", "get_camera_path", "list_camera_paths",
     # sweeps over several processes (issue 13)
     "CellFailure", "ProcessLost", "SweepFailed",
+    # ask for a motion (issue 27)
+    "Calibration", "Fit", "fit_response", "run_calibration",
 ]

@@ -1,5 +1,6 @@
 """Compare: one image, one or two knobs over 2-6 values each on one or more seeds (or settings A vs B), run one
-after another, shown in one synchronised grid video labelled by axis, with each metric's response to the knob."""
+after another, shown in one synchronised grid video labelled by axis, with each metric's response to the knob;
+or find the bucket: the value of a knob expected to give a target motion (svd_core.calibrate)."""
 
 
 import streamlit as st
@@ -18,14 +19,16 @@ from svd_core import (
     response_table,
     run_sweep,
 )
+from svd_core.calibrate import COARSE, calibration_cells, run_calibration
+from svd_core.calibrate import KNOBS as CALIBRATE_KNOBS
 
 S = st.session_state
 KNOBS = ["motion_bucket_id", "fps", "noise_aug_strength", "decode_chunk_size", "num_inference_steps",
-         "max_guidance_scale", "sampler", "guider", "seed"]
+         "max_guidance_scale", "sampler", "guider", "edge_perc", "period", "seed"]
 # A vs B: everything but the image, the seed and the video's size (name -> slider step; ranges from RANGES)
 AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.01, "num_inference_steps": 1,
             "min_guidance_scale": 0.1, "max_guidance_scale": 0.1, "decode_chunk_size": 1}
-MODES = ["Knobs over values", "Settings A vs B"]
+MODES = ["Knobs over values", "Settings A vs B", "Find the bucket"]
 
 
 def presets(knob: str, base: SamplingParams) -> str:
@@ -35,7 +38,8 @@ def presets(knob: str, base: SamplingParams) -> str:
         return ", ".join(str(v) for v in sorted({1, max(1, n // 2), n}))
     return {"motion_bucket_id": "32, 127, 255", "fps": "3, 7, 15", "noise_aug_strength": "0, 0.1, 0.3",
             "num_inference_steps": "10, 25, 40", "max_guidance_scale": "1, 2.5, 4", "sampler": "euler, heun, dpmpp_2m",
-            "guider": "linear, triangle, identity", "elevations_deg": "0, 10, 30",
+            "guider": "linear, triangle, trapezoid", "edge_perc": "0.1, 0.2, 0.3", "period": "0.5, 1, 2",
+            "elevations_deg": "0, 10, 30",
             "seed": f"{base.seed}, {base.seed + 1}, {base.seed + 2}"}[knob]
 
 
@@ -105,6 +109,51 @@ def response(path) -> None:
                            key="cmp-dl-csv")
 
 
+def find_the_bucket(base: SamplingParams, variant) -> tuple[dict | None, str | None]:
+    """The calibration's inputs: the knob, the target motion, the values, the seeds, fewer steps if allowed.
+    Returns (spec, None) or (None, what is wrong)."""
+    knobs = [k for k in CALIBRATE_KNOBS if k not in variant.unused_knobs]
+    if S.get("cmp_cal_knob") not in knobs:
+        S["cmp_cal_knob"] = knobs[0]
+    st.caption("Which value of a knob gives this image a target motion? Each value runs on a few seeds, the motion "
+               "(the SVD paper's units) is fitted against the knob with a monotone fit, and the value expected to "
+               "give the target is confirmed by one run with Generate's seed and steps. When the motion does not "
+               "follow the knob (flat or not monotone over the seeds), the result says so and gives no value.")
+    c1, c2 = st.columns(2)
+    with c1:
+        knob = st.selectbox("Knob", knobs, key="cmp_cal_knob", persist_state="session")
+    with c2:
+        S.setdefault("cmp_cal_target", 2.0)
+        target = st.number_input("Target motion (paper units)", min_value=0.0, max_value=1000.0, step=0.5,
+                                 key="cmp_cal_target", persist_state="session",
+                                 help="The motion score wanted, as the result panel and `measure` report it.")
+    key = f"cmp_cal_values_{knob}"
+    S.setdefault(key, ", ".join(_fmt(v) for v in COARSE[knob]))
+    text = st.text_input("Values to sample (3 or more)", key=key, persist_state="session")
+    c3, c4 = st.columns(2)
+    with c3:
+        S.setdefault("cmp_cal_seeds", 3)
+        n_seeds = st.number_input("Seeds per value", min_value=2, max_value=5, key="cmp_cal_seeds",
+                                  persist_state="session", help="The spread over seeds decides what the fit can "
+                                                                "tell: at least 2.")
+    with c4:
+        fewer = st.checkbox("Sample at fewer steps", key="cmp_cal_fewer", persist_state="session",
+                            help="Faster; the fit is then of those runs (the result says so). The confirming run "
+                                 "uses Generate's steps.")
+        S.setdefault("cmp_cal_steps", max(1, base.num_inference_steps // 2))
+        steps = st.number_input("Steps for the sampled values", min_value=1, max_value=base.num_inference_steps,
+                                key="cmp_cal_steps", persist_state="session", disabled=not fewer)
+    try:
+        values = parse_values(knob, text)
+        seeds = parse_seeds(str(n_seeds), base.seed)
+        steps = int(steps) if fewer and steps < base.num_inference_steps else None
+        cells = calibration_cells(base, knob, values, seeds, steps)
+    except ValueError as e:
+        return None, str(e)
+    return {"knob": knob, "target": float(target), "values": values, "seeds": seeds, "steps": steps,
+            "cells": cells}, None
+
+
 sampler = require_sampler()
 KNOBS, AB_KNOBS = knobs_of(sampler.info.variant)
 st.title("Compare")
@@ -161,6 +210,9 @@ with right:
                                seeds=seeds)
         except ValueError as e:
             problem = str(e)
+    elif mode == MODES[2]:
+        calibration, problem = find_the_bucket(base, sampler.info.variant)
+        cells = calibration["cells"] if calibration else None
     else:
         if f"cmp_A_{next(iter(AB_KNOBS))}" not in S:  # A and B both start as Generate's settings
             _reset_ab(base)
@@ -191,6 +243,25 @@ with right:
         st.error(problem, icon=":material/warning:")
 
 
+def start_calibration(sampler, upload, base, spec):
+    if upload is None or not spec:
+        return
+    cells = spec["cells"]
+
+    def work(job):
+        def progress(idx, n, i, steps):
+            job.on_cell(idx, n, i, steps, cells[idx][0] if idx < len(cells) else "confirming run")
+        res = run_calibration(sampler, upload.data, base, spec["knob"], spec["target"], spec["values"],
+                              spec["seeds"], spec["steps"], on_progress=progress, should_stop=job.should_stop,
+                              on_queue=job.on_queue)
+        return {"path": res.path, "calibration": res.summary(), "verdict": res.fit.verdict,
+                "confirm": res.confirm_path,
+                "cells": [(label, path, params) for (label, params), path in zip(cells, res.run_paths)]}
+    p = cells[0][1]
+    start_job("cmp", "calibrate", work, label=f"{len(cells) + 1} cells",
+              frame_megapixels=p.num_frames * p.width * p.height / 1e6)
+
+
 def start(sampler, upload, cells):
     if upload is None or not cells:  # the gate: no image, no run
         return
@@ -210,11 +281,29 @@ hint = ("Upload an image to enable comparing." if upload is None else
         "Fix the values above." if not cells else None)
 
 
+def calibration_result(res) -> None:
+    st.subheader("Find the bucket")
+    if gone(res["path"]):
+        return
+    lines = res["calibration"].splitlines()
+    (st.success if res["verdict"] == "ok" else st.warning)(lines[0], icon=":material/target:")
+    for line in lines[1:]:
+        st.caption(line)
+    st.image(str(res["path"] / "calibration.png"), caption="Motion per seed (dots), mean ± std, the monotone fit, "
+             "the target line; the value found, its interval and the confirming run (star)")
+    if res.get("confirm"):
+        show_video(res["confirm"] / "video.mp4", "the confirming run", frame_width=res["cells"][0][2].width)
+    response(res["path"])
+
+
 def result():
     res = state.slot("cmp").result
     if not res:
         return
     st.divider()
+    if res.get("calibration"):
+        calibration_result(res)
+        return
     st.subheader("Side by side")
     if not gone(res["path"]):
         st.caption("One video, all cells in sync, labelled with their values.")
@@ -235,5 +324,9 @@ def result():
                     show_video(path / "video.mp4", label, frame_width=params.width)
 
 
-run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells),
-            result)
+if mode == MODES[2]:
+    run_section("cmp", f"Run {len(cells)} samplings and 1 to confirm" if cells else "Run", hint, start_calibration,
+                (sampler, upload, base, calibration), result)
+else:
+    run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells),
+                result)

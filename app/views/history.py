@@ -119,16 +119,22 @@ def card(run, nested: bool = False):
             if run.file("poster.png").is_file():
                 st.image(str(run.file("poster.png")), width="stretch")
         with c2:
-            kind = "Comparison" if run.kind == "sweep" else ("Cell" if nested else "Run")
+            calibration = rec.get("calibration") if isinstance(rec.get("calibration"), dict) else None
+            kind = ("Calibration" if calibration else "Comparison" if run.kind == "sweep" else
+                    "Cell" if nested else "Run")
             label = f" · {rec['label']}" if "label" in rec else ""
             st.markdown(f"**{kind}{label}** · `{run.id}` · {rec.get('checkpoint', {}).get('file', '?')}")
             st.caption(f"seed {p['seed']} · motion {p['motion_bucket_id']} · fps {p['fps']} · noise aug "
                        f"{p['noise_aug_strength']} · {p['num_frames']} frames · {p['num_inference_steps']} steps · "
                        f"{p['width']}x{p['height']} · {rec.get('created', '')[:16].replace('T', ' ')} UTC")
+            if calibration:  # "find the bucket": its answer (or why none) and the fit
+                st.caption(str(calibration.get("summary", "")).replace("\n", " · "))
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
             with st.popover("Play") if nested else st.expander("Play"):  # expanders do not nest
                 if video.is_file():
                     st.video(str(video), loop=True, muted=True)
+                if calibration and run.file("calibration.png").is_file():
+                    st.image(str(run.file("calibration.png")))
         with c3:
             st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id,),
                       width="stretch")

@@ -1,0 +1,67 @@
+"""AppTests of the guiders' knobs in Generate's sampling panel and of Compare's "Find the bucket", on the tiny
+model (no mocks)."""
+
+import json
+
+import pytest
+
+from .test_app import PNG, app, button, charts, dirs, fresh_server, small, wait, with_tiny  # noqa: F401 (fixtures)
+
+
+@pytest.mark.usefixtures("with_tiny")
+def test_guider_knobs_plot_and_record_the_curve():
+    at = app()
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    small(at, frames=4, steps=1)
+    lo, hi = (at.number_input(key=f"knob_{k}_guidance_scale").value for k in ("min", "max"))
+    assert lo != hi
+    at.selectbox(key="knob_guider").set_value("trapezoid").run()
+    at.number_input(key="knob_edge_perc").set_value(0.5).run()
+    assert charts(at)["guidance"] == [pytest.approx([lo, hi, hi, lo])]  # int(4 x 0.5) = 2 frames each end
+
+    at.selectbox(key="knob_guider").set_value("triangle").run()
+    assert "knob_period_fusing" not in {s.key for s in at.selectbox}  # one period: nothing to fuse
+    at.text_input(key="gd_period").set_value("2, 0.5").run()
+    at.selectbox(key="knob_period_fusing").set_value("multiply").run()
+    # frames at 0, 1/3, 2/3, 1: period 2 gives 0 1/3 2/3 1, period 0.5 gives 0 2/3 2/3 0; their product
+    assert charts(at)["guidance"] == [pytest.approx([lo + x * (hi - lo) for x in (0, 2 / 9, 4 / 9, 0)])]
+    at.text_input(key="gd_period").set_value("0, 1").run()
+    assert any("period goes from 0.01 to 100: 0 is outside" in e.value for e in at.error)
+    assert button(at, "Generate video").disabled
+    at.text_input(key="gd_period").set_value("1").run()
+
+    at.selectbox(key="knob_guider").set_value("custom").run()
+    assert at.session_state["knob_guidance_scales"] == pytest.approx([lo + i * (hi - lo) / 3 for i in range(4)])
+    at.session_state["gd_custom"] = [1.0, 3.0, 3.0, 1.0]  # what an edit of the table writes
+    at.run()
+    assert charts(at)["guidance"] == [pytest.approx([1.0, 3.0, 3.0, 1.0])]
+    button(at, "Generate video").click().run()
+    res = wait(at, "gen")
+    params = json.loads((res["path"] / "run.json").read_text())["params"]
+    assert (params["guider"], params["guidance_scales"]) == ("custom", [1.0, 3.0, 3.0, 1.0])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("with_tiny")
+def test_find_the_bucket_says_plainly_the_demo_model_gives_none():
+    at = app()
+    small(at, frames=5, steps=2)  # 5 frames at fps 7: long enough for the 2 fps motion score
+    at.switch_page("views/compare.py").run()
+    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
+    at.radio(key="cmp_mode").set_value("Find the bucket").run()
+    at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 127").run()
+    assert [e.value for e in at.error] == ["calibrate needs at least 3 different values of motion_bucket_id, got 2"]
+    at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 127, 255").run()
+    at.number_input(key="cmp_cal_seeds").set_value(2).run()
+    at.checkbox(key="cmp_cal_fewer").check().run()
+    at.number_input(key="cmp_cal_steps").set_value(1).run()
+    button(at, "Run 6 samplings and 1 to confirm").click().run()
+    res = wait(at, "cmp", timeout=300)
+    assert res["verdict"] in ("flat", "non_monotone") and res["confirm"] is None
+    assert any(w.value.startswith("no value: motion") for w in at.warning)
+    assert any(c.value.startswith("sampled at 1 steps instead of 2") for c in at.caption)
+    record = json.loads((res["path"] / "run.json").read_text())
+    assert record["calibration"]["values"] == [0, 127, 255] and (res["path"] / "calibration.png").is_file()
+    at.switch_page("views/history.py").run()
+    assert any(m.value.startswith("**Calibration**") for m in at.markdown)
+    assert any(c.value.startswith("no value: motion") for c in at.caption)
