@@ -141,6 +141,7 @@ def find_the_bucket(base: SamplingParams, variant) -> tuple[dict | None, str | N
                             help="Faster; the fit is then of those runs (the result says so). The confirming run "
                                  "uses Generate's steps.")
         S.setdefault("cmp_cal_steps", max(1, base.num_inference_steps // 2))
+        S["cmp_cal_steps"] = min(S["cmp_cal_steps"], base.num_inference_steps)  # Generate's steps went down
         steps = st.number_input("Steps for the sampled values", min_value=1, max_value=base.num_inference_steps,
                                 key="cmp_cal_steps", persist_state="session", disabled=not fewer)
     try:
