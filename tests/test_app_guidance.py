@@ -28,9 +28,9 @@ def test_guider_knobs_plot_and_record_the_curve():
     at.text_input(key="gd_period").set_value("0, 1").run()
     assert any("period goes from 0.01 to 100: 0 is outside" in e.value for e in at.error)
     assert button(at, "Generate video").disabled
-    at.text_input(key="gd_period").set_value("1").run()
 
-    at.selectbox(key="knob_guider").set_value("custom").run()
+    at.selectbox(key="knob_guider").set_value("custom").run()  # the unread period text blocks no other guider
+    assert not at.error
     assert at.session_state["knob_guidance_scales"] == pytest.approx([lo + i * (hi - lo) / 3 for i in range(4)])
     at.session_state["gd_custom"] = [1.0, 3.0, 3.0, 1.0]  # what an edit of the table writes
     at.run()
