@@ -65,3 +65,22 @@ def test_find_the_bucket_says_plainly_the_demo_model_gives_none():
     at.switch_page("views/history.py").run()
     assert any(m.value.startswith("**Calibration**") for m in at.markdown)
     assert any(c.value.startswith("no value: motion") for c in at.caption)
+
+
+def test_an_edited_cell_becomes_the_custom_curve():
+    """The per-frame table's on_change: Streamlit's edited_rows (row -> {column: value}) onto the shown curve."""
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import streamlit as st
+
+        from app import guidance
+
+        st.session_state["gd_ver"] = 4
+        st.session_state["gd_table_4"] = {"edited_rows": {"1": {"scale": 3.0}, "3": {"scale": None}},
+                                          "added_rows": [], "deleted_rows": []}
+        guidance._edited((1.0, 2.0, 2.5, 1.5))
+    at = AppTest.from_function(script).run()
+    assert not at.exception
+    assert at.session_state["gd_custom"] == [1.0, 3.0, 2.5, 1.5]  # a cleared cell keeps its value
+    assert at.session_state["gd_ver"] == 5  # a fresh table shows the new curve
