@@ -84,3 +84,32 @@ def test_an_edited_cell_becomes_the_custom_curve():
     assert not at.exception
     assert at.session_state["gd_custom"] == [1.0, 3.0, 2.5, 1.5]  # a cleared cell keeps its value
     assert at.session_state["gd_ver"] == 5  # a fresh table shows the new curve
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("with_tiny")
+def test_find_the_bucket_shows_a_value_and_its_confirming_run(monkeypatch):
+    """The page around a fit that found a value (the demo model never gives one: the fit is the tested pure
+    function, fed a table with a known answer: bucket 150 for motion 1.5)."""
+    from svd_core import calibrate
+
+    real = calibrate.fit_response
+    monkeypatch.setattr(calibrate, "fit_response", lambda knob, target, responses: real(
+        knob, target, {v: [v / 100 - 0.01, v / 100 + 0.01] for v in responses}))
+    at = app()
+    small(at, frames=5, steps=1)
+    at.switch_page("views/compare.py").run()
+    at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
+    at.radio(key="cmp_mode").set_value("Find the bucket").run()
+    at.number_input(key="cmp_cal_target").set_value(1.5).run()
+    at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 100, 200").run()
+    at.number_input(key="cmp_cal_seeds").set_value(2).run()
+    button(at, "Run 6 samplings and 1 to confirm").click().run()
+    res = wait(at, "cmp", timeout=300)
+    assert res["verdict"] == "ok" and (res["confirm"] / "video.mp4").is_file()
+    assert any(s.value.startswith("motion_bucket_id 150 is expected to give motion 1.5") for s in at.success)
+    assert any(c.value.startswith("confirming run at motion_bucket_id 150 (1 steps)") for c in at.caption)
+    assert any(c.value == "the confirming run" for c in at.caption)
+    at.switch_page("views/history.py").run()
+    assert any(m.value.startswith("**Calibration**") for m in at.markdown)
+    assert sum(m.value.startswith("**Run**") for m in at.markdown) == 0  # the confirming run is one of its cells
