@@ -160,49 +160,35 @@ class SamplingParams:
             raise ValueError(f"sigma_min ({self.sigma_min:g}) must be below sigma_max ({self.sigma_max:g})")
         if self.s_tmin > self.s_tmax:
             raise ValueError(f"s_tmin ({self.s_tmin:g}) must not exceed s_tmax ({self.s_tmax:g})")
-        for name in ANGLES:
-            object.__setattr__(self, name, self._angles(name))
-        for name in GUIDER_LISTS:
-            object.__setattr__(self, name, self._guider_list(name))
+        f = self.num_frames
+        lists = {"elevations_deg": ((1, f), f"one value or one per frame ({f})"),  # name -> (counts, what)
+                 "azimuths_deg": ((f,), f"one value per frame ({f})"),
+                 "period": (range(1, MAX_PERIODS + 1), f"1 to {MAX_PERIODS} periods"),
+                 "guidance_scales": ((f,), f"one scale per frame ({f})")}
+        for name, (counts, what) in lists.items():
+            if getattr(self, name) is not None or name == "period":
+                bounds = (ANGLES.get(name) or GUIDER_LISTS[name])[:2]
+                object.__setattr__(self, name, self._float_list(name, bounds, counts, what))
         if self.guider == "custom" and self.guidance_scales is None:
             raise ValueError(f"the custom guider needs guidance_scales: one scale per frame ({self.num_frames})")
 
-    def _guider_list(self, name: str) -> tuple[float, ...] | None:
+    def _float_list(self, name: str, bounds: tuple[float, float], counts, what: str) -> tuple[float, ...]:
+        """Field `name` as a tuple of floats: a number or a list of numbers (a string or a bool is neither),
+        len(...) in `counts` (`what` says how many), each within `bounds`."""
         value = getattr(self, name)
-        if value is None and name == "guidance_scales":
-            return None
-        lo, hi, _ = GUIDER_LISTS[name]
-        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
         try:
-            values = tuple(float(v) for v in values if not isinstance(v, bool))
+            items = [value] if isinstance(value, (int, float)) else list(value)
+            if isinstance(value, (str, bytes)) or any(isinstance(v, (bool, str, bytes)) for v in items):
+                raise TypeError
+            values = tuple(float(v) for v in items)
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a list of numbers, got {value!r}") from None
-        if name == "guidance_scales" and len(values) != self.num_frames:
-            raise ValueError(f"guidance_scales: one scale per frame ({self.num_frames}), got {len(values)}")
-        if name == "period" and not 1 <= len(values) <= MAX_PERIODS:
-            raise ValueError(f"period: 1 to {MAX_PERIODS} periods, got {len(values)}")
+        if len(values) not in counts:
+            raise ValueError(f"{name}: {what}, got {len(values)}")
+        lo, hi = bounds
         bad = [v for v in values if not lo <= v <= hi]
         if bad:
             raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {bad[0]:g}")
-        return values
-
-    def _angles(self, name: str) -> tuple[float, ...] | None:
-        value = getattr(self, name)
-        if value is None:
-            return None
-        lo, hi, _ = ANGLES[name]
-        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-        try:
-            values = tuple(float(v) for v in values if not isinstance(v, bool))
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be numbers in degrees, got {value!r}") from None
-        counts = (1, self.num_frames) if name == "elevations_deg" else (self.num_frames,)
-        if len(values) not in counts:
-            need = "one value or one per frame" if len(counts) == 2 else "one value per frame"
-            raise ValueError(f"{name}: {need} ({self.num_frames}), got {len(values)}")
-        bad = [v for v in values if not lo <= v <= hi]
-        if bad:
-            raise ValueError(f"{name} must be between {lo:g} and {hi:g} degrees, got {bad[0]:g}")
         return values
 
     @property

@@ -120,6 +120,11 @@ def test_custom_is_the_list_given():
     (dict(guider="custom", guidance_scales=[1, 2]), r"guidance_scales: one scale per frame \(14\), got 2"),
     (dict(num_frames=3, guidance_scales=[1, 2, 30]), "guidance_scales must be between 0 and 20, got 30"),
     (dict(num_frames=3, guidance_scales="abc"), "guidance_scales must be a list of numbers"),
+    (dict(num_frames=3, guidance_scales="123"), "guidance_scales must be a list of numbers"),  # not 1, 2, 3
+    (dict(guider="triangle", period="999"), "period must be a list of numbers"),  # not 9, 9, 9
+    (dict(period=[True, 0.5]), "period must be a list of numbers"),  # not (0.5,)
+    (dict(period=True), "period must be a list of numbers"),
+    (dict(num_frames=2, elevations_deg="12"), "elevations_deg must be a list of numbers"),  # the same check
     (dict(edge_perc=0.6), "edge_perc must be between 0.0 and 0.5, got 0.6"),
     (dict(period=0.0), "period must be between 0.01 and 100, got 0"),
     (dict(period=[]), "period: 1 to 8 periods, got 0"),
