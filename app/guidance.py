@@ -63,8 +63,8 @@ def guider_knobs(guider: str) -> None:
                 st.selectbox("Period fusing", CHOICES["period_fusing"][0], key=state.knob_key("period_fusing"),
                              persist_state="session", help=CHOICES["period_fusing"][1][0].upper()
                              + CHOICES["period_fusing"][1][1:] + ".")
-    elif isinstance(S.get(period_key), str):  # text that never read as periods: nothing was set
-        S[period_key], S["gd_period"] = [1.0], "1"
+    elif isinstance(S.get(period_key), str):  # text that never read: kept for the triangle, unread by this guider
+        S[period_key] = [1.0]
     frames = int(S.get(state.knob_key("num_frames")) or 2)
     if guider != "custom":
         S[scales_key] = None

@@ -28,9 +28,15 @@ def test_guider_knobs_plot_and_record_the_curve():
     at.text_input(key="gd_period").set_value("0, 1").run()
     assert any("period goes from 0.01 to 100: 0 is outside" in e.value for e in at.error)
     assert button(at, "Generate video").disabled
+    at.text_input(key="gd_period").set_value("999").run()  # refused, and never read as the periods 9, 9, 9
+    assert any("999 is outside" in e.value for e in at.error)
+    assert button(at, "Generate video").disabled
 
     at.selectbox(key="knob_guider").set_value("custom").run()  # the unread period text blocks no other guider
     assert not at.error
+    at.selectbox(key="knob_guider").set_value("triangle").run()  # ... and is still there, still refused
+    assert at.text_input(key="gd_period").value == "999" and any("999 is outside" in e.value for e in at.error)
+    at.selectbox(key="knob_guider").set_value("custom").run()
     assert at.session_state["knob_guidance_scales"] == pytest.approx([lo + i * (hi - lo) / 3 for i in range(4)])
     at.session_state["gd_custom"] = [1.0, 3.0, 3.0, 1.0]  # what an edit of the table writes
     at.run()
