@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from .calibrate import COARSE, KNOBS
 from .params import CHOICES, GUIDER_LISTS, RANGES
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
@@ -72,12 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("image")
     k.add_argument("--target-motion", type=float, required=True, metavar="M",
                    help="the motion score wanted, in the SVD paper's units (as `measure` reports motion.score)")
-    k.add_argument("--knob", default="motion_bucket_id", choices=("motion_bucket_id", "fps", "noise_aug_strength"),
-                   help="the knob to calibrate (default motion_bucket_id)")
+    k.add_argument("--knob", default=KNOBS[0], choices=KNOBS, help=f"the knob to calibrate (default {KNOBS[0]})")
     k.add_argument("--seeds", default="3", metavar="N|S1,S2,...", help="each value on N seeds (seed, seed+1, ...) "
                                                                        "or the listed seeds; at least 2 (default 3)")
-    k.add_argument("--values", metavar="V1,V2,...", help="the knob's values to sample (default: buckets 0,64,127,"
-                                                         "191,255; fps 6,10,15,20,30; noise aug 0,0.02,0.05,0.1,0.2)")
+    k.add_argument("--values", metavar="V1,V2,...", help="the knob's values to sample (default: " + "; ".join(
+        f"{knob} {','.join(f'{v:g}' for v in vs)}" for knob, vs in COARSE.items()) + ")")
     k.add_argument("--steps", type=int, metavar="S", help="sample those values at S steps instead of the settings' "
                                                           "(faster, said in the result); the confirming run uses the "
                                                           "settings' steps")
@@ -340,7 +340,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import COARSE, calibration_cells, run_calibration
+    from .calibrate import calibration_cells, run_calibration
     from .sweep import parse_seeds, parse_values
 
     info, params = _checked_inputs(args)
@@ -348,9 +348,8 @@ def cmd_calibrate(args) -> int:
     values = parse_values(args.knob, args.values) if args.values else None
     if args.target_motion < 0:
         raise ValueError(f"--target-motion is a motion score (0 or more), got {args.target_motion:g}")
-    if args.knob in info.variant.unused_knobs:
-        raise ValueError(f"{info.variant.name} has no input for {args.knob}: nothing to calibrate")
-    calibration_cells(params, args.knob, values or COARSE[args.knob], seeds, args.steps)  # before the model loads
+    calibration_cells(params, args.knob, values or COARSE[args.knob], seeds, args.steps,  # before the model loads
+                      info.variant)
     sampler = _sampler(info, args)
     from tqdm import tqdm
 

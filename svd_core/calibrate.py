@@ -265,17 +265,25 @@ def summarize(fit: Fit, steps: int, full_steps: int, confirm_motion: float | Non
     return "\n".join(lines)
 
 
-def calibration_cells(base: SamplingParams, knob: str, values, seeds: list[int], steps: int | None = None):
-    """The coarse grid: every value on every seed, at `steps` when given (else the settings' steps)."""
+def calibration_cells(base: SamplingParams, knob: str, values, seeds: list[int], steps: int | None = None,
+                      variant=None):
+    """The coarse grid: every value on every seed, at `steps` when given (else the settings' steps). `variant`:
+    the model's, which must read `knob`."""
     from .sweep import grid_cells
 
     if knob not in KNOBS:
         raise ValueError(f"calibrate knob must be one of {', '.join(KNOBS)}, got {knob!r}")
+    if variant is not None and knob in variant.unused_knobs:
+        raise ValueError(f"{variant.name} has no input for {knob}: nothing to calibrate")
+    if steps is not None and steps < 1:
+        raise ValueError(f"calibrate samples at 1 step or more, got {steps}")
+    if base.num_videos != 1:  # only the first video would be measured
+        raise ValueError(f"calibrate runs one video per cell: set num_videos to 1, got {base.num_videos}")
     if len(seeds) < 2:
         raise ValueError("calibrate needs at least 2 seeds: the spread over seeds decides what the fit can tell")
     if len(set(values)) < MIN_VALUES:
         raise ValueError(f"calibrate needs at least {MIN_VALUES} different values of {knob}, got {len(set(values))}")
-    b = base.replace(num_inference_steps=steps) if steps else base
+    b = base if steps is None else base.replace(num_inference_steps=steps)
     return grid_cells(b, {knob: sorted(set(values))}, seeds=seeds)
 
 
@@ -292,17 +300,15 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
     from .training import is_untrained
 
     variant = sampler.info.variant
-    if knob in variant.unused_knobs:
-        raise ValueError(f"{variant.name} has no input for {knob}: nothing to calibrate")
     seeds = list(seeds or [base.seed + i for i in range(3)])
-    cells = calibration_cells(base, knob, COARSE[knob] if values is None else values, seeds, steps)
+    cells = calibration_cells(base, knob, COARSE[knob] if values is None else values, seeds, steps, variant)
     total = len(cells) + 1
 
     def progress(idx, n, i, s):
         if on_progress is not None:
             on_progress(idx, total, i, s)
     sweep = run_sweep(sampler, image, cells, on_progress=progress, should_stop=should_stop, on_queue=on_queue,
-                      save=False)
+                      out_dir=out_dir, save=False)
     per_seed: dict = {}
     for (_, r), coords in zip(sweep.cells, sweep.coords):
         per_seed.setdefault(coords[knob], []).append(scalar_metrics(r.metrics or {}).get(METRIC))

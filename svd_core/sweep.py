@@ -96,6 +96,9 @@ def parse_vary(spec: str) -> tuple[str, list]:
     name = name.strip()
     if not sep or not values.strip():
         raise ValueError(f"--vary takes NAME=V1,V2,..., got {spec!r}")
+    if name == "guidance_scales":  # one value per cell, never one per frame
+        raise ValueError("--vary cannot take guidance_scales (one scale per frame, a cell gets one value): "
+                         "set --guidance-scales, and --vary guider to compare it with the others")
     return name, parse_values(name, values)
 
 
@@ -158,7 +161,8 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
     SweepFailed naming each (label and error) after saving the finished cells as ordinary runs; the sweep
     folder (grid, contact sheet, metrics.csv, response.png) is written only when every cell succeeded. A cancel
     stops the sweep and writes nothing; so does a failed write: the cells and the sweep folder are saved
-    together, or none.
+    together, or none. save=False returns the cells unsaved (the caller saves them) when every cell succeeded;
+    failed cells save the finished ones either way.
 
     `state`: accelerate's PartialState of a multi-process launch (svd_core.distributed): this process runs its
     share of the cells (`distributed.assign`), the main process gathers every result and saves; the other
@@ -181,8 +185,8 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
     processes = [ordered[i][1] for i in done]
     if failures:
         paths = save_cells(results, sampler.info, out_dir, [coords[i] for i in done] if coords else None,
-                           processes, should_stop) if save and results else []
-        raise SweepFailed(_failure_line(failures, len(cells), len(results), paths), failures, paths)
+                           processes, should_stop) if results else []
+        raise SweepFailed(_failure_line(failures, len(cells), paths), failures, paths)
     fps = results[0][1].params.video_fps
     grid = export.grid_frames([r.frames for _, r in results], [label for label, _ in results], coords=coords,
                               caption=f"every cell plays at {fps} fps")
@@ -217,13 +221,13 @@ def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop
     return out
 
 
-def _failure_line(failures: list[CellFailure], n: int, finished: int, paths) -> str:
+def _failure_line(failures: list[CellFailure], n: int, paths) -> str:
     def where(f):
         p = f.process
         return f" on process {p['rank']} ({p['host']})" if p.get("processes", 1) > 1 else ""
     each = "; ".join(f"{f.label}{where(f)}: {f.error}" for f in failures)
     kept = (f"The {len(paths)} finished cell(s) are saved as runs in {Path(paths[0]).parent}" if paths
-            else f"The {finished} finished cell(s) were not saved (save=False)" if finished else "No cell finished")
+            else "No cell finished")
     return (f"{len(failures)} of {n} cells failed ({each}). {kept}; no sweep folder (grid, metrics.csv) was "
             "written: fix or drop the failed values and run the sweep again")
 

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from svd_core.calibrate import VERDICTS
+
 from .test_app import PNG, app, button, charts, dirs, fresh_server, small, wait, with_tiny  # noqa: F401 (fixtures)
 
 
@@ -51,10 +53,15 @@ def test_guider_knobs_plot_and_record_the_curve():
 @pytest.mark.usefixtures("with_tiny")
 def test_find_the_bucket_says_plainly_the_demo_model_gives_none():
     at = app()
+    at.number_input(key="knob_num_videos").set_value(2)
     small(at, frames=5, steps=2)  # 5 frames at fps 7: long enough for the 2 fps motion score
     at.switch_page("views/compare.py").run()
     at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
     at.radio(key="cmp_mode").set_value("Find the bucket").run()
+    assert [e.value for e in at.error] == ["calibrate runs one video per cell: set Videos per run to 1"]
+    at.switch_page("views/generate.py").run()
+    at.number_input(key="knob_num_videos").set_value(1).run()
+    at.switch_page("views/compare.py").run()
     at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 127").run()
     assert [e.value for e in at.error] == ["calibrate needs at least 3 different values of motion_bucket_id, got 2"]
     at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 127, 255").run()
@@ -63,14 +70,14 @@ def test_find_the_bucket_says_plainly_the_demo_model_gives_none():
     at.number_input(key="cmp_cal_steps").set_value(1).run()
     button(at, "Run 6 samplings and 1 to confirm").click().run()
     res = wait(at, "cmp", timeout=300)
-    assert res["verdict"] in ("flat", "non_monotone") and res["confirm"] is None
-    assert any(w.value.startswith("no value: motion") for w in at.warning)
+    assert res["verdict"] in set(VERDICTS) - {"ok"} and res["confirm"] is None  # which one: chance
+    assert any(w.value.startswith("no value: ") for w in at.warning)
     assert any(c.value.startswith("sampled at 1 steps instead of 2") for c in at.caption)
     record = json.loads((res["path"] / "run.json").read_text())
     assert record["calibration"]["values"] == [0, 127, 255] and (res["path"] / "calibration.png").is_file()
     at.switch_page("views/history.py").run()
     assert any(m.value.startswith("**Calibration**") for m in at.markdown)
-    assert any(c.value.startswith("no value: motion") for c in at.caption)
+    assert any(c.value.startswith("no value: ") for c in at.caption)
 
 
 def test_an_edited_cell_becomes_the_custom_curve():

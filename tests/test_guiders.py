@@ -219,3 +219,10 @@ def test_cli_guidance_scales(tiny_checkpoint, input_png, tmp_path):
     p = list_runs(tmp_path)[0].params
     assert (p.period, p.period_fusing, p.edge_perc) == ((0.5, 2.0), "multiply", 0.2)
     assert "ignored by euler / edm / triangle: edge_perc" in r.stderr
+
+
+def test_vary_refuses_the_per_frame_list():
+    """--vary gives each cell one value: never a valid per-frame list (period, one per cell, is fine)."""
+    assert parse_vary("period=0.5,2") == ("period", [0.5, 2.0])
+    with pytest.raises(ValueError, match="^--vary cannot take guidance_scales"):
+        parse_vary("guidance_scales=1,2")

@@ -145,10 +145,12 @@ def find_the_bucket(base: SamplingParams, variant) -> tuple[dict | None, str | N
         steps = st.number_input("Steps for the sampled values", min_value=1, max_value=base.num_inference_steps,
                                 key="cmp_cal_steps", persist_state="session", disabled=not fewer)
     try:
+        if base.num_videos != 1:  # only the first video would be measured
+            raise ValueError("calibrate runs one video per cell: set Videos per run to 1")
         values = parse_values(knob, text)
         seeds = parse_seeds(str(n_seeds), base.seed)
         steps = int(steps) if fewer and steps < base.num_inference_steps else None
-        cells = calibration_cells(base, knob, values, seeds, steps)
+        cells = calibration_cells(base, knob, values, seeds, steps, variant)
     except ValueError as e:
         return None, str(e)
     return {"knob": knob, "target": float(target), "values": values, "seeds": seeds, "steps": steps,
