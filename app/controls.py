@@ -264,7 +264,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
         st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=RANGES["output_fps"][1],
                         step=1, key=state.knob_key("output_fps"), persist_state="session",
                         help="Playback frame rate of the exported video.")
-        sampler_panel(draft)
+        sampler_panel()
         if info is not None:
             st.button("Reset to the checkpoint's defaults", on_click=_reset, args=(info,))
     try:
@@ -278,7 +278,7 @@ PANEL_STEPS = {"sigma_min": 0.001, "sigma_max": 10.0, "rho": 0.5, "s_churn": 0.1
                "s_noise": 0.01, "eta": 0.05, "lms_order": 1, "edge_perc": 0.05}
 
 
-def sampler_panel(draft: SamplingParams | None) -> None:
+def sampler_panel() -> None:
     """Stability's sampling panel: sampler, discretization, guider, and only the knobs that combination reads."""
     st.markdown("**Sampler**")
     c = st.columns(3)

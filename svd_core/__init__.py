@@ -96,6 +96,6 @@ __all__ = [
     "ANGLES", "SV3DUNet", "camera_path", "get_camera_path", "list_camera_paths",
     # sweeps over several processes (issue 13)
     "CellFailure", "ProcessLost", "SweepFailed",
-    # ask for a motion (issue 27)
+    # ask for a motion
     "Calibration", "Fit", "fit_response", "run_calibration",
 ]

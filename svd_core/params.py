@@ -202,7 +202,7 @@ class SamplingParams:
         return self.output_fps or self.fps
 
     def applicable(self) -> tuple[str, ...]:
-        """The knobs of KNOBS_OF that this sampler, discretization and guider read."""
+        """knobs_read of this run's sampler, discretization and guider."""
         return knobs_read(self.sampler, self.discretization, self.guider)
 
     def inapplicable(self) -> list[str]:
