@@ -402,7 +402,7 @@ def _zip_frames(path):
 
     try:
         with zipfile.ZipFile(path) as z:
-            return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n))).convert("RGB"))
+            return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n)), formats=["PNG"]).convert("RGB"))
                              for n in sorted(z.namelist())])
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable frames zip ({e})") from None

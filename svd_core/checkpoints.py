@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -140,38 +141,109 @@ class CheckpointInfo:
 
 # ------------------------------------------------------------------------------------------- header reading
 
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+# bits per element of each dtype safetensors defines
+DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+              "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+              "F64": 64, "I64": 64, "U64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
 def read_safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, after checks that catch pickles, truncation and garbage."""
+    """The JSON header of a safetensors file, checked as safetensors checks it (`header_problem`); a pickle or
+    zip (torch.save), a truncated file or garbage is refused in one line naming the file. Only a regular file
+    is opened (a FIFO would block the reader)."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(f"{path.name} is a pickle checkpoint ({path.suffix}), which can run code when loaded and "
                               "is never opened here: use the .safetensors release of the same model")
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path.name} is not a regular file (a pipe, device or socket): put the "
+                                  ".safetensors file itself in its place")
+        size = st.st_size
         with open(path, "rb") as f:
             head = f.read(8)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise CheckpointError(f"{path.name} is a pickle/zip (torch.save) file, never opened here: use the "
-                                      ".safetensors release of the same model")
-            if len(head) < 8:
-                raise CheckpointError(f"{path.name} is not a safetensors file (only {size} bytes): re-download it")
-            (n,) = struct.unpack("<Q", head)
-            if n < 2 or n > min(size - 8, 200_000_000):
-                raise CheckpointError(f"{path.name} is not a safetensors file (bad header length): "
-                                      "expected a .safetensors checkpoint")
-            raw = f.read(n)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            fits = 2 <= n <= min(size - 8, MAX_HEADER_BYTES)
+            raw = f.read(n) if fits else b""
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    header = None
+    if fits:
+        try:
+            header = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    if header is None:  # not a safetensors header: say what it is instead
+        if _looks_pickled(head):
+            raise CheckpointError(f"{path.name} is a pickle/zip (torch.save) file, never opened here: use the "
+                                  ".safetensors release of the same model")
+        if len(head) < 8:
+            raise CheckpointError(f"{path.name} is not a safetensors file (only {size} bytes): re-download it")
+        if not fits:
+            raise CheckpointError(f"{path.name} is not a safetensors file (bad header length): "
+                                  "expected a .safetensors checkpoint")
         raise CheckpointError(f"{path.name} is not a safetensors file (unreadable header): expected a .safetensors "
-                              "checkpoint") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end > size:
-        raise CheckpointError(f"{path.name} is truncated ({_size(size)} of {_size(8 + n + end)}): the download "
-                              "did not finish; download it again")
+                              "checkpoint")
+    problem = header_problem(header, size - 8 - n)
+    if problem:
+        raise CheckpointError(f"{path.name} {problem}")
     return header
+
+
+def _looks_pickled(head: bytes) -> bool:
+    """A zip archive (torch.save's format) or a pickle stream (PROTO opcode 0x80, protocol 2 to 5). Asked only
+    of a file whose header is not a safetensors header: 0x80 is also the first byte of a valid file whose header
+    length is 128 mod 256."""
+    return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def header_problem(header, data_bytes: int) -> str:
+    """What makes `header` not a safetensors header for `data_bytes` bytes of tensor data, by safetensors' own
+    rules ('' when it is one): an object of name -> {dtype, shape, data_offsets} plus an optional __metadata__ of
+    strings; the tensors' byte ranges in order, back to back, each dtype x shape long, covering the data."""
+    bad = "has a malformed safetensors header ({}): the file is damaged or not a checkpoint; download it again"
+    if not isinstance(header, dict):
+        return bad.format(f"a JSON {type(header).__name__}, not an object of tensors")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        return bad.format("__metadata__ is not a map of strings")
+    ranges = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict):
+            return bad.format(f"tensor {name} is a {type(info).__name__}")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in DTYPE_BITS:
+            return bad.format(f"tensor {name} has dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+            return bad.format(f"tensor {name} has shape {shape!r}, not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+                and offsets[0] <= offsets[1]):
+            return bad.format(f"tensor {name} has data_offsets {offsets!r}, not [begin, end]")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * DTYPE_BITS[dtype] != (offsets[1] - offsets[0]) * 8:
+            return bad.format(f"tensor {name}: {dtype} {shape} does not fill its {offsets[1] - offsets[0]} bytes")
+        ranges.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(ranges):
+        if begin != end:
+            return bad.format(f"tensor {name} starts at byte {begin}, not {end}")
+        end = stop
+    if end > data_bytes:
+        return (f"is truncated ({_size(data_bytes)} of {_size(end)} of tensor data): the download did not finish; "
+                "download it again")
+    if end < data_bytes:
+        return bad.format(f"{data_bytes - end} bytes after the last tensor")
+    return ""
 
 
 def _size(n: int) -> str:
@@ -460,8 +532,17 @@ _SHA_CACHE: dict[tuple, str] = {}
 _SHA_LOCK = threading.Lock()  # a second caller waits for the hash in progress instead of hashing again
 
 
+def cache_dir() -> Path:
+    """The studio's own cache folder: $SVD_STUDIO_CACHE, else $XDG_CACHE_HOME/svd-studio, else
+    ~/.cache/svd-studio. Nothing is ever written beside a checkpoint (its folder may be shared or read-only)."""
+    if os.environ.get("SVD_STUDIO_CACHE"):
+        return Path(os.environ["SVD_STUDIO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "svd-studio"
+
+
 def file_sha256(path) -> str:
-    """sha256 of a checkpoint, cached in memory and in a `.sha256` file beside it (keyed by size and mtime)."""
+    """sha256 of a checkpoint, cached in memory and in the studio's cache folder (`cache_dir`), keyed by the
+    file's absolute path, size and mtime."""
     path = Path(path)
     if path.is_dir():
         return ""
@@ -471,25 +552,44 @@ def file_sha256(path) -> str:
 
 def _file_sha256(path: Path) -> str:
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    where = str(path.resolve())
+    key = (where, st.st_size, st.st_mtime_ns)
     if key in _SHA_CACHE:
         return _SHA_CACHE[key]
-    side = path.with_name(path.name + ".sha256")
     try:
-        digest, size, mtime = side.read_text().split()
-        if int(size) == st.st_size and int(mtime) == st.st_mtime_ns:
-            _SHA_CACHE[key] = digest
-            return digest
-    except (OSError, ValueError):
+        cached = json.loads(_sha_entry(where).read_text())
+        if [cached["path"], cached["size"], cached["mtime_ns"]] == list(key) and re.fullmatch(
+                r"[0-9a-f]{64}", cached["sha256"]):
+            _SHA_CACHE[key] = cached["sha256"]
+            return cached["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             h.update(block)
     digest = h.hexdigest()
-    _SHA_CACHE[key] = digest
+    remember_sha256(path, digest, st)
+    return digest
+
+
+def _sha_entry(where: str) -> Path:
+    return cache_dir() / "sha256" / (hashlib.sha256(where.encode()).hexdigest()[:32] + ".json")
+
+
+def remember_sha256(path, digest: str, st=None) -> None:
+    """Put a known sha256 of `path` (e.g. checked while downloading) in the cache `file_sha256` reads. A cache
+    that cannot be written only costs a later process a rehash."""
+    path = Path(path)
+    st = st or path.stat()
+    where = str(path.resolve())
+    _SHA_CACHE[(where, st.st_size, st.st_mtime_ns)] = digest
+    entry = _sha_entry(where)
     try:
-        side.write_text(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"path": where, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                   "sha256": digest}))
+        os.replace(tmp, entry)
     except OSError:
         pass
-    return digest

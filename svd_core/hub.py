@@ -25,7 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .checkpoints import _size, checkpoint_dir, get_variant, list_variants, read_safetensors_header
+from .checkpoints import (
+    _size,
+    checkpoint_dir,
+    get_variant,
+    list_variants,
+    read_safetensors_header,
+    remember_sha256,
+)
 from .errors import Cancelled, CheckpointError, DownloadError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -157,7 +164,7 @@ def _download_locked(v, folder: Path, dest: Path, token, on_progress, should_sto
                             f"expected {sha[:12]}...): the copy was corrupted in transit and was deleted; "
                             "download again")
     os.replace(partial, dest)
-    _write_sha_sidecar(dest, sha)
+    remember_sha256(dest, sha)
     return dest
 
 
@@ -255,15 +262,6 @@ def _fetch(location: str, partial: Path, have: int, size: int, headers: dict, on
             raise DownloadError(f"{partial.name} has {f.tell()} bytes after the download, expected {size}: "
                                 "download again")
     return writer.sha.hexdigest()
-
-
-def _write_sha_sidecar(dest: Path, sha: str) -> None:
-    """The checkpoint folder's sha256 cache (see checkpoints.file_sha256): the app need not hash 9.56 GB again."""
-    st = dest.stat()
-    try:
-        dest.with_name(dest.name + ".sha256").write_text(f"{sha} {st.st_size} {st.st_mtime_ns}\n")
-    except OSError:
-        pass
 
 
 def _explain(e: Exception, v, url: str, partial: Path | None = None) -> Exception:

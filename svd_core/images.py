@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 from .params import RESIZE_MODES
 
+# The only decoders a user's image reaches (Pillow's format names): each decodes in-process. Pillow would otherwise
+# pick a decoder from the content, whatever the name, and some (EPS) run an external program on it.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompression bombs)
 MIN_INPUT_SIDE = 16
 
@@ -45,33 +48,39 @@ def snap_size(width: int, height: int, spec: ImageSpec) -> tuple[int, int]:
     return tuple(max(spec.multiple, s // spec.multiple * spec.multiple) for s in (width, height))
 
 
+def decode_image(source) -> Image.Image:
+    """Decode `source` (path, bytes or file-like) with the studio's decoders only (IMAGE_FORMATS: anything else
+    is refused before any decoder runs) and the pixel limit; ImageError naming the file for anything unusable."""
+    name = Path(source).name if isinstance(source, (str, Path)) else "the image"
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise ImageError(f"image {source} does not exist: pass a png, jpg or webp file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source, formats=IMAGE_FORMATS)
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{name} is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} MP), "
+                                 f"over the {MAX_PIXELS / 1e6:.0f} MP limit: downscale it first")
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name} has too many pixels (over the {MAX_PIXELS / 1e6:.0f} MP limit; possibly a "
+                         "decompression bomb): downscale it first") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not a readable image (the studio reads JPEG, PNG, WebP, BMP, GIF and TIFF "
+                         "only): use a png, jpg or webp") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name} is broken or truncated ({e}): re-export it as png or jpg") from None
+    return img
+
+
 def open_image(source) -> tuple[Image.Image, list[str]]:
     """Decode `source` (path, bytes, file-like or PIL image) to one RGB frame; ImageError for anything unusable."""
     notes: list[str] = []
-    if isinstance(source, Image.Image):
-        img = source
-    else:
-        if isinstance(source, (bytes, bytearray)):
-            source = io.BytesIO(source)
-        elif isinstance(source, (str, Path)) and not Path(source).is_file():
-            raise ImageError(f"image {source} does not exist: pass a png, jpg or webp file")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(source)
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"image is {img.width}x{img.height} ({img.width * img.height / 1e6:.0f} MP), "
-                                     f"over the {MAX_PIXELS / 1e6:.0f} MP limit: downscale it first")
-                img.load()
-        except ImageError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"image has too many pixels (over the {MAX_PIXELS / 1e6:.0f} MP limit; possibly a "
-                             "decompression bomb): downscale it first") from None
-        except UnidentifiedImageError:
-            raise ImageError("the file is not a readable image: use a png, jpg or webp") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"the image is broken or truncated ({e}): re-export it as png or jpg") from None
+    img = source if isinstance(source, Image.Image) else decode_image(source)
     n = getattr(img, "n_frames", 1)
     if n > 1:
         img.seek(0)

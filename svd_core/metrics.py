@@ -216,7 +216,7 @@ def _read_pillow(data: bytes, name: str) -> tuple[np.ndarray, float]:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=["GIF", "WEBP"])  # what the magic said: no other decoder
         frames, durations = [], []
         for f in ImageSequence.Iterator(img):
             frames.append(np.asarray(f.convert("RGB")))

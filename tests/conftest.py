@@ -35,6 +35,14 @@ def regenerate(fixture: str, dest: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def studio_cache(tmp_path_factory) -> Path:
+    """The studio's cache folder (checkpoints.cache_dir), one per test session: never the user's."""
+    folder = tmp_path_factory.mktemp("svd-studio-cache")
+    os.environ["SVD_STUDIO_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def reference_checkpoints(tmp_path_factory) -> dict[str, Path]:
     dest = tmp_path_factory.mktemp("reference")

@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import save_file
 
 from svd_core import Cancelled, CheckpointError, DownloadError, hub, inspect_checkpoint, load_pipeline
-from svd_core.checkpoints import find_models, get_variant, resolve_checkpoint, scan_checkpoints, scan_hf_cache
+from svd_core.checkpoints import (
+    cache_dir,
+    find_models,
+    get_variant,
+    resolve_checkpoint,
+    scan_checkpoints,
+    scan_hf_cache,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -154,10 +161,12 @@ def test_complete_download(fake_hub, tmp_path, tiny_checkpoint):
     path = hub.download("svd_xt", folder=tmp_path, token=GOOD_TOKEN, on_progress=lambda d, t: calls.append((d, t)))
     data = tiny_checkpoint.read_bytes()
     assert path == tmp_path / "svd_xt.safetensors" and path.read_bytes() == data
-    assert _files(tmp_path) == ["svd_xt.safetensors", "svd_xt.safetensors.sha256"]  # no partial file left
+    assert _files(tmp_path) == ["svd_xt.safetensors"]  # no partial file left, nothing else beside it
     assert calls[0] == (0, len(data)) and calls[-1] == (len(data), len(data)) and len(calls) > 3
     assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
-    assert (tmp_path / "svd_xt.safetensors.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+    cached = [json.loads(f.read_text()) for f in (cache_dir() / "sha256").glob("*.json")]  # the studio's cache
+    assert {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}.items() <= \
+        next(c for c in cached if c["path"] == str(path.resolve())).items()
     assert inspect_checkpoint(path).variant.name == "tiny"  # the file's own metadata: it is the tiny model
     head = [r for r in fake_hub.requests if r[0] == "HEAD"]
     get = [r for r in fake_hub.requests if r[0] == "GET" and r[1].startswith("/cdn/")]
