@@ -25,6 +25,7 @@ from .errors import (
     CheckpointError,
     DownloadError,
     ImageError,
+    NotFinite,
     OutOfMemory,
     ProcessLost,
     SVDError,
@@ -79,7 +80,8 @@ def __getattr__(name):
 
 __all__ = [
     "CHOICES", "Cancelled", "CheckpointError", "CheckpointInfo", "ImageError", "ImageSpec", "KNOBS_OF",
-    "MEMORY_MODES", "OutOfMemory", "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError", "SampleResult",
+    "MEMORY_MODES", "NotFinite", "OutOfMemory", "PreparedImage", "RANGES", "RESIZE_MODES", "RunInfo", "SVDError",
+    "SampleResult",
     "Sampler", "SamplingParams", "SweepResult", "Variant", "applicable_knobs", "contact_sheet", "delete_run",
     "export_frames", "file_sha256", "get_variant", "grid_cells", "grid_frames", "guidance_scales",
     "inspect_checkpoint", "list_checkpoints", "list_discretizations", "list_guiders", "list_runs", "list_samplers",

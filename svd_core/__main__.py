@@ -180,24 +180,39 @@ def _from_record(args) -> dict:
     if src.suffix.lower() == ".json":
         import json
 
+        from .runs import validate_record
+
         try:
             record = json.loads(src.read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"{src} is not a readable run.json ({e})") from None
-        if "params" not in record:
-            raise ValueError(f"{src} has no params: not a run.json of SVD Studio")
+        validate_record(record, str(src))
         if args.image is None and (src.parent / "input.png").is_file():
             args.image = str(src.parent / "input.png")
     else:
         record = read_video_record(src)
     if args.checkpoint is None:
-        want = record.get("checkpoint", {}).get("file")
+        want = record["checkpoint"].get("file")
         match = next((c for c in list_checkpoints() if c.name == want), None)
         if match is None:
             raise ValueError(f"{src.name} was made with {want}, which is not in checkpoints/: pass it with -c")
         args.checkpoint = str(match.path)
     args.from_record = record
     return record
+
+
+def _check_out(out) -> None:
+    """--out must be a folder that can be made or written, found out before a minute of model loading."""
+    if out is None:
+        return
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: name a folder (it is made if missing)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} cannot be written: name a folder you can write to")
 
 
 def _check_same_checkpoint(record: dict, info) -> None:
@@ -235,6 +250,9 @@ def cmd_sample(args) -> int:
     bad = [f for f in formats if f not in EXPORTERS]
     if bad:  # before the model loads, not after the run
         raise ValueError(f"unknown format {bad[0]!r}; valid: {', '.join(EXPORTERS)}")
+    if not formats:
+        raise ValueError(f"--format names no format: give one or more of {', '.join(EXPORTERS)}")
+    _check_out(args.out)
     info, params = _checked_inputs(args)
     sampler = _sampler(info, args)
     prepared = sampler.prepare(args.image, params, args.remove_background)
@@ -285,6 +303,7 @@ def cmd_sweep(args) -> int:
     from .sweep import grid_cells, parse_seeds, parse_vary, run_sweep
 
     vary = dict(parse_vary(v) for v in args.vary)
+    _check_out(args.out)
     info, params = _checked_inputs(args)
     seeds = parse_seeds(args.seeds, params.seed) if args.seeds else None
     cells = grid_cells(params, vary, seeds=seeds)
@@ -409,7 +428,6 @@ def _zip_frames(path):
 
 
 def cmd_measure(args) -> int:
-    import json
     from pathlib import Path
 
     from .metrics import Likeness, measure_frames, read_video
@@ -445,7 +463,9 @@ def cmd_measure(args) -> int:
         raise ValueError("likeness needs the conditioning image: add --image IMG")
     out = measure_frames(frames, fps, time_base, likeness)
     out["file"] = str(path)
-    print(json.dumps(out, indent=2))
+    from .runs import record_bytes
+
+    print(record_bytes(out).decode())
     return 0
 
 

@@ -22,6 +22,15 @@ class OutOfMemory(SVDError):
     """The run did not fit in memory, even after the fallback."""
 
 
+class RecordError(SVDError, ValueError):
+    """A run record (run.json, or the one inside an mp4) is not one SVD Studio wrote."""
+
+
+class NotFinite(SVDError):
+    """A run's latents or frames hold NaN or infinity (a checkpoint with such weights, or float16 overflow):
+    the black or broken video is not saved."""
+
+
 class DownloadError(SVDError):
     """A release could not be downloaded from the Hugging Face Hub (access, token, network, disk, checksum)."""
 

@@ -34,7 +34,17 @@ from .checkpoints import (
     read_safetensors_header,
     shapes_of,
 )
-from .convert import OPS, Architecture, Target, infer_architecture, map_key, target_shape
+from .convert import (
+    CLIP_VISUAL,
+    FIRST_STAGE,
+    OPS,
+    UNET,
+    Architecture,
+    Target,
+    infer_architecture,
+    map_key,
+    target_shape,
+)
 from .errors import CheckpointError
 from .sv3d import SV3DUNet
 
@@ -187,6 +197,26 @@ def plan_load(shapes: dict[str, list[int]], arch: Architecture, modules: dict[st
     return plan
 
 
+def check_interfaces(shapes: dict[str, list[int]], arch: Architecture, name: str = "the checkpoint") -> None:
+    """The sizes where the modules meet, each read off a different tensor, must agree (a module is built from
+    the file's own shapes, so a wrong shape there loads and fails only in the middle of sampling): the UNet takes
+    the noisy latent and the image latent (2 x the VAE's latent channels) and returns a latent, and its
+    cross-attention reads the image encoder's embedding. Raises CheckpointError naming the file and tensor."""
+    latent = FIRST_STAGE + "decoder.conv_in.weight"
+    checks = (
+        (UNET + "input_blocks.0.0.weight", arch.unet_in_channels, 2 * arch.vae_latent_channels,
+         f"input channels (the noisy and the image latent, {arch.vae_latent_channels} each by {latent})"),
+        (UNET + "out.2.weight", arch.unet_out_channels, arch.vae_latent_channels,
+         f"output channels (one latent, {arch.vae_latent_channels} by {latent})"),
+        (UNET + "middle_block.1.transformer_blocks.0.attn2.to_k.weight", arch.unet_context_dim, arch.clip_embed_dim,
+         f"context width (the image embedding, {arch.clip_embed_dim} by {CLIP_VISUAL}proj)"),
+    )
+    for key, got, want, what in checks:
+        if got != want:
+            raise CheckpointError(f"{name}: {key} has shape {list(shapes[key])}, which gives the UNet {got} {what}, "
+                                  f"not {want}: the file is corrupt or of another architecture")
+
+
 def empty_modules(arch: Architecture) -> dict[str, torch.nn.Module]:
     """unet, vae and image_encoder of `arch` with parameters on the meta device (no memory): for loading, key
     coverage checks and FLOP counts. No initialisation runs (transformers' `no_init_weights`): random init of
@@ -216,6 +246,7 @@ def load_components(path, *, device=None, dtype=None) -> dict[str, torch.nn.Modu
     except (KeyError, IndexError, ValueError) as e:
         raise CheckpointError(f"cannot read the architecture of {path.name} ({e}): the file is incomplete or "
                               "not an SVD release") from None
+    check_interfaces(shapes, arch, path.name)
     modules = empty_modules(arch)
     plan = plan_load(shapes, arch, modules, path.name)
     slots = {c: _parameter_slots(m) for c, m in modules.items()}

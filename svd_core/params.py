@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from .checkpoints import Variant, get_variant
@@ -144,7 +145,8 @@ class SamplingParams:
             if name == "output_fps" and value is None:
                 continue
             integer = isinstance(lo, int)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                    integer and value != int(value)):
                 kind = "an integer" if integer else "a number"
                 raise ValueError(f"{name} must be {kind} between {lo} and {hi}, got {value!r}")
             if not lo <= value <= hi:

@@ -88,6 +88,8 @@ def _record_from(path: Path, name: str) -> dict:
         record = json.loads(tags.get("comment", ""))
     except json.JSONDecodeError:
         record = None
-    if not isinstance(record, dict) or RECORD_KEY not in record or "params" not in record:
+    if not isinstance(record, dict) or RECORD_KEY not in record:
         raise VideoError(f"{name} carries no SVD Studio record (only mp4s written by SVD Studio do)")
-    return record
+    from .runs import validate_record
+
+    return validate_record(record, name)

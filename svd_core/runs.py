@@ -9,6 +9,7 @@ failed run never leaves a folder that looks like a run; `list_runs` only sees co
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import secrets
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import export
 from .checkpoints import CheckpointInfo, file_sha256
-from .errors import Cancelled
+from .errors import Cancelled, RecordError
 from .params import SamplingParams
 
 
@@ -135,6 +136,23 @@ def clean_stale_temp(out_dir=None, max_age_s: float = 24 * 3600) -> list[Path]:
     return removed
 
 
+def finite(value):
+    """`value` with every NaN or infinity (a metric that could not be measured) replaced by None: a record is
+    strict JSON, which every parser reads."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def record_bytes(record: dict) -> bytes:
+    """A run.json's bytes: strict JSON (non-finite numbers as null)."""
+    return json.dumps(finite(record), indent=2, allow_nan=False).encode()
+
+
 def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict | None = None) -> dict:
     return {
         "created": utc_now(),
@@ -191,12 +209,12 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
 
     def embedded(k: int) -> dict:  # each video reruns alone: its own seed, one video
         seed = result.params.seed + k
-        return video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}})
+        return finite(video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}}))
 
     out = {name: export.export_frames(frames, fmt, fps, metadata=embedded(k))
            for name, (frames, fmt, k) in files.items()}
     out.update(still)
-    out[RUN_FILE] = json.dumps(record, indent=2).encode()
+    out[RUN_FILE] = record_bytes(record)
     return stage_folder(folder, out), folder
 
 
@@ -207,6 +225,45 @@ def instrument_record(result) -> dict:
 
     return {"metrics": dict(getattr(result, "metrics", {}) or {}), "fps": fps_vocabulary(result.params),
             "input_pixels_sha256": image_sha256(result.image.image)}
+
+
+_OPTIONAL = {"created": str, "kind": str, "label": str, "sweep": str, "seed": int, "files": list, "input": dict,
+             "notes": list, "metrics": dict, "effective": dict, "timings_s": dict, "coords": dict, "cells": list,
+             "input_pixels_sha256": str, "device": str, "dtype": str}
+_NULLABLE = {"created", "seed", "input_pixels_sha256", "device", "dtype"}  # null in an mp4's record
+
+
+def validate_record(record, name: str = "the record") -> dict:
+    """`record` (a parsed run.json, or the record inside one of our mp4s) if it has the shape SVD Studio writes:
+    an object whose params make a SamplingParams, whose checkpoint is an object, and whose other fields (when
+    present) have their types; else RecordError, one line naming `name`. The one check of every record read."""
+    def bad(what: str):
+        return RecordError(f"{name} is not a run record of SVD Studio ({what})")
+    if not isinstance(record, dict):
+        raise bad(f"a JSON {type(record).__name__}, not an object")
+    if not isinstance(record.get("params"), dict):
+        raise bad("params is " + ("missing" if "params" not in record else f"a {type(record['params']).__name__}"))
+    try:
+        SamplingParams.from_dict(record["params"])
+    except (TypeError, ValueError) as e:
+        raise bad(f"params: {e}") from None
+    ck = record.get("checkpoint")
+    if not isinstance(ck, dict) or not all(isinstance(ck.get(k), (str, type(None))) for k in ("file", "sha256")):
+        raise bad("checkpoint is " + ("missing" if ck is None else "malformed" if isinstance(ck, dict)
+                                      else f"a {type(ck).__name__}"))
+    for key, kind in _OPTIONAL.items():
+        value = record.get(key)
+        if key in record and not (value is None and key in _NULLABLE) and (
+                not isinstance(value, kind) or isinstance(value, bool)):
+            raise bad(f"{key} is {'null' if value is None else f'a {type(value).__name__}'}")
+    if not all(isinstance(f, str) and f == Path(f).name and not f.startswith(".") for f in record.get("files", [])):
+        raise bad("files is not a list of file names in the run's folder")
+    if not isinstance((record.get("input") or {}).get("name", ""), str):
+        raise bad("input name is not a string")
+    for cell in record.get("cells") or []:
+        if not (isinstance(cell, dict) and isinstance(cell.get("run"), str) and isinstance(cell.get("label", ""), str)):
+            raise bad("a cell is not {run, label}")
+    return record
 
 
 @dataclass(frozen=True)
@@ -236,27 +293,37 @@ class RunInfo:
 
 
 def load_run(path) -> RunInfo:
+    """The run in folder `path`; RecordError (a ValueError) naming it when its run.json is unreadable or not a
+    record of ours."""
     path = Path(path)
     try:
-        return RunInfo(path, json.loads((path / RUN_FILE).read_text()))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a complete run folder ({e})") from None
+        record = json.loads((path / RUN_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordError(f"{path} is not a complete run folder ({e})") from None
+    return RunInfo(path, validate_record(record, f"{path.name}/{RUN_FILE}"))
 
 
-def list_runs(out_dir=None) -> list[RunInfo]:
-    """Complete runs, newest first. Temporary and unreadable folders are skipped."""
+def scan_runs(out_dir=None) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
+    """(complete runs newest first, unreadable run folders with the one-line reason). Temporary folders and
+    symlinks (a run lives in outputs/ itself) are skipped."""
     out_dir = Path(out_dir or output_dir())
     if not out_dir.is_dir():
-        return []
-    runs = []
+        return [], []
+    runs, problems = [], []
     for p in out_dir.iterdir():
-        if p.name.startswith((".", TMP_PREFIX)) or not (p / RUN_FILE).is_file():
+        if p.name.startswith((".", TMP_PREFIX)) or p.is_symlink() or not (p / RUN_FILE).is_file():
             continue
         try:
             runs.append(load_run(p))
-        except ValueError:
-            continue
-    return sorted(runs, key=lambda r: (r.record.get("created", ""), r.path.stat().st_mtime), reverse=True)
+        except ValueError as e:
+            problems.append((p, str(e)))
+    runs.sort(key=lambda r: (r.record.get("created") or "", r.path.stat().st_mtime), reverse=True)
+    return runs, sorted(problems)
+
+
+def list_runs(out_dir=None) -> list[RunInfo]:
+    """Complete runs, newest first (`scan_runs` also says which folders are unreadable)."""
+    return scan_runs(out_dir)[0]
 
 
 def delete_run(path, out_dir=None) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from . import pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
-from .errors import Cancelled, OutOfMemory
+from .errors import Cancelled, NotFinite, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
 from .metrics import measure_result
@@ -289,4 +289,8 @@ class Sampler:
         out = pipeline.run(self.pipe, prepared.image, params, decode_chunk_size=decode_chunk,
                            generator=torch.Generator("cpu").manual_seed(params.seed), on_step=on_step,
                            should_stop=should_stop, on_phase=on_phase)
+        bad = "latents" if not torch.isfinite(out.latents).all() else "" if np.isfinite(out.frames).all() else "frames"
+        if bad:
+            raise NotFinite(f"{self.info.name} gave NaN or infinite {bad} (its weights hold them, or the dtype "
+                            "overflowed): nothing was saved; try float32 or another checkpoint")
         return to_uint8(out.frames), out.timings, out, used

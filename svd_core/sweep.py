@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import io
 import itertools
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,16 @@ import numpy as np
 from . import export
 from .errors import Cancelled, ProcessLost, SweepFailed
 from .params import ANGLES, CHOICES, GUIDER_LISTS, RANGES, SamplingParams, field_names
-from .runs import commit_staged, discard_staged, new_run_id, output_dir, stage_folder, stage_run, utc_now
+from .runs import (
+    commit_staged,
+    discard_staged,
+    new_run_id,
+    output_dir,
+    record_bytes,
+    stage_folder,
+    stage_run,
+    utc_now,
+)
 
 MAX_CELLS = 48
 MAX_SEEDS = 16
@@ -441,7 +449,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         }
         files.update(extra_files or {})
         record["files"] = sorted(files)
-        files["run.json"] = json.dumps(record, indent=2).encode()
+        files["run.json"] = record_bytes(record)
         staged.append((stage_folder(out_dir / sweep_id, files), out_dir / sweep_id))
         paths = commit_staged(staged, should_stop)
     except BaseException:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from svd_core import Sampler, list_checkpoints
-from svd_core.checkpoints import read_safetensors_header, shapes_of
+from svd_core.checkpoints import detect_family, read_safetensors_header, shapes_of
 from svd_core.convert import infer_architecture
-from svd_core.loader import empty_modules, plan_load
+from svd_core.loader import check_interfaces, empty_modules, plan_load
 
 CUDA = torch.cuda.is_available()
 REAL = [c for c in list_checkpoints() if not c.variant.name.startswith("tiny") and not c.diffusers_folder]
@@ -42,10 +42,20 @@ def test_gpu_matches_cpu_closely(tiny_checkpoint, input_png):
 @needs_weights
 @pytest.mark.parametrize("info", REAL, ids=[c.name for c in REAL])
 def test_real_checkpoint_layout(info):
+    """A release in checkpoints/ is Stability's architecture, identified as such, and its tensors fill every
+    parameter of the modules (shape for shape; plan_load raises otherwise): checked on meta tensors."""
     header = read_safetensors_header(info.path)
     shapes = shapes_of(header)
-    arch = infer_architecture(shapes, header.get("__metadata__"))
-    plan_load(shapes, arch, empty_modules(arch))  # every parameter covered, shapes right
+    family = detect_family(shapes, info.path.name)
+    arch = infer_architecture(shapes, header.get("__metadata__"), family)
+    assert info.variant.family == family and info.variant.decoder == ("video" if arch.temporal_decoder else "image")
+    assert arch.unet_channels == (320, 640, 1280, 1280) and arch.unet_in_channels == 8
+    assert (arch.clip_width, arch.clip_embed_dim, arch.vae_latent_channels) == (1280, 1024, 4)
+    check_interfaces(shapes, arch, info.name)
+    modules = empty_modules(arch)
+    plan = plan_load(shapes, arch, modules, info.name)
+    filled = {(t.component, t.key) for targets in plan.values() for t in targets}
+    assert filled == {(c, k) for c, m in modules.items() for k, _ in m.named_parameters()}
 
 
 @pytest.mark.weights

@@ -18,6 +18,8 @@ from svd_core import CheckpointError, ImageError, inspect_checkpoint, prepare_im
 from svd_core.checkpoints import file_sha256, read_safetensors_header, scan_checkpoints
 from svd_core.images import ImageSpec
 
+from .test_app import dirs, fresh_server  # noqa: F401  (a fresh model server per test; temporary folders)
+
 SPEC = ImageSpec(64, 32)
 # An EPS whose PostScript never ends: Pillow would hand it to Ghostscript (`gs`), which would spin forever.
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ } loop\n"
@@ -202,3 +204,244 @@ def test_sha256_cache_writes_nothing_beside_the_checkpoint(tmp_path, tiny_checkp
         assert file_sha256(ck) == want
     finally:
         os.chmod(models, 0o755)
+
+
+# ------------------------------------------------------------------------------------ tensors of the model
+
+def _rewrite(src: Path, dst: Path, **changes) -> Path:
+    """A copy of checkpoint `src` with some tensors replaced (keys given with '.' as '__')."""
+    from safetensors.torch import load_file
+
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(src)
+    tensors.update({k.replace("__", "."): v for k, v in changes.items()})
+    save_file(tensors, dst, metadata=meta)
+    return dst
+
+
+UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
+
+
+@pytest.mark.parametrize("key, shape", [
+    (UNET_IN, (32, 5, 3, 3)),  # the UNet's input channels
+    ("conditioner.embedders.0.open_clip.model.visual.proj", (64, 16)),  # the image embedding's width
+])
+def test_wrong_shape_is_refused_at_load_naming_file_and_tensor(tmp_path, tiny_checkpoint, key, shape):
+    from svd_core import load_pipeline
+
+    bad = _rewrite(tiny_checkpoint, tmp_path / "bad.safetensors", **{key.replace(".", "__"): torch.randn(shape)})
+    with pytest.raises(CheckpointError, match=r"^bad\.safetensors: model\.diffusion_model\.") as e:
+        load_pipeline(bad, device="cpu", dtype=torch.float32)
+    assert "\n" not in str(e.value) and (key in str(e.value))
+
+
+def test_cli_wrong_shape_one_line(tmp_path, tiny_checkpoint, input_png):
+    bad = _rewrite(tiny_checkpoint, tmp_path / "bad.safetensors",
+                   **{UNET_IN.replace(".", "__"): torch.randn(32, 5, 3, 3)})
+    r = _cli("sample", str(input_png), "-c", str(bad), "--out", str(tmp_path / "out"), "--width", "64", "--height",
+             "64", "--num-frames", "2", "--num-inference-steps", "1")
+    assert r.returncode == 2 and f"bad.safetensors: {UNET_IN} has shape [32, 5, 3, 3]" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------- non-finite runs
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"{name} in a record: not strict JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_weights_are_refused_not_saved_as_black_video(tmp_path, tiny_checkpoint, input_png):
+    from svd_core import NotFinite, Sampler, SamplingParams
+
+    out_w = "model.diffusion_model.out.2.weight"
+    bad = _rewrite(tiny_checkpoint, tmp_path / "nan.safetensors", **{out_w.replace(".", "__"): torch.full(
+        (4, 32, 3, 3), float("nan"))})
+    sampler = Sampler(bad, device="cpu", dtype=torch.float32)
+    params = SamplingParams.for_variant(sampler.info.variant, num_frames=2, num_inference_steps=1, width=64,
+                                        height=64, decode_chunk_size=2)
+    with pytest.raises(NotFinite, match="^nan.safetensors gave NaN or infinite latents"):
+        sampler.generate(input_png, params)
+    r = _cli("sample", str(input_png), "-c", str(bad), "--out", str(tmp_path / "out"), "--width", "64", "--height",
+             "64", "--num-frames", "2", "--num-inference-steps", "1")
+    assert r.returncode == 2 and "nan.safetensors gave NaN or infinite latents" in r.stderr
+    assert "Traceback" not in r.stderr and not any((tmp_path / "out").glob("*/run.json"))
+
+
+def test_run_json_is_strict_json_with_nan_metrics(tmp_path, tiny_sampler, input_png):
+    from svd_core import SamplingParams, save_run
+
+    params = SamplingParams.for_variant(tiny_sampler.info.variant, num_frames=2, num_inference_steps=1, width=64,
+                                        height=64, decode_chunk_size=2)
+    result = tiny_sampler.generate(input_png, params)
+    result.metrics = {**result.metrics, "motion": {"score": float("nan"), "per_frame": [1.0, float("inf")]}}
+    path = save_run(result, tiny_sampler.info, tmp_path, formats=("mp4",))
+    record = _strict((path / "run.json").read_text())
+    assert record["metrics"]["motion"] == {"score": None, "per_frame": [1.0, None]}
+
+
+# --------------------------------------------------------------------------------------------- run records
+
+def _small(sampler):
+    return sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1, decode_chunk_size=2)
+
+
+@pytest.fixture(scope="module")
+def good_run(tiny_sampler, input_png, tmp_path_factory):
+    from svd_core import save_run
+
+    return save_run(tiny_sampler.generate(input_png, _small(tiny_sampler)), tiny_sampler.info,
+                    tmp_path_factory.mktemp("good"), source=("photo.png", Path(input_png).read_bytes()))
+
+
+def _with(record: dict, **changes) -> dict:
+    return {**record, **changes}
+
+
+BROKEN = {
+    "list": lambda r: [],
+    "empty": lambda r: {},
+    "params list": lambda r: _with(r, params=[1, 2]),
+    "params string": lambda r: _with(r, params="fast"),
+    "params unknown knob": lambda r: _with(r, params={**r["params"], "warp": 9}),
+    "checkpoint string": lambda r: _with(r, checkpoint="svd.safetensors"),
+    "checkpoint null": lambda r: _with(r, checkpoint=None),
+    "created a number": lambda r: _with(r, created=5),
+    "cells not runs": lambda r: _with(r, kind="sweep", cells=[3]),
+    "files outside": lambda r: _with(r, files=["../../etc/hostname"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_malformed_records_are_refused_in_one_line(tmp_path, good_run, case, tiny_checkpoint):
+    from svd_core import load_run
+    from svd_core.runs import RecordError, validate_record
+
+    record = BROKEN[case](json.loads((good_run / "run.json").read_text()))
+    with pytest.raises(RecordError, match="^x is not a run record of SVD Studio"):
+        validate_record(record, "x")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="run/run.json is not a run record"):
+        load_run(folder)
+    if case in ("params list", "checkpoint null"):  # the CLI: one line, exit 2
+        r = _cli("sample", "--from", str(folder / "run.json"), "-c", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "out"))
+        assert r.returncode == 2 and "is not a run record of SVD Studio" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_malformed_mp4_record_is_refused_in_one_line(tmp_path, tiny_checkpoint):
+    import numpy as np
+
+    from svd_core import read_video_record, to_mp4
+
+    for i, record in enumerate(({"svd_studio": 1, "params": "x", "checkpoint": {"file": "a"}},
+                                {"svd_studio": 1, "params": {}, "checkpoint": "a.safetensors"})):
+        mp4 = tmp_path / f"v{i}.mp4"
+        mp4.write_bytes(to_mp4(np.zeros((2, 16, 16, 3), np.uint8), 8, metadata=record))
+        with pytest.raises(ValueError, match=f"v{i}.mp4 is not a run record of SVD Studio"):
+            read_video_record(mp4)
+        r = _cli("sample", "--from", str(mp4), "-c", str(tiny_checkpoint), "--out", str(tmp_path / "out"))
+        assert r.returncode == 2 and "is not a run record" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_list_runs_skips_symlinks_and_reports_unreadable(tmp_path, good_run):
+    from svd_core.runs import list_runs, scan_runs
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    (out / "elsewhere").symlink_to(good_run)  # a link to a run outside outputs/ is not a run of outputs/
+    (out / "bad").mkdir()
+    (out / "bad" / "run.json").write_text("[]")
+    runs, problems = scan_runs(out)
+    assert runs == [] and [p.name for p, _ in problems] == ["bad"] and list_runs(out) == []
+
+
+# ------------------------------------------------------------------------------------------------ the pages
+
+def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tiny_checkpoint, no_external_programs):  # noqa: F811
+    import shutil
+
+    from .test_app import app, button
+
+    ck, out = dirs
+    (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    out.mkdir()
+    shutil.copytree(good_run, out / good_run.name)
+    (out / good_run.name / "poster.png").write_bytes(EPS)  # a poster that is not what its name says
+    for i, text in enumerate(["[]", "{}", json.dumps({"created": 5, "params": {}, "checkpoint": {}}), "{nope"]):
+        (out / f"bad{i}").mkdir()
+        (out / f"bad{i}" / "run.json").write_text(text)
+    (out / "link").symlink_to(good_run)
+    at = app("views/history.py")
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c.value for c in at.caption]
+    assert sum("Unreadable run" in c for c in captions) == 4
+    assert any(good_run.name in m.value for m in at.markdown) and not any("`link`" in m.value for m in at.markdown)
+    button(at, "Use these settings").click().run()  # the good run still works
+    assert not at.exception and at.session_state["image"].name == "photo.png"
+    assert no_external_programs == []
+
+
+def test_upload_of_eps_named_png_is_refused_on_the_page(dirs, tiny_checkpoint, no_external_programs):  # noqa: F811
+    from .test_app import app, button
+
+    ck, _ = dirs
+    (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    at = app()
+    at.file_uploader(key="upload_gen").set_value(("x.png", EPS, "image/png")).run()
+    assert not at.exception
+    assert any("not a readable image" in e.value for e in at.error)
+    assert button(at, "Generate video").disabled and no_external_programs == []
+
+
+def test_setup_page_lists_malformed_checkpoints(dirs, tiny_checkpoint):  # noqa: F811
+    from .test_app import app
+
+    ck, _ = dirs
+    (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    for name, (header, data) in list(MALFORMED.items())[:4]:
+        _raw_file(ck / f"{name.replace(' ', '_')}.safetensors", header, data)
+    os.mkfifo(ck / "pipe.safetensors")
+    for page in (None, "views/history.py", "views/setup.py"):  # app() asserts that no page raised
+        at = app(page)
+    warnings = [w.value for w in at.warning]
+    assert sum("malformed safetensors header" in w for w in warnings) == 4
+    assert any("`pipe.safetensors`" in w and "not a regular file" in w for w in warnings)
+
+
+# ------------------------------------------------------------------------------------------ outputs, knobs
+
+@pytest.mark.parametrize("extra, match", [
+    (["--format", ""], "--format names no format"),
+    (["--format", " , "], "--format names no format"),
+    (["--out", "FILE"], "is a file, not a folder"),
+])
+def test_unwritable_outputs_refused_before_the_model_loads(tmp_path, tiny_checkpoint, input_png, monkeypatch,
+                                                           capsys, extra, match):
+    from svd_core import __main__ as cli
+    from svd_core import sampler
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(sampler.Sampler, "__init__", no_loading)
+    existing = tmp_path / "out.txt"
+    existing.write_text("mine")
+    extra = [str(existing) if a == "FILE" else a for a in extra]
+    out = ["--out", str(tmp_path / "runs")] if "--out" not in extra else []
+    assert cli.main(["sample", str(input_png), "-c", str(tiny_checkpoint), *out, *extra]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1 and existing.read_text() == "mine"
+
+
+def test_nan_knob_is_named():
+    from svd_core import SamplingParams
+
+    for knob in ("motion_bucket_id", "noise_aug_strength", "fps"):
+        with pytest.raises(ValueError, match=f"^{knob} must be"):
+            SamplingParams(**{knob: float("nan")})
+    with pytest.raises(ValueError, match="^max_guidance_scale must be"):
+        SamplingParams(max_guidance_scale=float("inf"))

@@ -5,7 +5,9 @@ import streamlit as st
 
 from app import state
 from app.resources import checkpoints
-from svd_core import SamplingParams, SVDError, delete_run, list_runs, load_run, read_video_record
+from svd_core import SamplingParams, SVDError, delete_run, load_run, read_video_record
+from svd_core.images import decode_image
+from svd_core.runs import scan_runs
 
 S = st.session_state
 PAGE = 12
@@ -48,8 +50,10 @@ def load_from_video(runs) -> None:
 
 for note in state.take_notices("history"):
     st.info(note, icon=":material/info:")
-runs = list_runs()
+runs, unreadable = scan_runs()
 load_from_video(runs)
+for path, reason in unreadable:  # a malformed run.json costs its own card, nothing else
+    st.caption(f":material/broken_image: Unreadable run `{path.name}`: {reason}")
 if not runs:
     st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon=":material/history:")
     st.stop()
@@ -112,21 +116,23 @@ if S.pop("history_loaded", False):
 
 def card(run, nested: bool = False):
     rec = run.record
-    p = rec["params"]
+    p = run.params
     with st.container(border=True, key=f"card_{run.id}"):
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
         with c1:
-            if run.file("poster.png").is_file():
-                st.image(str(run.file("poster.png")), width="stretch")
+            try:  # decoded by the studio's own decoders: Streamlit would let Pillow pick any
+                st.image(decode_image(run.file("poster.png")), width="stretch")
+            except SVDError:
+                st.caption("no poster")
         with c2:
             calibration = rec.get("calibration") if isinstance(rec.get("calibration"), dict) else None
             kind = ("Calibration" if calibration else "Comparison" if run.kind == "sweep" else
                     "Cell" if nested else "Run")
             label = f" · {rec['label']}" if "label" in rec else ""
             st.markdown(f"**{kind}{label}** · `{run.id}` · {rec.get('checkpoint', {}).get('file', '?')}")
-            st.caption(f"seed {p['seed']} · motion {p['motion_bucket_id']} · fps {p['fps']} · noise aug "
-                       f"{p['noise_aug_strength']} · {p['num_frames']} frames · {p['num_inference_steps']} steps · "
-                       f"{p['width']}x{p['height']} · {rec.get('created', '')[:16].replace('T', ' ')} UTC")
+            st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} · noise aug "
+                       f"{p.noise_aug_strength} · {p.num_frames} frames · {p.num_inference_steps} steps · "
+                       f"{p.width}x{p.height} · {(rec.get('created') or '')[:16].replace('T', ' ')} UTC")
             if calibration:  # "find the bucket": its answer (or why none) and the fit
                 st.caption(str(calibration.get("summary", "")).replace("\n", " · "))
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
