@@ -46,6 +46,8 @@ export default function(component) {
     if (stopped) return;
     try {
       const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
+      // removed a while after the job ended (server.PROGRESS_KEEP_S): the page reruns and shows how it ended
+      if (r.status === 404) { stopped = true; setTriggerValue('finished', 'gone'); return; }
       if (r.ok) {
         const s = await r.json();
         // the page is touched only when something changed: an unchanged poll draws no frame

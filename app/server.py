@@ -31,6 +31,9 @@ class ModelChoice:
         return self.path.rsplit("/", 1)[-1]
 
 
+PROGRESS_KEEP_S = 30.0  # an ended job's progress file stays this long for its page's last fetch, then goes
+
+
 class Busy(SVDError):
     """The model cannot change now: runs are queued or running on it."""
 
@@ -128,6 +131,14 @@ class ModelServer:
             if seconds:
                 self.decode_seconds_per_megapixel_frame = seconds
         self.publish()
+        progress = getattr(job, "progress_file", None)
+        if progress is not None:  # its tab may be closed: nobody else would remove it (a page finds it gone)
+            def remove():
+                job.done_event.wait(60)  # after the job's last write of it
+                progress.unlink(missing_ok=True)
+            timer = threading.Timer(PROGRESS_KEEP_S, remove)
+            timer.daemon = True
+            timer.start()
 
     def jobs(self) -> list:
         """Active jobs in submission order (running first in practice, then the queue)."""

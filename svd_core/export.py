@@ -30,12 +30,14 @@ def _even(a: np.ndarray) -> np.ndarray:
     return np.pad(a, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else a
 
 
-def to_mp4(frames, fps: float, crf: int = 18, metadata: dict | None = None) -> bytes:
-    """`metadata`: a run record to embed as the file's comment tag (svd_core.provenance reads it back)."""
+def to_mp4(frames, fps: float, crf: int = 18, metadata: dict | None = None, workdir=None) -> bytes:
+    """`metadata`: a run record to embed as the file's comment tag (svd_core.provenance reads it back).
+    `workdir`: where ffmpeg's scratch file goes (a run's own temporary folder, removed with it after a kill);
+    default the system's temporary folder."""
     from .provenance import metadata_args
 
     a = _even(_check(frames))
-    fd, path = tempfile.mkstemp(suffix=".mp4")
+    fd, path = tempfile.mkstemp(suffix=".mp4", dir=workdir)
     os.close(fd)
     try:
         writer = imageio_ffmpeg.write_frames(
@@ -87,12 +89,12 @@ def to_frames_zip(frames) -> bytes:
 EXPORTERS = {"mp4": to_mp4, "gif": to_gif, "webp": to_webp, "zip": lambda frames, fps: to_frames_zip(frames)}
 
 
-def export_frames(frames, fmt: str, fps: float, metadata: dict | None = None) -> bytes:
-    """`metadata` (a run record) is embedded where the format has a place for it (mp4)."""
+def export_frames(frames, fmt: str, fps: float, metadata: dict | None = None, workdir=None) -> bytes:
+    """`metadata` (a run record) is embedded where the format has a place for it (mp4); `workdir`: see to_mp4."""
     if fmt not in EXPORTERS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(EXPORTERS)}")
     if fmt == "mp4":
-        return to_mp4(frames, fps, metadata=metadata)
+        return to_mp4(frames, fps, metadata=metadata, workdir=workdir)
     return EXPORTERS[fmt](frames, fps)
 
 

@@ -59,13 +59,15 @@ def _tmp_name(name: str) -> str:
     return f"{TMP_PREFIX}{os.getpid()}-{name}"
 
 
-def stage_folder(folder: Path, files: dict[str, bytes]) -> Path:
-    """Write `files` into a hidden temporary sibling of `folder` and return it (see `commit_staged`)."""
+def stage_folder(folder: Path, files) -> Path:
+    """Write `files` into a hidden temporary sibling of `folder` and return it (see `commit_staged`). `files`:
+    {name: bytes}, or a function of the temporary folder returning them (its scratch files go there: a kill
+    leaves them only inside a folder `clean_stale_temp` removes)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / _tmp_name(folder.name)
     tmp.mkdir()
     try:
-        for name, data in files.items():  # run.json comes last: it marks the run as complete
+        for name, data in (files(tmp) if callable(files) else files).items():  # run.json last: the run is complete
             (tmp / name).write_bytes(data)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -133,6 +135,60 @@ def clean_stale_temp(out_dir=None, max_age_s: float = 24 * 3600) -> list[Path]:
         if dead or old:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
+    return removed + repair_sweeps(out_dir)
+
+
+SWEEP_PENDING = "sweep_pending"  # run.json of a sweep's cell until its sweep folder is in place
+
+
+def _writing(out_dir: Path, name: str) -> bool:
+    """Whether a live process holds a temporary folder for `name` (it is between its renames)."""
+    for p in out_dir.glob(f"{TMP_PREFIX}*-{name}"):
+        pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+            return True
+    return False
+
+
+def settle_cells(cells: list[Path]) -> None:
+    """The sweep folder is in place: its cells become ordinary runs (their SWEEP_PENDING mark goes)."""
+    for folder in cells:
+        try:
+            record = json.loads((folder / RUN_FILE).read_text())
+            record.pop(SWEEP_PENDING, None)
+            tmp = folder / f".{RUN_FILE}.{os.getpid()}.tmp"
+            tmp.write_bytes(record_bytes(record))
+            os.replace(tmp, folder / RUN_FILE)
+        except (OSError, ValueError):
+            pass  # repaired at the next start (repair_sweeps)
+
+
+def repair_sweeps(out_dir=None) -> list[Path]:
+    """A sweep lands as its cells' folders, then its own: a kill between those renames leaves cells marked
+    SWEEP_PENDING without a sweep. Those are removed (a sweep is all or nothing); cells whose sweep did land are
+    settled. Runs at start with `clean_stale_temp`. Returns what was removed."""
+    out_dir = Path(out_dir or output_dir())
+    removed = []
+    for p in out_dir.iterdir() if out_dir.is_dir() else []:
+        if p.name.startswith((".", TMP_PREFIX)) or p.is_symlink() or not (p / RUN_FILE).is_file():
+            continue
+        try:
+            record = json.loads((p / RUN_FILE).read_text())
+            sweep = record.get(SWEEP_PENDING) and str(record.get("sweep"))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not sweep:
+            continue
+        if (out_dir / sweep).is_dir() or _writing(out_dir, sweep) or (out_dir / sweep).is_dir():
+            settle_cells([p])
+            continue
+        trash = out_dir / _tmp_name(f"del-{p.name}")
+        try:
+            os.replace(p, trash)
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+        removed.append(p)
     return removed
 
 
@@ -211,11 +267,11 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
         seed = result.params.seed + k
         return finite(video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}}))
 
-    out = {name: export.export_frames(frames, fmt, fps, metadata=embedded(k))
-           for name, (frames, fmt, k) in files.items()}
-    out.update(still)
-    out[RUN_FILE] = record_bytes(record)
-    return stage_folder(folder, out), folder
+    def contents(tmp: Path) -> dict[str, bytes]:
+        out = {name: export.export_frames(frames, fmt, fps, metadata=embedded(k), workdir=tmp)
+               for name, (frames, fmt, k) in files.items()}
+        return {**out, **still, RUN_FILE: record_bytes(record)}
+    return stage_folder(folder, contents), folder
 
 
 def instrument_record(result) -> dict:
@@ -317,6 +373,8 @@ def scan_runs(out_dir=None) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
             runs.append(load_run(p))
         except ValueError as e:
             problems.append((p, str(e)))
+    names = {r.id for r in runs}  # a cell of a sweep that has not landed (or never will) is not a run yet
+    runs = [r for r in runs if not r.record.get(SWEEP_PENDING) or r.record.get("sweep") in names]
     runs.sort(key=lambda r: (r.record.get("created") or "", r.path.stat().st_mtime), reverse=True)
     return runs, sorted(problems)
 

@@ -19,11 +19,13 @@ from . import export
 from .errors import Cancelled, ProcessLost, SweepFailed
 from .params import ANGLES, CHOICES, GUIDER_LISTS, RANGES, SamplingParams, field_names
 from .runs import (
+    SWEEP_PENDING,
     commit_staged,
     discard_staged,
     new_run_id,
     output_dir,
     record_bytes,
+    settle_cells,
     stage_folder,
     stage_run,
     utc_now,
@@ -412,8 +414,9 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
     processes = processes or []
     staged = []
     try:
-        _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged)
-        _stage_cells(extra_runs or [], checkpoint, out_dir, sweep_id, [], [], staged)
+        pending = {SWEEP_PENDING: True}  # until the sweep folder lands (runs.repair_sweeps)
+        _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged, **pending)
+        _stage_cells(extra_runs or [], checkpoint, out_dir, sweep_id, [], [], staged, **pending)
         labels = [label for label, _ in results]
         sheet = export.contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
         first = results[0][1]
@@ -421,7 +424,6 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         title = checkpoint.name + (" (untrained demo model: metrics are meaningless)"
                                    if is_untrained(checkpoint.variant) else "")
         files = {
-            "grid.mp4": export.to_mp4(grid, first.params.video_fps),
             "contact_sheet.png": export.to_png(np.asarray(sheet)),
             "poster.png": export.to_png(grid[0]),
             "input.png": export.to_png(np.asarray(first.image.image)),
@@ -448,11 +450,15 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
             **(extra or {}),
         }
         files.update(extra_files or {})
-        record["files"] = sorted(files)
-        files["run.json"] = record_bytes(record)
-        staged.append((stage_folder(out_dir / sweep_id, files), out_dir / sweep_id))
-        paths = commit_staged(staged, should_stop)
+        record["files"] = sorted([*files, "grid.mp4"])
+
+        def contents(tmp: Path) -> dict[str, bytes]:
+            return {"grid.mp4": export.to_mp4(grid, first.params.video_fps, workdir=tmp), **files,
+                    "run.json": record_bytes(record)}
+        staged.append((stage_folder(out_dir / sweep_id, contents), out_dir / sweep_id))
+        paths = commit_staged(staged, should_stop)  # the sweep folder last: its cells are marked until it lands
     except BaseException:
         discard_staged(staged)
         raise
+    settle_cells(paths[:-1])
     return SweepResult(results, grid, paths[-1], tuple(paths[:-1]), coords, processes)

@@ -445,3 +445,76 @@ def test_nan_knob_is_named():
             SamplingParams(**{knob: float("nan")})
     with pytest.raises(ValueError, match="^max_guidance_scale must be"):
         SamplingParams(max_guidance_scale=float("inf"))
+
+
+# ------------------------------------------------------------------------------------------ kills and leftovers
+
+KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+import svd_core.runs as runs
+from svd_core import Sampler, grid_cells, run_sweep
+real, seen = os.replace, []
+def replace(src, dst):  # the process is killed just before the sweep folder's own rename
+    if os.path.basename(str(dst)).startswith("sweep-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+runs.os.replace = replace
+s = Sampler(sys.argv[1], device="cpu")
+base = s.default_params(width=64, height=64, num_frames=2, num_inference_steps=1, decode_chunk_size=2)
+run_sweep(s, sys.argv[2], grid_cells(base, {"motion_bucket_id": [1, 2]}), out_dir=sys.argv[3])
+"""
+
+
+def test_sweep_killed_between_its_renames_leaves_no_run(tmp_path, tiny_checkpoint, input_png):
+    from svd_core import clean_stale_temp, list_runs
+
+    out = tmp_path / "outputs"
+    r = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(tiny_checkpoint), str(input_png), str(out)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert r.returncode == -9, r.stderr
+    cells = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert len(cells) == 2  # the kill came after both cells' renames
+    assert list_runs(out) == []  # cells of a sweep that never landed are not runs
+    clean_stale_temp(out)  # the next start
+    assert list(out.iterdir()) == []
+
+
+def test_a_landed_sweep_keeps_its_cells_and_export_scratch_stays_in_the_run(tmp_path, tiny_sampler, input_png,
+                                                                             monkeypatch):
+    import imageio_ffmpeg
+
+    from svd_core import clean_stale_temp, grid_cells, list_runs, run_sweep
+
+    written, real = [], imageio_ffmpeg.write_frames
+
+    def write_frames(path, *args, **kwargs):
+        written.append(Path(path))
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
+    out = tmp_path / "outputs"
+    res = run_sweep(tiny_sampler, input_png, grid_cells(_small(tiny_sampler), {"motion_bucket_id": [1, 2]}),
+                    out_dir=out)
+    assert len(written) == 3  # two cells' video.mp4 and the grid.mp4
+    for path in written:  # ffmpeg's scratch file was inside the run's own temporary folder
+        assert path.parent.parent == out and path.parent.name.startswith(".tmp-"), path
+    clean_stale_temp(out)  # a landed sweep is left as it is
+    assert {r.path for r in list_runs(out)} == {res.path, *res.run_paths}
+    assert not any("sweep_pending" in (p / "run.json").read_text() for p in res.run_paths)
+
+
+def test_progress_file_of_an_ended_job_is_removed(tmp_path, monkeypatch):
+    import time
+
+    from app import server as server_mod
+    from app.jobs import Job
+
+    monkeypatch.setattr(server_mod, "PROGRESS_KEEP_S", 0.05, raising=False)
+    server = server_mod.ModelServer(lambda choice: None)
+    job = Job("generate", lambda j: {})
+    job.progress_file = tmp_path / "job.json"
+    server.submit(job)
+    assert job.done_event.wait(10) and job.status == "done"
+    deadline = time.monotonic() + 10
+    while job.progress_file.exists() and time.monotonic() < deadline:  # nobody consumes it: its tab was closed
+        time.sleep(0.02)
+    assert not job.progress_file.exists()
