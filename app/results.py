@@ -88,7 +88,10 @@ _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, 
 # GUARD_PAUSED_MS near the end or without an estimate: held videos play within about that of the server's last
 # run, and a tab that holds videos through a run fetches a few times instead of twice a second. Only previews it
 # started are paused again: a video the user plays, or paused, is left as it is.
-SERVER_STATUS = JOBS_DIR / "server.json"
+# Streamlit serves every static file with "Access-Control-Allow-Origin: *" whatever server.enableCORS says, so
+# any web page the user visits could read a file here it can name: each server's status file has an unguessable
+# name, as every job's progress file has (start_job).
+SERVER_STATUS = JOBS_DIR / f"server-{secrets.token_hex(16)}.json"
 GUARD_MS, GUARD_PAUSED_MS, GUARD_HELD_MAX_MS, GUARD_EARLY_S = 2000, 500, 3000, 1.0
 PREVIEW_KEY = "svd-preview"  # show_video's container key prefix: what the guard takes for a preview
 _GUARD_JS = """
@@ -206,7 +209,7 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
     job = Job(kind, work, owner=state.session_id(), label=label,
               decode_estimate=rate * frame_megapixels if rate and frame_megapixels else None)
     if static_progress():
-        job.progress_file = JOBS_DIR / f"{secrets.token_hex(8)}.json"
+        job.progress_file = JOBS_DIR / f"{secrets.token_hex(16)}.json"
         job.publish()
     slot.job, slot.error = job, None
     server.submit(job)

@@ -232,9 +232,14 @@ CLOCK_PLAYING = """() => { window.__played_ms = null;
     obs.observe(document.body, {childList: true, subtree: true}); }"""
 
 
+def status_name() -> str:
+    """The server's status file: an unguessable name in app/static/jobs (the server runs from this checkout)."""
+    return max((ROOT / "app" / "static" / "jobs").glob("server-*.json"), key=lambda p: p.stat().st_mtime).name
+
+
 def server_status(url):
     """What the pages' video guard fetches."""
-    return json.loads(urllib.request.urlopen(f"{url}/app/static/jobs/server.json", timeout=5).read())
+    return json.loads(urllib.request.urlopen(f"{url}/app/static/jobs/{status_name()}", timeout=5).read())
 
 
 def test_videos_pause_while_the_cpu_samples(server, browser):
@@ -267,7 +272,7 @@ def test_videos_pause_while_the_cpu_samples(server, browser):
     for t in (watching, other):
         t.evaluate("() => performance.clearResourceTimings()")
     watching.wait_for_timeout(3000)
-    assert watching.evaluate(count, "server.json") <= 2  # its 3 s cap and one more; 6 when it asked every 0.5 s
+    assert watching.evaluate(count, "/server-") <= 2  # its 3 s cap and one more; 6 when it asked every 0.5 s
     # the running tab's progress bar too, while its run has more than 2 s to go: once a second (6 at 0.5 s)
     assert other.evaluate(count, "/jobs/") <= 4
     # a video drawn again during the run (a new element: away to History and back) is paused too
@@ -350,3 +355,20 @@ def test_job_files_are_whole_while_they_are_rewritten(server):
         writer.join()
         path.unlink(missing_ok=True)
     assert not errors, f"{len(errors)} of 500 fetches failed, e.g. {errors[0]}"
+
+
+def test_no_other_origin_can_name_a_served_file(server, page):
+    """Streamlit serves static files to every origin (Access-Control-Allow-Origin: *): the server's status file
+    must not sit at a name any web page could guess, and the pages still find theirs."""
+    import urllib.error
+
+    url, _ = server
+    page.goto(url)
+    page.get_by_role("button", name="Generate video").wait_for()  # a session started the server
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{url}/app/static/jobs/server.json", timeout=5)
+    assert e.value.code == 404
+    name = status_name()
+    assert len(name) >= len("server-.json") + 32  # 128 random bits
+    r = urllib.request.urlopen(f"{url}/app/static/jobs/{name}", timeout=5)
+    assert "active" in json.loads(r.read())
