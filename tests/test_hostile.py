@@ -165,6 +165,24 @@ def test_valid_file_whose_header_length_starts_with_0x80_loads(tmp_path):
     assert header["a"]["shape"] == [2, 3]
 
 
+def test_a_checkpoint_whose_first_byte_is_0x80_loads(tmp_path, tiny_checkpoint):
+    from safetensors.torch import load_file
+
+    from svd_core import load_pipeline
+
+    with safe_open(str(tiny_checkpoint), "pt") as f:
+        meta = f.metadata()
+    tensors, path, pad = load_file(tiny_checkpoint), tmp_path / "tiny.safetensors", 0
+    for _ in range(4):  # the header grows by as many bytes as the padding note
+        save_file(tensors, path, metadata={**meta, "note": "x" * pad})
+        if _header_length(path) % 256 == 128:
+            break
+        pad += (128 - _header_length(path)) % 256
+    assert path.read_bytes()[:1] == b"\x80"
+    assert inspect_checkpoint(path).variant.name == "tiny" and scan_checkpoints(tmp_path)[1] == []
+    assert load_pipeline(path, device="cpu", dtype=torch.float32).unet is not None
+
+
 def test_pickles_and_zips_are_still_refused(tmp_path):
     legacy = tmp_path / "legacy.safetensors"
     torch.save({"a": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)  # starts 0x80 0x02
