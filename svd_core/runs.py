@@ -143,7 +143,9 @@ SWEEP_PENDING = "sweep_pending"  # run.json of a sweep's cell until its sweep fo
 
 def _writing(out_dir: Path, name: str) -> bool:
     """Whether a live process holds a temporary folder for `name` (it is between its renames)."""
-    for p in out_dir.glob(f"{TMP_PREFIX}*-{name}"):
+    for p in out_dir.iterdir():
+        if not (p.name.startswith(TMP_PREFIX) and p.name.endswith(f"-{name}")):
+            continue
         pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
         if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
             return True
@@ -177,8 +179,9 @@ def repair_sweeps(out_dir=None) -> list[Path]:
             sweep = record.get(SWEEP_PENDING) and str(record.get("sweep"))
         except (OSError, ValueError, AttributeError):
             continue
-        if not sweep:
+        if not sweep or sweep != Path(sweep).name:
             continue
+        # asked again after _writing: a live writer may have renamed its sweep folder into place in between
         if (out_dir / sweep).is_dir() or _writing(out_dir, sweep) or (out_dir / sweep).is_dir():
             settle_cells([p])
             continue
