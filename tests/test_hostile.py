@@ -196,7 +196,11 @@ def test_pickles_and_zips_are_still_refused(tmp_path):
 def test_fifo_is_listed_as_unusable_without_hanging(tmp_path):
     os.mkfifo(tmp_path / "pipe.safetensors")
     out = {}
-    t = threading.Thread(target=lambda: out.update(r=scan_checkpoints(tmp_path)), daemon=True)
+
+    def listing():
+        out["r"] = scan_checkpoints(tmp_path)
+        out["cli"] = _cli("list", tmp_path, "--no-hf-cache")
+    t = threading.Thread(target=listing, daemon=True)
     t.start()
     t.join(20)
     if t.is_alive():  # unblock the reader so the test process can end
@@ -205,6 +209,7 @@ def test_fifo_is_listed_as_unusable_without_hanging(tmp_path):
         pytest.fail("listing blocked on a FIFO")
     usable, problems = out["r"]
     assert usable == [] and "not a regular file" in problems[0][1]
+    assert out["cli"].returncode == 0 and "pipe.safetensors" in out["cli"].stdout and "unusable: " in out["cli"].stdout
 
 
 # ----------------------------------------------------------------------------------------- sha256 cache
@@ -468,6 +473,10 @@ def test_unwritable_outputs_refused_before_the_model_loads(tmp_path, tiny_checkp
     assert cli.main(["sample", str(input_png), "-c", str(tiny_checkpoint), *out, *extra]) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1 and existing.read_text() == "mine"
+    if "--out" in extra:  # a sweep too
+        assert cli.main(["sweep", str(input_png), "-c", str(tiny_checkpoint), "--vary", "motion_bucket_id=1,2",
+                         *extra]) == 2
+        assert match in capsys.readouterr().err
 
 
 def test_nan_knob_is_named():
