@@ -13,7 +13,8 @@ import streamlit as st
 from app import charts, state
 from app.jobs import Job
 from app.resources import get_server
-from svd_core import export_frames
+from svd_core import SVDError, export_frames
+from svd_core.images import decode_image
 
 # Progress without reruns: a job publishes its progress as a small JSON file in app/static/jobs/ (served by
 # Streamlit's static file serving), which the page's progress bar (an st.components.v2 component, a few lines of
@@ -288,6 +289,19 @@ def show_video(path, caption: str | None = None, frame_width: int | None = None)
         st.video(str(path), loop=True, autoplay=not static_progress(), muted=True, width=width)
     if caption:
         st.caption(html.escape(caption))
+
+
+def picture(path, **kwargs) -> bool:
+    """Show the image file at `path` decoded by the studio's own decoders (st.image on a path would let Pillow
+    pick any, Ghostscript included); False, showing nothing, when there is none or it is not a readable image."""
+    if path is None:
+        return False
+    try:
+        image = decode_image(path)
+    except SVDError:
+        return False
+    st.image(image, **kwargs)
+    return True
 
 
 METRIC_CHARTS = [("motion", "Motion (flow, px per frame)"), ("flicker", "Flicker"),

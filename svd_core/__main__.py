@@ -362,6 +362,7 @@ def cmd_calibrate(args) -> int:
     from .calibrate import calibration_cells, run_calibration
     from .sweep import parse_seeds, parse_values
 
+    _check_out(args.out)
     info, params = _checked_inputs(args)
     seeds = parse_seeds(args.seeds, params.seed)
     values = parse_values(args.knob, args.values) if args.values else None

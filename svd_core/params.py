@@ -145,7 +145,8 @@ class SamplingParams:
             if name == "output_fps" and value is None:
                 continue
             integer = isinstance(lo, int)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    isinstance(value, float) and not math.isfinite(value)) or (
                     integer and value != int(value)):
                 kind = "an integer" if integer else "a number"
                 raise ValueError(f"{name} must be {kind} between {lo} and {hi}, got {value!r}")
@@ -183,7 +184,7 @@ class SamplingParams:
             if isinstance(value, (str, bytes)) or any(isinstance(v, (bool, str, bytes)) for v in items):
                 raise TypeError
             values = tuple(float(v) for v in items)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond any float
             raise ValueError(f"{name} must be a list of numbers, got {value!r}") from None
         if len(values) not in counts:
             raise ValueError(f"{name}: {what}, got {len(values)}")

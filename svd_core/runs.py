@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -105,12 +106,19 @@ def write_folder_atomically(folder: Path, files: dict[str, bytes], should_stop=N
     return commit_staged([(stage_folder(folder, files), folder)], should_stop)[0]
 
 
-def _pid_alive(pid: int) -> bool:
+def _writer_alive(tmp: Path) -> bool | None:
+    """Whether the process that named temporary `tmp` (.tmp-<pid>-...) still runs (this process counts); None
+    when the name holds no pid."""
+    pid = tmp.name[len(TMP_PREFIX):].split("-", 1)[0]
+    if not pid.isdigit():
+        return None
+    if int(pid) == os.getpid():
+        return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process has such a pid
         return False
-    except (PermissionError, OSError):
+    except OSError:
         return True  # exists, owned by someone else
     return True
 
@@ -124,16 +132,17 @@ def clean_stale_temp(out_dir=None, max_age_s: float = 24 * 3600) -> list[Path]:
         return []
     removed, now = [], time.time()
     for p in out_dir.iterdir():
-        if not p.name.startswith(TMP_PREFIX) or not p.is_dir():
+        if not p.name.startswith(TMP_PREFIX):
             continue
-        pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
         try:
-            old = now - p.stat().st_mtime > max_age_s
+            old = now - p.lstat().st_mtime > max_age_s
         except OSError:
             continue
-        dead = pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
-        if dead or old:
-            shutil.rmtree(p, ignore_errors=True)
+        if _writer_alive(p) is False or old:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:  # a record's temporary file (write_record)
+                p.unlink(missing_ok=True)
             removed.append(p)
     return removed + repair_sweeps(out_dir)
 
@@ -143,13 +152,19 @@ SWEEP_PENDING = "sweep_pending"  # run.json of a sweep's cell until its sweep fo
 
 def _writing(out_dir: Path, name: str) -> bool:
     """Whether a live process holds a temporary folder for `name` (it is between its renames)."""
-    for p in out_dir.iterdir():
-        if not (p.name.startswith(TMP_PREFIX) and p.name.endswith(f"-{name}")):
-            continue
-        pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
-            return True
-    return False
+    return any(p.name.startswith(TMP_PREFIX) and p.name.endswith(f"-{name}") and _writer_alive(p)
+               for p in out_dir.iterdir())
+
+
+def write_record(folder: Path, record: dict) -> None:
+    """Replace `folder`'s run.json by `record` atomically: written beside the folder under a temporary name
+    (removed by `clean_stale_temp` if a kill leaves it), then renamed into place."""
+    tmp = folder.parent / _tmp_name(f"{folder.name}.{RUN_FILE}")
+    try:
+        tmp.write_bytes(record_bytes(record))
+        os.replace(tmp, folder / RUN_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def settle_cells(cells: list[Path]) -> None:
@@ -158,10 +173,8 @@ def settle_cells(cells: list[Path]) -> None:
         try:
             record = json.loads((folder / RUN_FILE).read_text())
             record.pop(SWEEP_PENDING, None)
-            tmp = folder / f".{RUN_FILE}.{os.getpid()}.tmp"
-            tmp.write_bytes(record_bytes(record))
-            os.replace(tmp, folder / RUN_FILE)
-        except (OSError, ValueError):
+            write_record(folder, record)
+        except (OSError, ValueError, AttributeError):
             pass  # repaired at the next start (repair_sweeps)
 
 
@@ -181,8 +194,12 @@ def repair_sweeps(out_dir=None) -> list[Path]:
             continue
         if not sweep or sweep != Path(sweep).name:
             continue
-        # asked again after _writing: a live writer may have renamed its sweep folder into place in between
-        if (out_dir / sweep).is_dir() or _writing(out_dir, sweep) or (out_dir / sweep).is_dir():
+        if (out_dir / sweep).is_dir():
+            settle_cells([p])
+            continue
+        if _writing(out_dir, sweep):  # its writer settles it once the sweep lands; after a kill, the next start
+            continue
+        if (out_dir / sweep).is_dir():  # asked again: the writer may have renamed its sweep into place meanwhile
             settle_cells([p])
             continue
         trash = out_dir / _tmp_name(f"del-{p.name}")
@@ -342,13 +359,19 @@ class RunInfo:
     def kind(self) -> str:
         return self.record.get("kind", "run")
 
-    def file(self, name: str) -> Path:
-        return self.path / name
+    def file(self, name: str) -> Path | None:
+        """The run's file `name` when it is a regular file in the run's folder itself (not a symlink, which could
+        point anywhere: these files are served to every visitor); else None."""
+        path = self.path / name
+        try:
+            return path if name == path.name and stat.S_ISREG(path.lstat().st_mode) else None
+        except OSError:
+            return None
 
     @property
     def original_input(self) -> Path | None:
         """The image as the user gave it (runs saved before this existed: None)."""
-        return next((self.path / f for f in self.record.get("files", []) if f.startswith(ORIGINAL_INPUT)), None)
+        return next((self.file(f) for f in self.record.get("files", []) if f.startswith(ORIGINAL_INPUT)), None)
 
 
 def load_run(path) -> RunInfo:

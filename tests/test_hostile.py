@@ -25,7 +25,7 @@ SPEC = ImageSpec(64, 32)
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n{ } loop\n"
 
 
-def _cli(*args, **_):
+def _cli(*args):
     """`python -m svd_core ARGS` in this process (its one-line errors and exit code; an uncaught exception fails
     the test as the traceback would)."""
     import contextlib
@@ -349,6 +349,8 @@ BROKEN = {
     "created a number": lambda r: _with(r, created=5),
     "cells not runs": lambda r: _with(r, kind="sweep", cells=[3]),
     "files outside": lambda r: _with(r, files=["../../etc/hostname"]),
+    "params huge int": lambda r: _with(r, params={**r["params"], "num_frames": 10**400}),
+    "params huge int in a list": lambda r: _with(r, params={**r["params"], "period": [10**400]}),
 }
 
 
@@ -365,7 +367,7 @@ def test_malformed_records_are_refused_in_one_line(tmp_path, good_run, case, tin
     (folder / "run.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="run/run.json is not a run record"):
         load_run(folder)
-    if case in ("params list", "checkpoint null"):  # the CLI: one line, exit 2
+    if case in ("params list", "checkpoint null", "params huge int"):  # the CLI: one line, exit 2
         r = _cli("sample", "--from", str(folder / "run.json"), "-c", str(tiny_checkpoint), "--out",
                  str(tmp_path / "out"))
         assert r.returncode == 2 and "is not a run record of SVD Studio" in r.stderr and "Traceback" not in r.stderr
@@ -410,6 +412,13 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
     out.mkdir()
     shutil.copytree(good_run, out / good_run.name)
     (out / good_run.name / "poster.png").write_bytes(EPS)  # a poster that is not what its name says
+    calib = out / "calib"  # a calibration run whose plot is not what its name says
+    shutil.copytree(good_run, calib)
+    record = json.loads((calib / "run.json").read_text())
+    (calib / "run.json").write_text(json.dumps({**record, "calibration": {"summary": "found 42"}}))
+    (calib / "calibration.png").write_bytes(EPS)
+    (out / "huge").mkdir()  # a huge int in a record
+    (out / "huge" / "run.json").write_text(json.dumps({**record, "params": {**record["params"], "seed": 10**400}}))
     for i, text in enumerate(["[]", "{}", json.dumps({"created": 5, "params": {}, "checkpoint": {}}), "{nope"]):
         (out / f"bad{i}").mkdir()
         (out / f"bad{i}" / "run.json").write_text(text)
@@ -417,7 +426,8 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
     at = app("views/history.py")
     assert not at.exception, [e.value for e in at.exception]
     captions = [c.value for c in at.caption]
-    assert sum("Unreadable run" in c for c in captions) == 4
+    assert sum("Unreadable run" in c for c in captions) == 5
+    assert any("found 42" in c for c in captions)  # the calibration run is shown, its plot is not decoded
     assert any(good_run.name in m.value for m in at.markdown) and not any("`link`" in m.value for m in at.markdown)
     button(at, "Use these settings").click().run()  # the good run still works
     assert not at.exception and at.session_state["image"].name == "photo.png"
@@ -473,8 +483,11 @@ def test_unwritable_outputs_refused_before_the_model_loads(tmp_path, tiny_checkp
     assert cli.main(["sample", str(input_png), "-c", str(tiny_checkpoint), *out, *extra]) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1 and existing.read_text() == "mine"
-    if "--out" in extra:  # a sweep too
+    if "--out" in extra:  # a sweep and a calibration too
         assert cli.main(["sweep", str(input_png), "-c", str(tiny_checkpoint), "--vary", "motion_bucket_id=1,2",
+                         *extra]) == 2
+        assert match in capsys.readouterr().err
+        assert cli.main(["calibrate", str(input_png), "-c", str(tiny_checkpoint), "--target-motion", "1",
                          *extra]) == 2
         assert match in capsys.readouterr().err
 
@@ -487,6 +500,19 @@ def test_nan_knob_is_named():
             SamplingParams(**{knob: float("nan")})
     with pytest.raises(ValueError, match="^max_guidance_scale must be"):
         SamplingParams(max_guidance_scale=float("inf"))
+
+
+def test_huge_ints_are_refused_in_one_line(tmp_path, input_png, tiny_checkpoint):
+    from svd_core import SamplingParams
+
+    for knob in ("num_frames", "seed", "motion_bucket_id", "fps", "max_guidance_scale"):
+        with pytest.raises(ValueError, match=f"^{knob} must be"):
+            SamplingParams(**{knob: 10**400})
+    with pytest.raises(ValueError, match="^period must be a list of numbers"):
+        SamplingParams(period=[10**400])
+    for command in (["sample"], ["calibrate", "--target-motion", 1]):
+        r = _cli(*command, input_png, "-c", tiny_checkpoint, "--seed", 10**400, "--out", tmp_path / "out")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "seed must be" in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------------------------------ kills and leftovers
@@ -551,7 +577,7 @@ def test_progress_file_of_an_ended_job_is_removed(tmp_path, monkeypatch):
     from app import server as server_mod
     from app.jobs import Job
 
-    monkeypatch.setattr(server_mod, "PROGRESS_KEEP_S", 0.05, raising=False)
+    monkeypatch.setattr(server_mod, "PROGRESS_KEEP_S", 0.05)
     server = server_mod.ModelServer(lambda choice: None)
     job = Job("generate", lambda j: {})
     job.progress_file = tmp_path / "job.json"
@@ -561,3 +587,79 @@ def test_progress_file_of_an_ended_job_is_removed(tmp_path, monkeypatch):
     while job.progress_file.exists() and time.monotonic() < deadline:  # nobody consumes it: its tab was closed
         time.sleep(0.02)
     assert not job.progress_file.exists()
+
+
+def test_repair_sweeps_leaves_a_live_writers_cells_alone(tmp_path):
+    from svd_core.runs import SWEEP_PENDING, clean_stale_temp, repair_sweeps
+
+    out = tmp_path / "outputs"
+    out.mkdir()
+    live = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        def cell(name, sweep):
+            (out / name).mkdir()
+            (out / name / "run.json").write_text(json.dumps({"sweep": sweep, SWEEP_PENDING: True}))
+            return out / name
+        (out / f".tmp-{live.pid}-sweep-live").mkdir()  # its writer is between its renames
+        (out / f".tmp-{dead.pid}-sweep-dead").mkdir()  # its writer was killed
+        (out / "sweep-landed").mkdir()
+        cells = {"live": cell("c-live", "sweep-live"), "landed": cell("c-landed", "sweep-landed"),
+                 "dead": cell("c-dead", "sweep-dead"), "none": cell("c-none", "sweep-none"),
+                 "not a name": cell("c-path", "x/../sweep-landed")}
+        assert sorted(p.name for p in repair_sweeps(out)) == ["c-dead", "c-none"]
+        pending = {k: json.loads((p / "run.json").read_text()).get(SWEEP_PENDING) for k, p in cells.items()
+                   if p.is_dir()}
+        assert pending == {"live": True, "landed": None, "not a name": True}
+        assert clean_stale_temp(out) == [out / f".tmp-{dead.pid}-sweep-dead"]  # the live writer's folder stays
+        assert sorted(p.name for p in out.iterdir()) == [f".tmp-{live.pid}-sweep-live", "c-landed", "c-live",
+                                                         "c-path", "sweep-landed"]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _linked_run(good_run, out: Path, secret: Path) -> Path:
+    """A copy of `good_run` in `out` whose video, poster and input images are symlinks to files elsewhere."""
+    import shutil
+
+    run = out / good_run.name
+    shutil.copytree(good_run, run)
+    for name in ["video.mp4", "poster.png", "input.png", *(f for f in os.listdir(run) if f.startswith("input_original"))]:
+        target = secret.with_name(f"secret-{name}")
+        shutil.copy(run / name, target)
+        (run / name).unlink()
+        (run / name).symlink_to(target)
+    return run
+
+
+def test_run_files_are_regular_files_inside_the_run(tmp_path, good_run):
+    from svd_core import load_run
+
+    run = _linked_run(good_run, tmp_path, tmp_path / "secret")
+    info = load_run(run)
+    assert info.file("video.mp4") is None and info.file("poster.png") is None and info.original_input is None
+    (run / "dir.png").mkdir()
+    for name in ("dir.png", "../good/run.json", "missing.mp4", ""):
+        assert info.file(name) is None, name
+    assert info.file("run.json") == run / "run.json" and load_run(good_run).file("video.mp4") == good_run / "video.mp4"
+
+
+def test_history_serves_no_symlinked_run_file(dirs, good_run, tiny_checkpoint):  # noqa: F811
+    from .test_app import app, button
+
+    ck, out = dirs
+    (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    out.mkdir()
+    run = _linked_run(good_run, out, ck.parent / "secret")
+    at = app("views/history.py")
+    assert at.get("video") == [] and any("no poster" in c.value for c in at.caption)
+    button(at, "Use these settings").click().run()
+    assert not at.exception and "image" not in at.session_state  # its image was a link: nothing loaded
+    assert any("has no input image" in i.value for i in at.info)
+    for name in ("video.mp4", "poster.png"):  # the same run with its own files shows them
+        (run / name).unlink()
+        (run / name).write_bytes((good_run / name).read_bytes())
+    at = app("views/history.py")
+    assert len(at.get("video")) == 1 and not any("no poster" in c.value for c in at.caption)

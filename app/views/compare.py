@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import charts, state
 from app.controls import image_uploader, prepare, require_sampler
-from app.results import gone, run_section, show_video, start_job
+from app.results import gone, picture, run_section, show_video, start_job
 from svd_core import (
     RANGES,
     SamplingParams,
@@ -292,8 +292,8 @@ def calibration_result(res) -> None:
     (st.success if res["verdict"] == "ok" else st.warning)(lines[0], icon=":material/target:")
     for line in lines[1:]:
         st.caption(line)
-    st.image(str(res["path"] / "calibration.png"), caption="Motion per seed (dots), mean ± std, the monotone fit, "
-             "the target line; the value found, its interval and the confirming run (star)")
+    picture(res["path"] / "calibration.png", caption="Motion per seed (dots), mean ± std, the monotone fit, "
+            "the target line; the value found, its interval and the confirming run (star)")
     if res.get("confirm"):
         show_video(res["confirm"] / "video.mp4", "the confirming run", frame_width=res["cells"][0][2].width)
     response(res["path"])

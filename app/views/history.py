@@ -5,8 +5,8 @@ import streamlit as st
 
 from app import state
 from app.resources import checkpoints
+from app.results import picture
 from svd_core import SamplingParams, SVDError, delete_run, load_run, read_video_record
-from svd_core.images import decode_image
 from svd_core.runs import scan_runs
 
 S = st.session_state
@@ -74,9 +74,12 @@ def use_settings(run_id: str):
     try:
         run = load_run(by_id[run_id].path)
         image = run.original_input or run.file("input.png")
-        data = image.read_bytes()
+        data = image.read_bytes() if image is not None else None
     except (ValueError, OSError):
         state.notify("history", f"Run {run_id} was deleted (maybe in another tab): nothing loaded.")
+        return
+    if data is None:
+        state.notify("history", f"Run {run_id} has no input image in its folder: nothing loaded.")
         return
     server = get_server()
     same_file = [c for c in checkpoints() if c.name == run.record.get("checkpoint", {}).get("file")]
@@ -120,9 +123,7 @@ def card(run, nested: bool = False):
     with st.container(border=True, key=f"card_{run.id}"):
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
         with c1:
-            try:  # decoded by the studio's own decoders: Streamlit would let Pillow pick any
-                st.image(decode_image(run.file("poster.png")), width="stretch")
-            except SVDError:
+            if not picture(run.file("poster.png"), width="stretch"):
                 st.caption("no poster")
         with c2:
             calibration = rec.get("calibration") if isinstance(rec.get("calibration"), dict) else None
@@ -137,10 +138,10 @@ def card(run, nested: bool = False):
                 st.caption(str(calibration.get("summary", "")).replace("\n", " · "))
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
             with st.popover("Play") if nested else st.expander("Play"):  # expanders do not nest
-                if video.is_file():
+                if video is not None:
                     st.video(str(video), loop=True, muted=True)
-                if calibration and run.file("calibration.png").is_file():
-                    st.image(str(run.file("calibration.png")))
+                if calibration:
+                    picture(run.file("calibration.png"))
         with c3:
             st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id,),
                       width="stretch")
