@@ -172,7 +172,7 @@ def read_safetensors_header(path: Path) -> dict:
     header = None
     if fits:
         try:
-            header = json.loads(raw)
+            header = json.loads(raw.decode("utf-8"))  # strict UTF-8, no BOM: as safetensors reads it
         except (UnicodeDecodeError, json.JSONDecodeError):
             pass
     if header is None:  # not a safetensors header: say what it is instead
@@ -199,8 +199,12 @@ def _looks_pickled(head: bytes) -> bool:
     return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+U64 = 2**64  # safetensors reads sizes, offsets and their products as 64-bit unsigned integers
+I64 = 2**63  # torch's sizes are signed 64-bit
+
+
+def _is_int(v, below: int = U64) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < below
 
 
 def header_problem(header, data_bytes: int) -> str:
@@ -210,7 +214,7 @@ def header_problem(header, data_bytes: int) -> str:
     bad = "has a malformed safetensors header ({}): the file is damaged or not a checkpoint; download it again"
     if not isinstance(header, dict):
         return bad.format(f"a JSON {type(header).__name__}, not an object of tensors")
-    meta = header.get("__metadata__", {})
+    meta = {} if header.get("__metadata__") is None else header["__metadata__"]  # null: no metadata
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         return bad.format("__metadata__ is not a map of strings")
     ranges = []
@@ -222,7 +226,7 @@ def header_problem(header, data_bytes: int) -> str:
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if dtype not in DTYPE_BITS:
             return bad.format(f"tensor {name} has dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+        if not isinstance(shape, list) or not all(_is_int(d, I64) for d in shape):
             return bad.format(f"tensor {name} has shape {shape!r}, not a list of sizes")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
                 and offsets[0] <= offsets[1]):
@@ -230,6 +234,8 @@ def header_problem(header, data_bytes: int) -> str:
         count = 1
         for d in shape:
             count *= d
+            if count >= U64:
+                return bad.format(f"tensor {name} has shape {shape!r}, over 2**64 elements")
         if count * DTYPE_BITS[dtype] != (offsets[1] - offsets[0]) * 8:
             return bad.format(f"tensor {name}: {dtype} {shape} does not fill its {offsets[1] - offsets[0]} bytes")
         ranges.append((offsets[0], offsets[1], name))

@@ -125,6 +125,42 @@ def test_malformed_headers_are_refused_by_name(tmp_path, case):
     assert usable == [] and [p.name for p, _ in problems] == ["bad.safetensors"]
 
 
+_T = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+EDGE_HEADERS = {  # name -> (raw header, data): our verdict must be safetensors' own
+    "metadata null": (json.dumps({"__metadata__": None, "t": _T}).encode(), b"\0" * 4),
+    "metadata empty list": (json.dumps({"__metadata__": [], "t": _T}).encode(), b"\0" * 4),
+    "utf-8 bom": (b"\xef\xbb\xbf" + json.dumps({"t": _T}).encode(), b"\0" * 4),
+    "utf-16": (json.dumps({"t": _T}).encode("utf-16"), b"\0" * 4),
+    "utf-16-le": (json.dumps({"t": _T}).encode("utf-16-le"), b"\0" * 4),
+    "non-ascii name": (json.dumps({"é": _T}, ensure_ascii=False).encode(), b"\0" * 4),
+    "dim 2**64": (json.dumps({"t": {"dtype": "F32", "shape": [2**64, 0], "data_offsets": [0, 0]}}).encode(), b""),
+    "dim 2**63": (json.dumps({"t": {"dtype": "F32", "shape": [2**63, 0], "data_offsets": [0, 0]}}).encode(), b""),
+    "dim 2**62": (json.dumps({"t": {"dtype": "F32", "shape": [2**62, 0], "data_offsets": [0, 0]}}).encode(), b""),
+    "product over 2**64": (json.dumps({"t": {"dtype": "F32", "shape": [2**32, 2**32, 0],
+                                             "data_offsets": [0, 0]}}).encode(), b""),
+    "offset 2**64": (json.dumps({"t": {"dtype": "F32", "shape": [0], "data_offsets": [2**64, 2**64]}}).encode(),
+                     b""),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_HEADERS))
+def test_header_verdict_is_safetensors_own(tmp_path, case):
+    path = _raw_file(tmp_path / "edge.safetensors", *EDGE_HEADERS[case])
+    try:
+        with safe_open(str(path), "pt") as f:
+            [f.get_tensor(k) for k in f.keys()]
+        theirs = True
+    except (SafetensorError, TypeError, RuntimeError):  # TypeError/RuntimeError: torch cannot hold the shape
+        theirs = False
+    try:
+        read_safetensors_header(path)
+        ours = True
+    except CheckpointError as e:
+        assert str(e).startswith("edge.safetensors ") and "\n" not in str(e)
+        ours = False
+    assert ours == theirs
+
+
 def test_malformed_header_is_listed_not_crashing_cli(tmp_path, tiny_checkpoint, input_png):
     for name, (header, data) in list(MALFORMED.items())[:6]:
         _raw_file(tmp_path / f"{name.replace(' ', '_')}.safetensors", header, data)
@@ -626,7 +662,8 @@ def _linked_run(good_run, out: Path, secret: Path) -> Path:
 
     run = out / good_run.name
     shutil.copytree(good_run, run)
-    for name in ["video.mp4", "poster.png", "input.png", *(f for f in os.listdir(run) if f.startswith("input_original"))]:
+    originals = [f for f in os.listdir(run) if f.startswith("input_original")]
+    for name in ["video.mp4", "poster.png", "input.png", *originals]:
         target = secret.with_name(f"secret-{name}")
         shutil.copy(run / name, target)
         (run / name).unlink()
