@@ -47,8 +47,9 @@ export default function(component) {
     if (stopped) return;
     try {
       const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
-      // removed a while after the job ended (server.PROGRESS_KEEP_S): the page reruns and shows how it ended
-      if (r.status === 404) { stopped = true; setTriggerValue('finished', 'gone'); return; }
+      // no file (removed a while after the job ended, server.PROGRESS_KEEP_S, or not there yet): ask the page,
+      // whose rerun shows how the job ended or keeps this bar, which goes on polling
+      if (r.status === 404) { setTriggerValue('finished', 'gone'); setTimeout(tick, data.queued_ms); return; }
       if (r.ok) {
         const s = await r.json();
         // the page is touched only when something changed: an unchanged poll draws no frame
