@@ -453,6 +453,8 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
     record = json.loads((calib / "run.json").read_text())
     (calib / "run.json").write_text(json.dumps({**record, "calibration": {"summary": "found 42"}}))
     (calib / "calibration.png").write_bytes(EPS)
+    shutil.copytree(calib, out / "calib2")  # and one whose plot is a PNG
+    (out / "calib2" / "calibration.png").write_bytes((good_run / "poster.png").read_bytes())
     (out / "huge").mkdir()  # a huge int in a record
     (out / "huge" / "run.json").write_text(json.dumps({**record, "params": {**record["params"], "seed": 10**400}}))
     for i, text in enumerate(["[]", "{}", json.dumps({"created": 5, "params": {}, "checkpoint": {}}), "{nope"]):
@@ -463,7 +465,8 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
     assert not at.exception, [e.value for e in at.exception]
     captions = [c.value for c in at.caption]
     assert sum("Unreadable run" in c for c in captions) == 5
-    assert any("found 42" in c for c in captions)  # the calibration run is shown, its plot is not decoded
+    assert sum("found 42" in c for c in captions) == 2  # the calibration runs are shown, the EPS plot is not
+    assert len(at.get("image")) == 3  # the posters of calib and calib2, calib2's plot
     assert any(good_run.name in m.value for m in at.markdown) and not any("`link`" in m.value for m in at.markdown)
     button(at, "Use these settings").click().run()  # the good run still works
     assert not at.exception and at.session_state["image"].name == "photo.png"
