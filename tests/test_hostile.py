@@ -651,7 +651,10 @@ def test_repair_sweeps_leaves_a_live_writers_cells_alone(tmp_path):
         pending = {k: json.loads((p / "run.json").read_text()).get(SWEEP_PENDING) for k, p in cells.items()
                    if p.is_dir()}
         assert pending == {"live": True, "landed": None, "not a name": True}
-        assert clean_stale_temp(out) == [out / f".tmp-{dead.pid}-sweep-dead"]  # the live writer's folder stays
+        assert not any(".run.json" in p.name for p in out.iterdir())  # settling left no temporary record
+        (out / f".tmp-{dead.pid}-c-landed.run.json").write_text("{")  # as a kill while settling would leave
+        assert sorted(clean_stale_temp(out)) == [out / f".tmp-{dead.pid}-c-landed.run.json",
+                                                 out / f".tmp-{dead.pid}-sweep-dead"]  # the live writer's stays
         assert sorted(p.name for p in out.iterdir()) == [f".tmp-{live.pid}-sweep-live", "c-landed", "c-live",
                                                          "c-path", "sweep-landed"]
     finally:
