@@ -372,3 +372,27 @@ def test_no_other_origin_can_name_a_served_file(server, page):
     assert len(name) >= len("server-.json") + 32  # 128 random bits
     r = urllib.request.urlopen(f"{url}/app/static/jobs/{name}", timeout=5)
     assert "active" in json.loads(r.read())
+
+
+def test_progress_bar_survives_a_missing_progress_file(server, browser):
+    """A 404 for the job's progress file (not written yet, or removed) asks the page and keeps polling: the result
+    still shows when the job ends."""
+    pg = new_tab(browser)
+    missing = []
+
+    def progress(route):
+        if "/server-" not in route.request.url and len(missing) < 3:  # the job's own file: gone for 3 fetches
+            missing.append(route.request.url)
+            return route.fulfill(status=404, body="")
+        return route.continue_()
+    pg.route("**/app/static/jobs/*.json*", progress)
+    pg.goto(server[0])
+    pg.locator("input[type=file]").first.set_input_files(str(FIXTURES / "A" / "input_image_large.png"))
+    pg.get_by_text("As sampled:").wait_for()
+    pg.wait_for_function("() => ![...document.querySelectorAll('button')].find("
+                         "b => b.innerText.includes('Generate video')).disabled")
+    pg.get_by_role("button", name="Generate video").click()
+    pg.get_by_role("button", name="GIF").wait_for(timeout=60_000)  # the result's downloads
+    assert len(missing) == 3
+    no_exception(pg)
+    pg.close()
