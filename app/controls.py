@@ -37,7 +37,8 @@ def _size(info) -> str:
 def _choose() -> None:
     """on_change of the sidebar's model widgets: ask the server; refused while runs are active."""
     server = get_server()
-    choice = ModelChoice(S["model_ckpt"], S.get("model_device", ""), S.get("model_memory_mode", "auto"))
+    choice = ModelChoice(S["model_ckpt"], S.get("model_device", ""), S.get("model_memory_mode", "auto"),
+                         S.get("model_compile", False))
     try:
         server.select(choice, by=state.session_id())
     except Busy as e:
@@ -67,6 +68,7 @@ def sidebar() -> None:
             return
         # the widgets show the server's model, whoever chose it
         S["model_ckpt"], S["model_device"], S["model_memory_mode"] = choice.path, choice.device, choice.memory_mode
+        S["model_compile"] = choice.compile
         active = server.jobs()
         st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
                      format_func=lambda p: by_path[p].repo_id.split("/")[-1] if by_path[p].repo_id
@@ -89,6 +91,9 @@ def sidebar() -> None:
             st.selectbox("Memory mode", MEMORY_MODES, key="model_memory_mode", on_change=_choose,
                          help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
                               "decode chunks of 2 (< 8 GB for SVD-XT) · auto: by free GPU memory")
+            st.checkbox("Compile (torch.compile)", key="model_compile", on_change=_choose,
+                        help="Compiles the UNet and VAE decoder: the first run with a new size, frame count or "
+                             "guider compiles (minutes), later runs are faster.")
         who = "you" if server.changed_by == state.session_id() else server.changed_by or "the server"
         st.caption(f"Chosen by {who} at {time.strftime('%H:%M', time.localtime(server.changed_at))} · "
                    f"{'loaded' if server.loaded else 'loads on first use'}")

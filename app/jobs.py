@@ -17,7 +17,8 @@ from pathlib import Path
 from svd_core import Cancelled, SVDError
 
 PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "denoising": "denoising",
-          "decoding": "decoding frames", "saving": "saving"}
+          "decoding": "decoding frames", "saving": "saving",
+          "compiling": "compiling the model for these shapes (torch.compile, first run)"}
 
 
 # Streamlit's static serving (Starlette's FileResponse) takes a file's size, then opens it: a file replaced in

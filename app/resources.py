@@ -16,7 +16,8 @@ DEMO_NAME = "tiny_demo.safetensors"
 
 
 def _make_sampler(choice: ModelChoice) -> Sampler:
-    return Sampler(choice.path, device=choice.device or None, memory_mode=choice.memory_mode)
+    return Sampler(choice.path, device=choice.device or None, memory_mode=choice.memory_mode,
+                   compile=choice.compile)
 
 
 @st.cache_resource(show_spinner=False)

@@ -25,6 +25,7 @@ class ModelChoice:
     path: str
     device: str = ""  # "" = the best available
     memory_mode: str = "auto"
+    compile: bool = False  # torch.compile of the UNet and VAE decoder (svd_core.compute)
 
     @property
     def name(self) -> str:

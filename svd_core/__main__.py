@@ -1,5 +1,6 @@
-"""python -m svd_core {sample, sweep, calibrate, measure, list, download, make-tiny}. Expected errors: one line,
-exit 2."""
+"""python -m svd_core {sample, sweep, calibrate, measure, list, download, make-tiny, estimate}.
+
+Expected errors: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default float16 on GPU, "
                                                                                "float32 on CPU")
     p.add_argument("--memory-mode", default="auto", choices=("auto", "fast", "balanced", "low"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE decoder (the first run "
+                                                          "with a new shape compiles; later runs are faster)")
+    p.add_argument("--fuse-qkv", action="store_true", help="fuse the UNet's q, k, v projections into one matmul")
+    p.add_argument("--attention", choices=("default", "cudnn"), default="default",
+                   help="SDPA kernel: default (PyTorch's choice) or cudnn (cuDNN attention first; CUDA only)")
+    p.add_argument("--no-pin-memory", dest="pin_memory", action="store_false",
+                   help="balanced/low: keep offloaded weights in pageable host memory")
     p.add_argument("--out", help="output folder (default outputs/)")
 
 
@@ -98,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("variant", help="svd, svd_image_decoder, svd_xt, svd_xt_image_decoder, svd_xt_1_1, sv3d_u or sv3d_p")
     d.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the one from `hf auth login`)")
     d.add_argument("--dir", help="checkpoint folder (default checkpoints/ or $SVD_CHECKPOINT_DIR)")
+    e = sub.add_parser("estimate", help="pre-flight memory estimate: the peak GPU memory of a run in each memory mode")
+    e.add_argument("--checkpoint", "-c", help="checkpoint file or diffusers folder (default as for sample)")
+    e.add_argument("--width", type=int, default=1024)
+    e.add_argument("--height", type=int, default=576)
+    e.add_argument("--num-frames", type=int, help="default: the checkpoint variant's")
+    e.add_argument("--decode-chunk-size", type=int, default=14)
+    e.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    e.add_argument("--guider", choices=CHOICES["guider"][0], default="linear")
     t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
     t.add_argument("path")
     t.add_argument("--seed", type=int, default=0)
@@ -227,7 +243,9 @@ def _check_same_checkpoint(record: dict, info) -> None:
 def _sampler(info, args):
     from .sampler import Sampler
 
-    return Sampler(info.path, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode)
+    return Sampler(info.path, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
+                   compile=args.compile, fuse_qkv=args.fuse_qkv, attention=args.attention,
+                   pin_memory=args.pin_memory)
 
 
 def _progress(desc):
@@ -517,8 +535,32 @@ def cmd_make_tiny(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    from .checkpoints import inspect_checkpoint
+    from .memory import HEADROOM, format_table, run_estimates
+    from .params import SamplingParams
+
+    info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
+    params = SamplingParams.for_variant(info.variant, width=args.width, height=args.height, guider=args.guider,
+                                        decode_chunk_size=args.decode_chunk_size,
+                                        **({"num_frames": args.num_frames} if args.num_frames else {}))
+    dtype_bytes = 4 if args.dtype == "float32" else 2
+    estimates = run_estimates(_estimate_modules(info), params, dtype_bytes)(params.decode_chunk)
+    print(f"{info.name}: {params.num_frames} frames {params.width}x{params.height}, decode chunk "
+          f"{params.decode_chunk}, {args.dtype}, {params.guider} guider (allocated GB; add the CUDA context, "
+          f"~0.6 GB, and {HEADROOM - 1:.0%} allocator slack for the card)")
+    print(format_table(estimates))
+    return 0
+
+
+def _estimate_modules(info):
+    from .memory import checkpoint_modules
+
+    return checkpoint_modules(info)
+
+
 COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "calibrate": cmd_calibrate, "measure": cmd_measure,
-            "list": cmd_list, "download": cmd_download, "make-tiny": cmd_make_tiny}
+            "list": cmd_list, "download": cmd_download, "make-tiny": cmd_make_tiny, "estimate": cmd_estimate}
 
 
 def main(argv=None) -> int:

@@ -169,12 +169,15 @@ class Likeness:
             _resize_with_antialiasing,
         )
 
-        x = torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0
+        device = self.pipe._execution_device
+        # the uint8 frames go to the device once; the antialiased resize to 224 runs there, a chunk at a time
+        x = torch.from_numpy(np.array(frames, dtype=np.uint8)).to(device)
         out = []
         with torch.inference_mode():
             for chunk in x.split(8):  # bounded memory on the real model's ViT-H
+                chunk = chunk.permute(0, 3, 1, 2).float() / 255.0
                 c = (_resize_with_antialiasing(chunk * 2.0 - 1.0, (224, 224)) + 1.0) / 2.0
-                e = self.pipe._encode_image(c, self.pipe._execution_device, 1, False)[:, 0]
+                e = self.pipe._encode_image(c, device, 1, False)[:, 0]
                 out.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
         return torch.cat(out)
 

@@ -112,21 +112,26 @@ def initial_latents(pipe, params: SamplingParams, sigmas: torch.Tensor, device, 
     return x * torch.sqrt(1.0 + sigmas[0] ** 2.0)
 
 
-def make_denoiser(pipe, embeds, condition, added_time_ids, scale: torch.Tensor | None, calls: list[int]):
+def make_denoiser(pipe, embeds, condition, added_time_ids, scale: torch.Tensor | None, calls: list[int],
+                  split: bool = False):
     """4a. D(x; sigma): the UNet's v-prediction in sgm's EDM preconditioning (VScalingWithEDMcNoise), guided
-    across frames by `scale` (None: the conditional batch alone, half the rows)."""
+    across frames by `scale` (None: the conditional batch alone, half the rows). `split`: the two halves of the
+    guidance batch go through the UNet as two calls (half the activation memory, the same result to rounding).
+    sigma is a float32 scalar on the CPU: the preconditioning factors multiply as host scalars and the noise
+    embedding is filled in on the device, so no call waits for a host-to-device copy."""
     unet = pipe.unet
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         c_skip = 1.0 / (sigma**2 + 1.0)
         c_out = -sigma / (sigma**2 + 1.0) ** 0.5
         c_in = 1.0 / (sigma**2 + 1.0) ** 0.5
-        c_noise = 0.25 * sigma.log()
+        c_noise = torch.full((), float(0.25 * sigma.log()), dtype=torch.float32, device=x.device)
         rows = 1 if scale is None else 2
         inp = (x * c_in).to(unet.dtype)[None].expand(rows, *x.shape)
         inp = torch.cat([inp, condition], dim=2)
-        out = unet(inp, c_noise.to(x.device), encoder_hidden_states=embeds, added_time_ids=added_time_ids,
-                   return_dict=False)[0].float()
+        halves = [slice(0, 1), slice(1, 2)] if split and rows == 2 else [slice(0, rows)]
+        out = torch.cat([unet(inp[h], c_noise, encoder_hidden_states=embeds[h], added_time_ids=added_time_ids[h],
+                              return_dict=False)[0] for h in halves]).float()
         calls[0] += 1
         den = out * c_out + x * c_skip  # (rows, F, 4, h, w)
         return den[0] if scale is None else samplers.apply_guidance(den[0], den[1], scale)
@@ -152,12 +157,33 @@ def decode(pipe, latents: torch.Tensor, decode_chunk_size: int, check_stop: Call
 
 # --------------------------------------------------------------------------------------------------- run
 
+class NoiseStream:
+    """The sampler's draws from the run's (CPU) generator, as randn_tensor makes them. On an accelerator each
+    draw goes to page-locked memory and is copied without blocking, and the next draw is made ahead (all draws
+    are shaped like x and nothing else draws in between, so the stream is the same)."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator, self._next = generator, None
+
+    def _draw(self, like: torch.Tensor) -> torch.Tensor:
+        host = torch.randn(like.shape, generator=self.generator, device="cpu", dtype=like.dtype)
+        return host.pin_memory().to(like.device, non_blocking=True)
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        if like.device.type != "cuda" or self.generator.device.type != "cpu":
+            return randn_tensor(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        noise = self._next if self._next is not None else self._draw(like)
+        self._next = self._draw(like)
+        return noise
+
+
 def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generator: torch.Generator,
         on_step: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-        on_phase: Callable[[str], None] | None = None) -> PipelineOutput:
+        on_phase: Callable[[str], None] | None = None, split_guidance: bool = False) -> PipelineOutput:
     """One video from a PIL image of exactly params.width x params.height. `on_phase(name)` as "encoding",
     "denoising", "decoding" start; `on_step(i, n)` after each step; `should_stop()` is checked before every
-    step, after the last, and between decode chunks: when it turns true, Cancelled is raised."""
+    step, after the last, and between decode chunks: when it turns true, Cancelled is raised. `split_guidance`:
+    the guidance batch's halves as two UNet calls (memory mode low)."""
 
     def check_stop():
         if should_stop is not None and should_stop():
@@ -187,12 +213,8 @@ def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generato
 
             phase("denoising")  # 4.
             denoise = make_denoiser(pipe, embeds, condition, added_time_ids,
-                                    None if scale is None else scale.to(device), calls)
-
-            def noise(like):
-                return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-
-            loop = samplers.Loop(denoise, sigmas, params, noise)
+                                    None if scale is None else scale.to(device), calls, split_guidance)
+            loop = samplers.Loop(denoise, sigmas, params, NoiseStream(generator))
             n = loop.num_steps
             for i in range(n):
                 check_stop()

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import pipeline
+from . import memory, pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
+from .compute import CompileWatch, ComputeOptions, PinnedOffload, attention_context, pinning_fits, prepare_modules
 from .errors import Cancelled, NotFinite, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
-from .metrics import measure_result
+from .metrics import Likeness, measure_frames
 from .params import SamplingParams
 from .training import training_warnings
 
@@ -31,16 +32,16 @@ GiB = 1 << 30
 TINY_MIN_SIDE = 32
 
 
-def resolve_memory_mode(mode: str, device: torch.device) -> str:
-    """auto -> fast/balanced/low by free accelerator memory. On the CPU every mode is `fast` (nothing to offload)."""
+def resolve_memory_mode(mode: str, device: torch.device, estimates_for_chunk=None, decode_chunk: int = 14) -> str:
+    """auto -> the first of fast/balanced/low whose estimated peak (svd_core.memory, `estimates_for_chunk`)
+    fits the device's free memory. On the CPU every mode is `fast` (nothing to offload)."""
     if mode not in MEMORY_MODES:
         raise ValueError(f"unknown memory mode {mode!r}; valid: {', '.join(MEMORY_MODES)}")
     if device.type != "cuda":
         return "fast"
     if mode != "auto":
         return mode
-    free, _ = torch.cuda.mem_get_info(device)
-    return "fast" if free >= 24 * GiB else "balanced" if free >= 12 * GiB else "low"
+    return memory.choose(estimates_for_chunk, decode_chunk, memory.device_budget(device)).mode
 
 
 def set_unet_chunking(unet, enabled: bool) -> None:
@@ -130,14 +131,26 @@ class SampleResult:
 class Sampler:
     """Keeps one loaded pipeline. `generate` is safe to call from several threads: runs queue up, one at a time."""
 
-    def __init__(self, checkpoint, *, device=None, dtype=None, memory_mode: str = "auto"):
+    def __init__(self, checkpoint, *, device=None, dtype=None, memory_mode: str = "auto", compile: bool | str = False,
+                 fuse_qkv: bool = False, attention: str = "default", pin_memory: bool = True):
+        """compile, fuse_qkv, attention, pin_memory: how the modules compute (svd_core.compute.ComputeOptions)."""
+        self.compute = ComputeOptions(compile, fuse_qkv, attention, pin_memory)
         self.info: CheckpointInfo = inspect_checkpoint(checkpoint)
         # run.json records the checkpoint's sha256: hash a 9.56 GB file while the model loads and samples
         threading.Thread(target=file_sha256, args=(self.info.path,), name="sha256", daemon=True).start()
         self.device, self.dtype = resolve_device_dtype(device, dtype)
-        self.memory_mode = resolve_memory_mode(memory_mode, self.device)
+        self.memory_setting = memory_mode  # "auto" plans each run (_auto_plan); memory_mode is the one applied
+        defaults = SamplingParams.for_variant(self.info.variant)
+        self.memory_mode = resolve_memory_mode(
+            memory_mode, self.device, lambda chunk: memory.estimate_checkpoint(
+                self.info.path, width=defaults.width, height=defaults.height, num_frames=defaults.num_frames,
+                decode_chunk_size=chunk, dtype_bytes=self.dtype.itemsize, guidance=defaults.guider != "identity"),
+            defaults.decode_chunk)
         load_device = self.device if self.memory_mode == "fast" else torch.device("cpu")
         self.pipe = load_pipeline(self.info.path, device=load_device, dtype=self.dtype)
+        prepare_modules(self.pipe, self.compute)
+        self._compiled_shapes: set = set()
+        self._pinned: PinnedOffload | None = None
         self._apply_memory_mode(self.memory_mode)
         self.queue = RunQueue()
         channels = self.pipe.unet.config.block_out_channels
@@ -163,9 +176,14 @@ class Sampler:
         pipe.remove_all_hooks()
         set_unet_chunking(pipe.unet, mode == "low")
         if mode == "fast":
+            if self._pinned is not None:
+                self._pinned.remove()
+                self._pinned = None
             pipe.to(self.device)
             return
         pipe.to("cpu")
+        if self.compute.pin_memory and self._pinned is None and pinning_fits(pipe):
+            self._pinned = PinnedOffload(pipe)
         pipe.enable_model_cpu_offload(device=self.device)
 
     def _free_accelerator(self) -> None:
@@ -193,9 +211,10 @@ class Sampler:
         try:
             videos, timings, outputs, effective = self._run_videos(prepared, params, on_step, should_stop, on_phase,
                                                                    notes)
-            metrics = self._measure(videos[0], params, prepared, timings)
+            likeness = self._likeness(videos[0], prepared, timings)
         finally:
             self.queue.release()
+        metrics = self._measure(videos[0], params, likeness, timings)
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
         return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
@@ -210,26 +229,41 @@ class Sampler:
         unused = [k for k in self.info.variant.unused_knobs if getattr(params, k) != defaults[k].default]
         return params.inapplicable() + unused
 
-    def _measure(self, frames, params, prepared, timings) -> dict:
-        """Metrics while the run still holds the queue (the image encoder may sit on the accelerator). A failed
-        measurement is recorded, never fails the run."""
+    def _likeness(self, frames, prepared, timings) -> list[float] | Exception:
+        """Likeness needs the image encoder on the accelerator: it runs while the run still holds the queue. A
+        failure is returned, to be recorded with the metrics."""
         t0 = time.perf_counter()
         try:
-            metrics = measure_result(self.pipe, frames, params, prepared.image)
+            return Likeness(self.pipe)(frames, prepared.image)
+        except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
+            return e
+        finally:
+            self.pipe.maybe_free_model_hooks()  # with CPU offload, the encoder goes back to the CPU
+            timings["measure"] = time.perf_counter() - t0
+
+    def _measure(self, frames, params, likeness, timings) -> dict:
+        """Motion and flicker (optical flow on the CPU) after the queue is released: the next run samples
+        meanwhile. A failed measurement is recorded, never fails the run."""
+        t0 = time.perf_counter()
+        try:
+            if isinstance(likeness, Exception):
+                raise likeness
+            metrics = measure_frames(frames, params.fps, "conditioning", likeness)
         except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
             metrics = {"error": f"{type(e).__name__}: {e}"}
-        timings["measure"] = time.perf_counter() - t0
+        timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0
         return metrics
 
     def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
         """num_videos: one run per seed (seed, seed+1, ...), each the same as a run of that seed alone. Progress
         counts the steps of all videos; timings add up; an out-of-memory fallback of any video is recorded."""
         videos, outputs, timings, fallback = [], [], {}, None
+        max_chunk = self._auto_plan(params, notes)
         for k in range(params.num_videos):
             one = params.replace(seed=params.seed + k, num_videos=1)
             step = None if on_step is None else (lambda i, n, k=k: on_step(k * n + i, n * params.num_videos))
             frames, t, out, effective = self._run_with_fallback(prepared, one, step, should_stop, on_phase,
-                                                                notes)
+                                                                notes, max_chunk)
             videos.append(frames)
             outputs.append(out)
             timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}
@@ -238,14 +272,34 @@ class Sampler:
                                           "model_calls": sum(o.model_calls for o in outputs),
                                           "ignored_knobs": self.ignored_knobs(params)}
 
-    def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
+    def estimates(self, params: SamplingParams) -> dict[str, memory.Estimate]:
+        """The pre-flight memory estimate of a run of `params` in each mode (svd_core.memory)."""
+        return memory.run_estimates(self.pipe.components, params, self.dtype.itemsize)(params.decode_chunk)
+
+    def _auto_plan(self, params: SamplingParams, notes: list[str]) -> int | None:
+        """auto on CUDA: the mode (applied now, kept for later runs) and decode chunk whose estimate fits the free
+        memory (svd_core.memory.choose). Returns the decode chunk when it is lower than asked, else None."""
+        if self.memory_setting != "auto" or self.device.type != "cuda":
+            return None
+        plan = memory.choose(memory.run_estimates(self.pipe.components, params, self.dtype.itemsize),
+                             params.decode_chunk, memory.device_budget(self.device))
+        if plan.mode != self.memory_mode:
+            self.memory_mode = plan.mode
+            self._apply_memory_mode(plan.mode)
+        if plan.note:
+            notes.append(plan.note)
+        return plan.decode_chunk if plan.decode_chunk < params.decode_chunk else None
+
+    def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str],
+                           max_chunk: int | None = None):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
         retry once, and put the server's mode back afterwards."""
         mode, fallback = self.memory_mode, None
         try:
             for attempt in (1, 2):
                 try:
-                    frames, timings, out, used = self._run(prepared, params, on_step, should_stop, on_phase, mode)
+                    frames, timings, out, used = self._run(prepared, params, on_step, should_stop, on_phase, mode,
+                                                           max_chunk, notes)
                     break
                 except Exception as e:
                     if not _is_oom(e):
@@ -262,7 +316,7 @@ class Sampler:
         finally:
             if mode != self.memory_mode:
                 self._apply_memory_mode(self.memory_mode)
-        if used["decode_chunk_size"] < params.decode_chunk:
+        if used["decode_chunk_size"] < params.decode_chunk and max_chunk is None:
             notes.append(f"decode_chunk_size lowered from {params.decode_chunk_size} to "
                          f"{used['decode_chunk_size']} by '{mode}' "
                          "memory mode: this changes the result (the temporal decoder mixes frames within a chunk)")
@@ -274,21 +328,33 @@ class Sampler:
             # what the model is conditioned on: diffusers passes fps - 1 (Stability's); SV3D has no fps input
             "fps_id": None if self.info.variant.is_sv3d else params.fps - 1,
             "fallback": fallback,
+            **self.compute.effective(self.device),
         }
         if out.camera is not None:  # what the UNet was given, as the pipeline built it
             effective["camera"] = out.camera
         return frames, timings, out, effective
 
-    def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str):
+    def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str,
+             max_chunk: int | None = None, notes: list[str] | None = None):
         """One video (seed params.seed) through svd_core.pipeline in memory mode `mode`: (uint8 frames, timings,
         PipelineOutput, what it used)."""
-        decode_chunk = params.decode_chunk
+        decode_chunk = min(params.decode_chunk, max_chunk or params.decode_chunk)
         if mode == "low":
             decode_chunk = min(decode_chunk, LOW_DECODE_CHUNK)
-        used = {"decode_chunk_size": decode_chunk, "unet_ff_chunking": unet_chunking(self.pipe.unet)}
-        out = pipeline.run(self.pipe, prepared.image, params, decode_chunk_size=decode_chunk,
-                           generator=torch.Generator("cpu").manual_seed(params.seed), on_step=on_step,
-                           should_stop=should_stop, on_phase=on_phase)
+        used = {"decode_chunk_size": decode_chunk, "unet_ff_chunking": unet_chunking(self.pipe.unet),
+                "split_guidance": mode == "low"}
+        rows = 1 if params.guider == "identity" or mode == "low" else 2
+        shapes = (params.num_frames, params.width, params.height, decode_chunk, rows)
+        with CompileWatch(self.compute, self._compiled_shapes, shapes, on_phase) as watch, \
+                attention_context(self.compute, self.device):
+            out = pipeline.run(self.pipe, prepared.image, params, decode_chunk_size=decode_chunk,
+                               generator=torch.Generator("cpu").manual_seed(params.seed), on_step=on_step,
+                               should_stop=should_stop, on_phase=watch.on_phase, split_guidance=mode == "low")
+        for note in self.compute.notes(self.device) + [watch.note()]:
+            if note and notes is not None and note not in notes:
+                notes.append(note)
+        if watch.seconds:
+            out.timings["compile"] = watch.seconds
         bad = "latents" if not torch.isfinite(out.latents).all() else "" if np.isfinite(out.frames).all() else "frames"
         if bad:
             raise NotFinite(f"{self.info.name} gave NaN or infinite {bad} (its weights hold them, or the dtype "

@@ -594,17 +594,24 @@ def test_low_mode_caps_the_decode_chunk_and_says_so(tiny_sampler, base, input_pn
     assert rec["effective"]["decode_chunk_size"] == 2 and rec["params"]["decode_chunk_size"] == 4
 
 
-def test_auto_memory_mode_thresholds(monkeypatch):
+def test_auto_memory_mode_from_the_estimate(monkeypatch):
     import torch
 
+    from svd_core.memory import estimate
     from svd_core.sampler import resolve_memory_mode
+    from tests.test_gpu_path import _full_size_modules
+
+    m = _full_size_modules()
+
+    def for_chunk(chunk):
+        return estimate(m, width=1024, height=576, num_frames=25, decode_chunk_size=chunk)
 
     GiB = 1 << 30
     cuda = torch.device("cuda")
-    for free, want in [(40 * GiB, "fast"), (24 * GiB, "fast"), (23 * GiB, "balanced"), (12 * GiB, "balanced"),
-                       (11.9 * GiB, "low"), (4 * GiB, "low")]:
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    for free, want in [(80 * GiB, "fast"), (24 * GiB, "balanced"), (7.5 * GiB, "low")]:
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, f=free: (int(f), 80 * GiB))
-        assert resolve_memory_mode("auto", cuda) == want, free / GiB
+        assert resolve_memory_mode("auto", cuda, for_chunk, 14) == want, free / GiB
     assert resolve_memory_mode("low", cuda) == "low"
     assert resolve_memory_mode("auto", torch.device("cpu")) == "fast"
     with pytest.raises(ValueError, match="valid: auto, fast, balanced, low"):
