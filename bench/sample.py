@@ -1,5 +1,6 @@
 """Sampling benchmark: a full-size random-weight SVD-XT (real layout, loaded through svd_core) against stock
-diffusers with the same modules, in each memory mode, optionally with torch.compile.
+diffusers with the same modules, in each memory mode (torch.compile and the
+attention settings: bench/gpu.py).
 
     python bench/sample.py                 # full size: 25 frames, 576x1024, 25 steps, decode chunks 8 and 25 (GPU)
     python bench/sample.py --small         # the same code on the tiny model on the CPU, about a minute (CI smoke)
@@ -147,7 +148,6 @@ def main(argv=None) -> int:
     ap.add_argument("--small", action="store_true", help="tiny model on the CPU (CI smoke test)")
     ap.add_argument("--modes", default="fast,balanced,low", help="memory modes to run (CUDA only)")
     ap.add_argument("--chunks", default="8,25", help="decode_chunk_size values")
-    ap.add_argument("--compile", action="store_true", help="also torch.compile the UNet (fast mode)")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--frames", type=int, help="full size: override the 25 frames")
     ap.add_argument("--size", help="full size: override 1024x576, as WIDTHxHEIGHT")
@@ -249,12 +249,6 @@ def main(argv=None) -> int:
         for chunk in chunks:
             f, t, mem = median_run(lambda c=chunk, s=sampler: _gen(s, img, base.replace(decode_chunk_size=c)))
             record("svd_core Sampler", sampler.memory_mode, chunk, t, f, mem, refs[chunk])
-        if args.compile and mode == "fast":
-            sampler.pipe.unet = torch.compile(sampler.pipe.unet)  # default mode: minutes, not tens of minutes
-            sampler.generate(img, base.replace(num_inference_steps=2))  # compile
-            for chunk in chunks:
-                f, t, mem = median_run(lambda c=chunk, s=sampler: _gen(s, img, base.replace(decode_chunk_size=c)))
-                record("svd_core Sampler + torch.compile(unet)", mode, chunk, t, f, mem, refs[chunk])
         del sampler
         peak_mem_reset()
 

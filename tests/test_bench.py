@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,3 +38,16 @@ def test_sample_bench_small(tmp_path):
     assert panel["guider=linear"]["model_calls"] == panel["sampler=dpmpp_2m"]["model_calls"] == steps
     assert panel["sampler=heun"]["model_calls"] == 2 * steps - 1
     assert data["meta"]["flops_per_step_tflop"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_bench_cpu_mode(tmp_path):
+    r = subprocess.run([sys.executable, "bench/gpu.py", "--cpu", "--out", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["row"]: row for row in map(json.loads, (tmp_path / "gpu_cpu.jsonl").read_text().splitlines())}
+    assert set(rows) == {"stock", "R", "cudnn", "fused", "compiled", "profile"}
+    # same modules, same seed: ours reproduces itself with fused projections, and stock up to uint8 rounding
+    assert rows["fused"]["psnr_vs_R"] > 60 and rows["R"]["psnr_vs_stock"] > 60
+    assert all(rows[k]["timings"]["total"] > 0 for k in ("stock", "R", "cudnn", "fused"))
+    assert rows["profile"]["unet_call"]["top"] and rows["profile"]["decode_chunk"]["top"]
