@@ -354,3 +354,15 @@ def image_uploader(key: str) -> state.Upload | None:
     if up is None and img:
         st.caption(f"Using {img.name} · upload another to replace it")
     return img
+
+
+def memory_estimate_caption(sampler, params: SamplingParams) -> str:
+    """The pre-flight memory estimate of a run of `params` (svd_core.memory), one line for the page."""
+    est = sampler.estimates(params)
+    where = sampler.device.type
+    mode = f"{sampler.memory_setting} → {sampler.memory_mode}" if sampler.memory_setting == "auto" else \
+        sampler.memory_mode
+    parts = " · ".join(f"{m} {e.peak / 1e9:.1f} GB" if e.peak >= 1e8 else f"{m} {e.peak / 1e6:.0f} MB"
+                       for m, e in est.items())
+    return (f"Memory estimate for these settings (peak allocated on the {where}): {parts} · this server: {mode}"
+            + ("" if where == "cuda" else " (memory modes apply to GPUs)"))

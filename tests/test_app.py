@@ -176,6 +176,8 @@ def test_generate_full_run_survives_reruns(with_tiny):
     small(at)
     assert not button(at, "Generate video").disabled
     assert at.image  # the preview
+    estimate = next(c.value for c in at.caption if c.value.startswith("Memory estimate for these settings"))
+    assert all(f"{m} " in estimate for m in ("fast", "balanced", "low")) and "this server: auto → fast" in estimate
     button(at, "Generate video").click().run()
     res = wait(at, "gen")
     assert (res["path"] / "video.mp4").is_file() and res["result"].frames.shape == (3, 64, 64, 3)

@@ -3,7 +3,14 @@
 import streamlit as st
 
 from app import state
-from app.controls import background_option, image_uploader, knob_widgets, prepare, require_sampler
+from app.controls import (
+    background_option,
+    image_uploader,
+    knob_widgets,
+    memory_estimate_caption,
+    prepare,
+    require_sampler,
+)
 from app.results import downloads, gone, record_decode_rate, run_section, show_metrics, show_video, start_job
 from svd_core import SVDError, is_untrained, save_run
 
@@ -91,4 +98,6 @@ def result():
         downloads(res["path"], r.frames, p.video_fps, "gen")
 
 
+if params is not None:
+    st.caption(memory_estimate_caption(sampler, params))
 run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload), result)
