@@ -281,7 +281,7 @@ def test_compiled_sampler_equals_eager_for_svd_sv3d_both_batches_and_split_halve
     image = compiled.prepare(input_png, params).image
     split = pipeline.run(compiled.pipe, image, params, decode_chunk_size=4, split_guidance=True,
                          generator=torch.Generator("cpu").manual_seed(params.seed))
-    torch.testing.assert_close(split.latents, eager.latents[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(split.latents, eager.latents[0], rtol=1e-3, atol=5e-4)  # as the split test
 
     sv3d = Sampler(make_tiny(tmp_path / "sv3d_p.safetensors", family="sv3d_p"), device="cpu",
                    dtype=torch.float32, compile="eager")
