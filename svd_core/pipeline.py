@@ -162,15 +162,19 @@ class NoiseStream:
     draw goes to page-locked memory and is copied without blocking, and the next draw is made ahead (all draws
     are shaped like x and nothing else draws in between, so the stream is the same)."""
 
-    def __init__(self, generator: torch.Generator):
-        self.generator, self._next = generator, None
+    def __init__(self, generator: torch.Generator, ahead: bool | None = None):
+        """ahead: draw one ahead (default: on CUDA with a CPU generator)."""
+        self.generator, self.ahead, self._next = generator, ahead, None
 
     def _draw(self, like: torch.Tensor) -> torch.Tensor:
         host = torch.randn(like.shape, generator=self.generator, device="cpu", dtype=like.dtype)
-        return host.pin_memory().to(like.device, non_blocking=True)
+        if like.device.type == "cuda":
+            host = host.pin_memory()
+        return host.to(like.device, non_blocking=True)
 
     def __call__(self, like: torch.Tensor) -> torch.Tensor:
-        if like.device.type != "cuda" or self.generator.device.type != "cpu":
+        ahead = self.ahead if self.ahead is not None else like.device.type == "cuda"
+        if not ahead or self.generator.device.type != "cpu":
             return randn_tensor(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
         noise = self._next if self._next is not None else self._draw(like)
         self._next = self._draw(like)

@@ -288,3 +288,15 @@ def test_compiled_sampler_equals_eager_for_svd_sv3d_both_batches_and_split_halve
     p3 = sv3d.default_params(**SMALL, sampler="heun")
     r = sv3d.generate(input_png, p3)
     assert r.frames.shape == (4, 64, 64, 3) and r.effective["camera"] is not None
+
+
+def test_noise_drawn_ahead_is_the_same_stream():
+    """The draw-ahead path (CUDA's: pinned, copied without blocking) gives the generator's draws in order."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    like = torch.zeros(3, 4, 5, 5)
+    ahead = pipeline.NoiseStream(torch.Generator("cpu").manual_seed(7), ahead=True)
+    plain = torch.Generator("cpu").manual_seed(7)
+    for _ in range(3):
+        torch.testing.assert_close(ahead(like), randn_tensor(like.shape, generator=plain, dtype=like.dtype),
+                                   rtol=0, atol=0)
