@@ -556,11 +556,11 @@ def test_out_of_memory_retries_once_in_the_next_mode_for_that_run_only(tiny_samp
 
     real_run, calls = tiny_sampler._run, []
 
-    def oom_once(prepared, params, on_step, should_stop, on_phase, mode):
+    def oom_once(prepared, params, on_step, should_stop, on_phase, mode, *rest):
         calls.append(mode)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_run(prepared, params, on_step, should_stop, on_phase, mode)
+        return real_run(prepared, params, on_step, should_stop, on_phase, mode, *rest)
     monkeypatch.setattr(tiny_sampler, "_run", oom_once)
     monkeypatch.setattr(tiny_sampler, "memory_mode", "fast")
     result = tiny_sampler.generate(input_png, base)
