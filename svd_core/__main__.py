@@ -68,10 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="mp4", help="comma-separated: mp4,gif,webp,zip (default mp4)")
     s.add_argument("--from", dest="from_file", metavar="FILE",
                    help="rerun a run: one of our mp4s or a run.json (its params and seed; flags override)")
+    s.add_argument("--preview", metavar="FILE", help="keep FILE (a PNG) showing the model's current estimate of "
+                                                     "the video after every step (a cheap latent-to-RGB preview)")
+    _trajectory_flag(s)
     w = sub.add_parser("sweep", help="one image, one seed, one or two knobs over lists -> runs + grid")
     w.add_argument("image")
     w.add_argument("--vary", action="append", required=True, metavar="NAME=V1,V2,...",
                    help="e.g. motion_bucket_id=32,127,255 (give --vary twice for a 2-D grid)")
+    _trajectory_flag(w)
     w.add_argument("--seeds", metavar="N|S1,S2,...", help="run each value on N seeds (seed, seed+1, ...) or on "
                                                          "the listed seeds (default: one, --seed)")
     _model_flags(w)
@@ -121,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--variant", choices=("svd", "sv3d_u", "sv3d_p"), default="svd",
                    help="svd (default) or one of Stability's SV3D models (orbit videos; image decoder only)")
     return parser
+
+
+def _trajectory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--save-trajectory", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the denoising record in the run folder: denoising.mp4 (the estimate at every step, "
+                        "labelled with step and sigma) and per-step statistics (denoising.json, .csv) (default: "
+                        "off; with --from: as that run did)")
+
+
+def _save_trajectory(args) -> bool:
+    if args.save_trajectory is not None:
+        return args.save_trajectory
+    return bool(getattr(args, "from_record", None) and args.from_record.get("save_trajectory"))
 
 
 def _pick_checkpoint(arg):
@@ -277,8 +294,14 @@ def cmd_sample(args) -> int:
     if args.from_file:
         _check_same_image(args, prepared)
     bar, on_step = _progress("sampling")
+    on_preview = None
+    if args.preview:
+        from .preview import png_writer
+
+        on_preview = png_writer(args.preview)
     try:
-        result = sampler.generate(prepared, params, on_step=on_step)
+        result = sampler.generate(prepared, params, on_step=on_step, on_preview=on_preview,
+                                  trajectory=_save_trajectory(args))
     finally:
         bar.close()
     for note in result.notes:
@@ -359,7 +382,8 @@ def cmd_sweep(args) -> int:
             from .images import open_image, remove_background
 
             image = remove_background(open_image(args.image)[0])
-        res = run_sweep(sampler, image, cells, on_progress=on_progress, out_dir=args.out, state=state)
+        res = run_sweep(sampler, image, cells, on_progress=on_progress, out_dir=args.out, state=state,
+                        trajectory=bool(args.save_trajectory))
     finally:
         if bar is not None:
             bar.close()

@@ -183,11 +183,13 @@ class NoiseStream:
 
 def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generator: torch.Generator,
         on_step: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-        on_phase: Callable[[str], None] | None = None, split_guidance: bool = False) -> PipelineOutput:
+        on_phase: Callable[[str], None] | None = None, split_guidance: bool = False,
+        on_preview: Callable[[int, int, float, torch.Tensor, torch.Tensor], None] | None = None) -> PipelineOutput:
     """One video from a PIL image of exactly params.width x params.height. `on_phase(name)` as "encoding",
-    "denoising", "decoding" start; `on_step(i, n)` after each step; `should_stop()` is checked before every
-    step, after the last, and between decode chunks: when it turns true, Cancelled is raised. `split_guidance`:
-    the guidance batch's halves as two UNet calls (memory mode low)."""
+    "denoising", "decoding" start; `on_step(i, n)` after each step; `on_preview(i, n, sigma, denoised, latents)`
+    after each step's on_step, with the step's noise level and its estimate of the clean video (svd_core.preview);
+    `should_stop()` is checked before every step, after the last, and between decode chunks: when it turns true,
+    Cancelled is raised. `split_guidance`: the guidance batch's halves as two UNet calls (memory mode low)."""
 
     def check_stop():
         if should_stop is not None and should_stop():
@@ -218,6 +220,9 @@ def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generato
             phase("denoising")  # 4.
             denoise = make_denoiser(pipe, embeds, condition, added_time_ids,
                                     None if scale is None else scale.to(device), calls, split_guidance)
+            estimate = [None]
+            if on_preview is not None:
+                denoise = samplers.keep_last(denoise, estimate)
             loop = samplers.Loop(denoise, sigmas, params, NoiseStream(generator))
             n = loop.num_steps
             for i in range(n):
@@ -225,6 +230,8 @@ def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generato
                 x = sampler.step(loop, x, i)
                 if on_step is not None:
                     on_step(i + 1, n)
+                if on_preview is not None:
+                    on_preview(i + 1, n, float(sigmas[i]), estimate[0], x)
             check_stop()
             clock.mark("denoised")
 

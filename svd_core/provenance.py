@@ -30,7 +30,8 @@ def video_record(record: dict) -> dict:
             "seed": record["params"]["seed"],
             "checkpoint": {k: ck.get(k) for k in ("file", "variant", "sha256")},
             "input_pixels_sha256": record.get("input_pixels_sha256"), "fps": record.get("fps"),
-            "device": record.get("device"), "dtype": record.get("dtype")}
+            "device": record.get("device"), "dtype": record.get("dtype"),
+            "save_trajectory": bool(record.get("save_trajectory"))}
 
 
 def metadata_args(record: dict | None) -> list[str]:

@@ -274,11 +274,13 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
         files.update({(f"frames{tail}.zip" if fmt == "zip" else f"video{tail}.{fmt}"): (frames, fmt, k)
                       for fmt in formats})
     still = {"input.png": export.to_png(np.asarray(result.image.image)), "poster.png": export.to_png(result.frames[0])}
+    still.update(trajectory_files(result))
     if source is not None:
         suffix = Path(source[0]).suffix.lower()
         still[ORIGINAL_INPUT + (suffix if suffix in (".png", ".jpg", ".jpeg", ".webp") else ".img")] = source[1]
     record = run_record(result, checkpoint, sorted([*files, *still]), extra)
     record.update(instrument_record(result))
+    record.update(trajectory_record(result))
     if source is not None:
         record["input"]["name"] = Path(source[0]).name
     from .provenance import video_record
@@ -292,6 +294,40 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
                for name, (frames, fmt, k) in files.items()}
         return {**out, **still, RUN_FILE: record_bytes(record)}
     return stage_folder(folder, contents), folder
+
+
+TRAJECTORY_FPS = 4  # denoising.mp4: one frame per step
+
+
+def _trajectory_names(k: int) -> tuple[str, str, str]:
+    tail = f"-{k}" if k else ""  # num_videos: one record per video, named like its video
+    return f"denoising{tail}.mp4", f"denoising{tail}.json", f"denoising{tail}.csv"
+
+
+def trajectory_files(result) -> dict[str, bytes]:
+    """The denoising record of each video (generate(trajectory=True)): denoising.mp4, one labelled preview grid
+    per step; denoising.json and .csv, the per-step statistics (svd_core.preview.Trajectory)."""
+    from .preview import stats_csv
+
+    out = {}
+    for k, traj in enumerate(getattr(result, "trajectories", None) or []):
+        video, stats, table = _trajectory_names(k)
+        out[video] = export.to_mp4(traj.frames(), TRAJECTORY_FPS)
+        out[stats] = json.dumps(traj.stats(), indent=1).encode()
+        out[table] = stats_csv(traj.stats())
+    return out
+
+
+def trajectory_record(result) -> dict:
+    """run.json's save_trajectory (what --from and "Use these settings" redo) and, when saved, its files."""
+    trajectories = getattr(result, "trajectories", None) or []
+    if not trajectories:
+        return {"save_trajectory": False}
+    names = [_trajectory_names(k) for k in range(len(trajectories))]
+    return {"save_trajectory": True,
+            "trajectory": {"videos": [n[0] for n in names], "stats": [n[1] for n in names],
+                           "tables": [n[2] for n in names], "steps": len(trajectories[0]), "fps": TRAJECTORY_FPS,
+                           "decoder": "latent_rgb"}}
 
 
 def instrument_record(result) -> dict:

@@ -126,6 +126,7 @@ class SampleResult:
     latents: list[torch.Tensor] = field(default_factory=list)
     model_calls: int = 0
     metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_result: motion, flicker, likeness
+    trajectories: list = field(default_factory=list)  # generate(trajectory=True): a preview.Trajectory per video
 
 
 class Sampler:
@@ -198,19 +199,22 @@ class Sampler:
     def generate(self, image, params: SamplingParams, on_step: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  on_queue: Callable[[int], None] | None = None,
-                 on_phase: Callable[[str], None] | None = None) -> SampleResult:
+                 on_phase: Callable[[str], None] | None = None,
+                 on_preview: Callable[..., None] | None = None, trajectory: bool = False) -> SampleResult:
         """Sample one video. `image`: a path, bytes, PIL image or PreparedImage. Raises Cancelled when
         `should_stop()` turns true: it is checked while queued, between steps, after the last step and before
         each decoder call; nothing is returned or written then. `on_phase(name)`: "encoding", "denoising",
-        "decoding" as each starts."""
+        "decoding" as each starts. `on_preview(i, n, sigma, denoised, latents)`: after each step of each video,
+        its estimate of the clean video (svd_core.preview; None: no previews, no cost). `trajectory`: keep every
+        step's preview and statistics (result.trajectories, saved by runs.py as the denoising record)."""
         prepared = image if isinstance(image, PreparedImage) else self.prepare(image, params)
         if prepared.size != (params.width, params.height):
             params = params.replace(width=prepared.size[0], height=prepared.size[1])
         notes = list(prepared.notes) + training_warnings(params, self.info.variant)
         self.queue.acquire(on_queue, should_stop)
         try:
-            videos, timings, outputs, effective = self._run_videos(prepared, params, on_step, should_stop, on_phase,
-                                                                   notes)
+            videos, timings, outputs, effective, trajectories = self._run_videos(
+                prepared, params, on_step, should_stop, on_phase, notes, on_preview, trajectory)
             likeness = self._likeness(videos[0], prepared, timings)
         finally:
             self.queue.release()
@@ -219,7 +223,7 @@ class Sampler:
             raise Cancelled("run cancelled")
         return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
                             effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
-                            sum(o.model_calls for o in outputs), metrics)
+                            sum(o.model_calls for o in outputs), metrics, trajectories)
 
     def ignored_knobs(self, params: SamplingParams) -> list[str]:
         """Knobs set away from their defaults that this run does not read: those the sampler, discretization
@@ -254,23 +258,29 @@ class Sampler:
         timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0
         return metrics
 
-    def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str]):
+    def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str], on_preview=None,
+                    trajectory: bool = False):
         """num_videos: one run per seed (seed, seed+1, ...), each the same as a run of that seed alone. Progress
         counts the steps of all videos; timings add up; an out-of-memory fallback of any video is recorded."""
-        videos, outputs, timings, fallback = [], [], {}, None
+        from .preview import Trajectory, chain
+
+        videos, outputs, timings, fallback, trajectories = [], [], {}, None, []
         max_chunk = self._auto_plan(params, notes)
         for k in range(params.num_videos):
             one = params.replace(seed=params.seed + k, num_videos=1)
             step = None if on_step is None else (lambda i, n, k=k: on_step(k * n + i, n * params.num_videos))
+            if trajectory:
+                trajectories.append(Trajectory())
+            preview = chain(on_preview, trajectories[-1] if trajectory else None)
             frames, t, out, effective = self._run_with_fallback(prepared, one, step, should_stop, on_phase,
-                                                                notes, max_chunk)
+                                                                notes, max_chunk, preview)
             videos.append(frames)
             outputs.append(out)
             timings = {name: timings.get(name, 0.0) + v for name, v in t.items()}
             fallback = fallback or effective["fallback"]
         return videos, timings, outputs, {**effective, "fallback": fallback,
                                           "model_calls": sum(o.model_calls for o in outputs),
-                                          "ignored_knobs": self.ignored_knobs(params)}
+                                          "ignored_knobs": self.ignored_knobs(params)}, trajectories
 
     def estimates(self, params: SamplingParams) -> dict[str, memory.Estimate]:
         """The pre-flight memory estimate of a run of `params` in each mode (svd_core.memory)."""
@@ -291,7 +301,7 @@ class Sampler:
         return plan.decode_chunk if plan.decode_chunk < params.decode_chunk else None
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str],
-                           max_chunk: int | None = None):
+                           max_chunk: int | None = None, on_preview=None):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
         retry once, and put the server's mode back afterwards."""
         mode, fallback = self.memory_mode, None
@@ -299,7 +309,7 @@ class Sampler:
             for attempt in (1, 2):
                 try:
                     frames, timings, out, used = self._run(prepared, params, on_step, should_stop, on_phase, mode,
-                                                           max_chunk, notes)
+                                                          max_chunk, notes, on_preview)
                     break
                 except Exception as e:
                     if not _is_oom(e):
@@ -335,7 +345,7 @@ class Sampler:
         return frames, timings, out, effective
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str,
-             max_chunk: int | None = None, notes: list[str] | None = None):
+             max_chunk: int | None = None, notes: list[str] | None = None, on_preview=None):
         """One video (seed params.seed) through svd_core.pipeline in memory mode `mode`: (uint8 frames, timings,
         PipelineOutput, what it used)."""
         decode_chunk = min(params.decode_chunk, max_chunk or params.decode_chunk)
@@ -349,7 +359,8 @@ class Sampler:
                 attention_context(self.compute, self.device):
             out = pipeline.run(self.pipe, prepared.image, params, decode_chunk_size=decode_chunk,
                                generator=torch.Generator("cpu").manual_seed(params.seed), on_step=on_step,
-                               should_stop=should_stop, on_phase=watch.on_phase, split_guidance=mode == "low")
+                               should_stop=should_stop, on_phase=watch.on_phase, split_guidance=mode == "low",
+                               on_preview=on_preview)
         for note in self.compute.notes(self.device) + [watch.note()]:
             if note and notes is not None and note not in notes:
                 notes.append(note)

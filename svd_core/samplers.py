@@ -131,6 +131,15 @@ class Loop:
         return len(self.sigmas) - 1
 
 
+def keep_last(denoise: Denoise, into: list) -> Denoise:
+    """`denoise` that also keeps its latest output in into[0]: after a step, the step's final estimate of the clean
+    video (the second model call's on two-call steps), for previews."""
+    def watched(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        into[0] = denoise(x, sigma)
+        return into[0]
+    return watched
+
+
 def _all_zero(sigma: torch.Tensor, rows: int) -> bool:
     """sgm's `torch.sum(sigma) < 1e-14` over the batch's rows (one row per frame)."""
     return float(sigma) * rows < 1e-14

@@ -164,7 +164,7 @@ class CellFailure:
 def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
               on_progress: Callable[[int, int, int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None, out_dir=None, save: bool = True,
-              on_queue=None, state=None) -> SweepResult | None:
+              on_queue=None, state=None, trajectory: bool = False) -> SweepResult | None:
     """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps).
 
     A cell that raises does not stop the others; when every cell has run, a sweep with failed cells raises
@@ -176,12 +176,13 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
 
     `state`: accelerate's PartialState of a multi-process launch (svd_core.distributed): this process runs its
     share of the cells (`distributed.assign`), the main process gathers every result and saves; the other
-    processes return None."""
+    processes return None. `trajectory`: every cell keeps its denoising record (Sampler.generate)."""
     from .distributed import assign, gather_to_main, process_record
 
     world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
     mine = assign(cells, world)[rank] if world > 1 else list(range(len(cells)))
-    outcomes = _run_cells(sampler, image, cells, mine, process_record(state), on_progress, should_stop, on_queue)
+    outcomes = _run_cells(sampler, image, cells, mine, process_record(state), on_progress, should_stop, on_queue,
+                          trajectory)
     if world > 1:
         outcomes = gather_to_main(outcomes, state)
         if outcomes is None:
@@ -206,7 +207,8 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
                       processes=processes)
 
 
-def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop, on_queue) -> dict:
+def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop, on_queue,
+               trajectory: bool = False) -> dict:
     """{cell index: (SampleResult, process) or CellFailure} for the cells `indices`, one after another. A cancel
     (Cancelled, KeyboardInterrupt) stops at once; any other error fails that cell only."""
     prepared, out = {}, {}  # one preparation per output size
@@ -221,7 +223,7 @@ def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop
             if size not in prepared:
                 prepared[size] = sampler.prepare(image, params)
             out[idx] = (sampler.generate(prepared[size], params, on_step=step, should_stop=should_stop,
-                                         on_queue=on_queue), process)
+                                         on_queue=on_queue, trajectory=trajectory), process)
         except (Cancelled, ProcessLost):  # the whole sweep stops
             raise
         except Exception as e:  # noqa: BLE001 - reported with the cell's parameters; the other cells go on
