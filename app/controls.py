@@ -270,6 +270,10 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
                         step=1, key=state.knob_key("output_fps"), persist_state="session",
                         help="Playback frame rate of the exported video.")
         sampler_panel()
+        st.checkbox("Save the denoising record", key=state.TRAJECTORY, persist_state="session",
+                    help="The run folder keeps the model's estimate at every step (denoising.mp4, labelled with "
+                         "step and sigma) and per-step statistics of the latents (denoising.json, .csv); History "
+                         "shows it with a step slider.")
         if info is not None:
             st.button("Reset to the checkpoint's defaults", on_click=_reset, args=(info,))
     try:

@@ -26,6 +26,7 @@ PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "
 # fetch fails and the server logs a traceback. So every file written here has the same length: its JSON padded
 # with spaces to a multiple of JSON_BYTES (a job's progress is a few hundred bytes).
 JSON_BYTES = 1024
+PREVIEWS_KEPT = 3  # live previews kept on disk: the page may still be fetching the one before the latest
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -62,6 +63,9 @@ class Job:
         self.on_finish: Callable[[Job], None] | None = None
         self.on_publish: Callable[[Job], None] | None = None  # after each publish (the server's status follows it)
         self.progress_file: Path | None = None  # where publish() writes the progress for the page to fetch
+        self.preview_dir: Path | None = None  # where on_preview writes the live previews (None: nobody watches)
+        self.preview_file: Path | None = None  # the latest one
+        self._previews: list[Path] = []
         self._thread = threading.Thread(target=self._run, name=f"svd-{kind}", daemon=True)
 
     def start(self) -> Job:
@@ -92,6 +96,30 @@ class Job:
             self._first_i = i
         self.step, self.steps = i, n
         self.publish()
+
+    def on_preview(self, step, steps, sigma, denoised, latents) -> None:
+        """The model's current estimate as a small PNG in preview_dir, its name in the progress: each preview is a
+        new file (a file the page may be fetching is never rewritten: the static server takes a file's size before
+        reading it), the oldest deleted once PREVIEWS_KEPT newer ones exist. Handed to the core only when a page
+        watches (preview_dir set)."""
+        from svd_core.preview import png, preview_image, write_atomically
+
+        if self.preview_dir is None or self.progress_file is None:
+            return
+        path = self.preview_dir / f"{self.progress_file.stem}-{len(self._previews)}.png"
+        try:
+            write_atomically(path, png(preview_image(denoised)))
+        except OSError:
+            return
+        self._previews.append(path)
+        self.preview_file = path
+        if len(self._previews) > PREVIEWS_KEPT:
+            self._previews[-PREVIEWS_KEPT - 1].unlink(missing_ok=True)
+        self.publish()
+
+    def remove_previews(self) -> None:
+        for path in self._previews[-PREVIEWS_KEPT - 1:]:
+            path.unlink(missing_ok=True)
 
     def on_cell(self, cell: int, cells: int, i: int, n: int, label: str = "") -> None:
         if cell != self.cell:
@@ -145,7 +173,9 @@ class Job:
             left = self.seconds_left() if self.status == "running" else None
             write_json(self.progress_file, {"status": self.status, "finished": self.finished,
                                             "fraction": self.fraction, "text": self.progress_text(),
-                                            "left_s": None if left is None else round(left, 1)})
+                                            "left_s": None if left is None else round(left, 1),
+                                            "preview": None if self.preview_file is None or self.finished
+                                            else self.preview_file.name})
         if self.on_publish is not None:
             self.on_publish(self)
 
@@ -174,4 +204,5 @@ class Job:
             if self.on_finish is not None:
                 self.on_finish(self)  # off the server's list first: the page reruns as soon as it reads this
             self.publish()
+            self.remove_previews()
             self.done_event.set()  # last: whoever waits on it sees the server's list and files up to date

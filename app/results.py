@@ -30,6 +30,7 @@ PROGRESS_SOON_S = 2.0
 POLL_S, POLL_QUEUED_S = 1.0, 3.0
 STATIC = Path(__file__).resolve().parent / "static"
 JOBS_DIR = STATIC / "jobs"
+PREVIEWS_DIR = STATIC / "previews"  # a running job's live previews (Job.on_preview), while a page watches
 
 _PROGRESS_JS = """
 export default function(component) {
@@ -38,11 +39,20 @@ export default function(component) {
   if (!root) {
     root = document.createElement('div');
     root.className = 'job';
-    root.innerHTML = '<div class="text"></div><div class="track"><div class="fill"></div></div>';
+    root.innerHTML = '<div class="text"></div><div class="track"><div class="fill"></div></div>' +
+      '<img class="preview" hidden alt="The model\'s current estimate of the video">';
     parentElement.appendChild(root);
   }
   const fill = root.querySelector('.fill'), text = root.querySelector('.text');
-  let stopped = false;
+  const preview = root.querySelector('.preview');
+  let stopped = false, wanted = null;
+  // a new live preview is loaded aside and shown once whole (a deleted one never shows as a broken image)
+  const show = (name) => {
+    wanted = name;
+    const next = new Image();
+    next.onload = () => { if (!stopped && wanted === name) { preview.src = next.src; preview.hidden = false; } };
+    next.src = data.previews + name;
+  };
   const tick = async () => {
     if (stopped) return;
     try {
@@ -56,6 +66,7 @@ export default function(component) {
         const width = (100 * s.fraction).toFixed(1) + '%';
         if (fill.style.width !== width) fill.style.width = width;
         if (text.textContent !== s.text) text.textContent = s.text;
+        if (s.preview && s.preview !== wanted) show(s.preview);
         if (s.finished) { stopped = true; setTriggerValue('finished', s.status); return; }
         if (s.status === 'queued') { setTimeout(tick, data.queued_ms); return; }
         if (s.left_s != null && s.left_s > data.soon_s) { setTimeout(tick, data.slow_ms); return; }
@@ -73,6 +84,8 @@ _PROGRESS_CSS = """
 .text { font-size: 0.875rem; margin-bottom: 0.4rem; color: var(--st-text-color, inherit); }
 .track { height: 0.5rem; border-radius: 0.25rem; background: var(--st-secondary-background-color, #f0f2f6); }
 .fill { height: 0.5rem; border-radius: 0.25rem; width: 0; background: var(--st-primary-color, #5b5bd6); }
+.preview { display: block; margin-top: 0.5rem; width: 100%; max-width: 640px; image-rendering: pixelated; }
+.preview[hidden] { display: none; }
 """
 _progress_bar = st.components.v2.component("svd_job_progress", js=_PROGRESS_JS, css=_PROGRESS_CSS)
 
@@ -198,11 +211,15 @@ def clean_progress_files() -> None:
     """Progress files of jobs of an earlier server process (called once at start)."""
     for f in JOBS_DIR.glob("*.json*") if JOBS_DIR.is_dir() else []:
         f.unlink(missing_ok=True)
+    for f in PREVIEWS_DIR.glob("*.png") if PREVIEWS_DIR.is_dir() else []:
+        f.unlink(missing_ok=True)
 
 
-def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels: float = 0.0) -> None:
+def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels: float = 0.0,
+              watch: bool = False) -> None:
     """Run `work(job)` in the background on the server's queue; its result lands in the page's slot (see
-    consume_job). A second click while a job of this slot is active starts nothing."""
+    consume_job). A second click while a job of this slot is active starts nothing. `watch`: the page shows the
+    live preview (job.on_preview writes it; `work` hands it to the core when job.preview_dir is set)."""
     slot = state.slot(slot_name)
     if slot.job is not None and not slot.job.finished:
         return
@@ -212,6 +229,12 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
               decode_estimate=rate * frame_megapixels if rate and frame_megapixels else None)
     if static_progress():
         job.progress_file = JOBS_DIR / f"{secrets.token_hex(16)}.json"
+        if watch:
+            try:
+                PREVIEWS_DIR.mkdir(exist_ok=True)
+                job.preview_dir = PREVIEWS_DIR
+            except OSError:
+                pass
         job.publish()
     slot.job, slot.error = job, None
     server.submit(job)
@@ -244,7 +267,8 @@ def job_panel(job: Job) -> None:
     instead."""
     if job.progress_file is not None:
         _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS,
-                            "slow_ms": PROGRESS_SLOW_MS, "soon_s": PROGRESS_SOON_S, "queued_ms": PROGRESS_QUEUED_MS},
+                            "slow_ms": PROGRESS_SLOW_MS, "soon_s": PROGRESS_SOON_S, "queued_ms": PROGRESS_QUEUED_MS,
+                            "previews": f"app/static/{PREVIEWS_DIR.name}/"},
                       key=f"progress-{job.progress_file.stem}", on_finished_change=lambda: None)
         st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
         return
@@ -303,6 +327,74 @@ def picture(path, **kwargs) -> bool:
         return False
     st.image(image, **kwargs)
     return True
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _trajectory(folder: str, name: str, mtime: float):
+    """(frames of denoising.mp4, its per-step statistics) of one run folder; cached per file version."""
+    import json
+
+    from svd_core import read_video
+
+    frames, _ = read_video(Path(folder) / name)
+    stats = Path(folder) / name.replace(".mp4", ".json")
+    return frames, json.loads(stats.read_text())["steps"] if stats.is_file() and not stats.is_symlink() else []
+
+
+def trajectory(run):
+    """(frames, per-step statistics) of a run's denoising record (RunInfo), or None when it kept none or its
+    files are unreadable."""
+    names = (run.record.get("trajectory") or {}).get("videos") or []
+    path = run.file(names[0]) if names else None  # a regular file in the run's folder, or None
+    if path is None:
+        return None
+    try:
+        return _trajectory(str(run.path), path.name, path.stat().st_mtime)
+    except (SVDError, ValueError, OSError, KeyError):
+        return None
+
+
+def _step_caption(stats: list, step: int) -> str:
+    if step > len(stats):
+        return f"step {step}"
+    r = stats[step - 1]
+    change = r.get("estimate_change")
+    moved = f" · estimate moved {sum(change) / len(change):.3g} (RMS, mean over frames)" if change else ""
+    return f"step {r['step']}/{r['steps']} · sigma {r['sigma']:.4g}{moved}"
+
+
+def trajectory_view(run, key: str) -> None:
+    """A run's video beside its denoising record, with a step slider (the record only when it kept one)."""
+    record = trajectory(run)
+    video = run.file("video.mp4")
+    if record is None:
+        if video is not None:
+            st.video(str(video), loop=True, muted=True)
+        return
+    frames, stats = record
+    left, right = st.columns(2)
+    with left:
+        if video is not None:
+            st.video(str(video), loop=True, muted=True)
+    with right:
+        step = st.slider("Denoising step", 1, len(frames), len(frames), key=f"step-{key}") if len(frames) > 1 else 1
+        st.image(frames[step - 1], caption=_step_caption(stats, step), width="stretch")
+
+
+def trajectory_steps(runs: list, labels: list[str], key: str) -> None:
+    """The same step of every run's denoising record side by side, one step slider over them all (a run with
+    fewer steps shows its last)."""
+    records = [trajectory(r) for r in runs]
+    shown = [(label, rec) for label, rec in zip(labels, records) if rec is not None]
+    if not shown:
+        return
+    longest = max(len(rec[0]) for _, rec in shown)
+    step = st.slider("Denoising step of every cell", 1, longest, longest, key=f"steps-{key}") if longest > 1 else 1
+    cols = st.columns(min(3, len(shown)))
+    for i, (label, (frames, stats)) in enumerate(shown):
+        at = min(step, len(frames))
+        with cols[i % len(cols)]:
+            st.image(frames[at - 1], caption=f"{label} · {_step_caption(stats, at)}", width="stretch")
 
 
 METRIC_CHARTS = [("motion", "Motion (flow, px per frame)"), ("flicker", "Flicker"),

@@ -95,6 +95,24 @@ def params() -> SamplingParams:
     return SamplingParams.from_dict(values)
 
 
+# ------------------------------------------------------------------------------------------ run options
+
+TRAJECTORY = "save_trajectory"  # Generate's "Save the denoising record" checkbox (a run's save_trajectory)
+LIVE_PREVIEW = "live_preview"  # Generate's "Live preview" checkbox
+
+
+def save_trajectory() -> bool:
+    return bool(S.get(TRAJECTORY, False))
+
+
+def set_save_trajectory(on: bool) -> None:
+    S[TRAJECTORY] = bool(on)
+
+
+def live_preview() -> bool:
+    return bool(S.get(LIVE_PREVIEW, True))
+
+
 # ----------------------------------------------------------------------------------------------- image
 
 @dataclass(frozen=True)

@@ -601,3 +601,77 @@ def test_sv3d_u_has_no_camera_input(dirs, tiny_sv3d):
     assert (res["path"] / "video.mp4").is_file() and "camera" not in res["result"].effective
     caption = next(c.value for c in at.caption if c.value.startswith("seed "))
     assert "orbit (no camera input)" in caption
+
+
+def _image_captions(node) -> list[str]:
+    return [img.caption for img in node.proto.imgs]
+
+
+def _walk(node):
+    yield node
+    for c in getattr(node, "children", {}).values():
+        yield from _walk(c)
+
+
+def test_history_shows_the_denoising_record_with_a_step_slider(with_tiny, tiny_sampler, input_png):
+    from svd_core import save_run
+
+    params = tiny_sampler.default_params(width=64, height=64, num_frames=3, num_inference_steps=3,
+                                         decode_chunk_size=3)
+    path = save_run(tiny_sampler.generate(input_png, params, trajectory=True), tiny_sampler.info,
+                    source=("photo.png", PNG))
+    plain = save_run(tiny_sampler.generate(input_png, params.replace(seed=5)), tiny_sampler.info)
+    at = app("views/history.py")
+    assert [s.key for s in at.slider] == [f"step-{path.name}"]  # only the run that kept its record
+    step = at.slider(key=f"step-{path.name}")
+    assert step.value == 3 and step.max == 3
+
+    def captions():
+        return [c for n in _walk(at._tree) if getattr(n, "type", "") == "image" for c in _image_captions(n)
+                if "sigma" in c]
+    sigmas = json.loads((path / "denoising.json").read_text())["steps"]
+    assert captions() == [f"step 3/3 · sigma {sigmas[2]['sigma']:.4g} · estimate moved "
+                          f"{sum(sigmas[2]['estimate_change']) / 3:.3g} (RMS, mean over frames)"]
+    step.set_value(1).run()
+    assert captions() == [f"step 1/3 · sigma {sigmas[0]['sigma']:.4g}"]
+    assert not at.exception
+    # its settings bring the record's checkbox along; a run without one clears it
+    next(b for b in at.button if b.key == f"use_{path.name}").click().run()
+    assert at.session_state["save_trajectory"] is True
+    at.switch_page("views/generate.py").run()
+    assert at.checkbox(key="save_trajectory").value is True
+    at.switch_page("views/history.py").run()
+    next(b for b in at.button if b.key == f"use_{plain.name}").click().run()
+    assert at.session_state["save_trajectory"] is False
+
+
+def test_generate_live_preview_and_record(with_tiny):
+    """A watched run writes its live previews (the progress names the latest); the record's checkbox saves
+    denoising.mp4; the previews are gone when the run has ended."""
+    from app.results import PREVIEWS_DIR
+
+    at = app()
+    at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
+    small(at, frames=3, steps=40)
+    at.checkbox(key="save_trajectory").check().run()
+    button(at, "Generate video").click().run()
+    j = job(at, "gen")
+    assert j.preview_dir == PREVIEWS_DIR
+    seen = set()
+    deadline = time.time() + 120
+    while not j.finished and time.time() < deadline:
+        progress = json.loads(j.progress_file.read_text()) if j.progress_file.is_file() else {}
+        if progress.get("preview"):
+            seen.add(progress["preview"])
+        time.sleep(0.05)
+    assert len(seen) >= 2  # it changed during the run
+    res = wait(at, "gen")
+    assert (res["path"] / "denoising.mp4").is_file()
+    assert not list(PREVIEWS_DIR.glob(f"{j.progress_file.stem}-*.png"))
+    # a tab that does not watch: the job hands no previews to the core
+    at.checkbox(key="live_preview").uncheck().run()
+    small(at, frames=3, steps=2)
+    button(at, "Generate video").click().run()
+    assert job(at, "gen").preview_dir is None
+    wait(at, "gen")
+

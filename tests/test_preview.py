@@ -78,7 +78,9 @@ def test_on_preview_once_per_step_with_the_estimate(tiny_sampler, base, input_pn
     n = params.num_inference_steps
     assert [s[:2] for s in seen] == [(i, n) for i in range(1, n + 1)]
     assert [s[2] for s in seen] == pytest.approx(discretize(params)[:-1].tolist())
-    for i, _, _, denoised, latents, calls in seen:
+    calls_after = [s[5] for s in seen]
+    assert calls_after == sorted(set(calls_after)) and calls_after[-1] == len(outputs)  # each after its own step
+    for _, _, _, denoised, latents, calls in seen:
         assert denoised is outputs[calls - 1]  # the step's latest estimate
         assert denoised.shape == latents.shape == (4, 4, 8, 8)
     if sampler in ("heun", "dpmpp_2s_ancestral"):

@@ -7,13 +7,14 @@ import streamlit as st
 
 from app import charts, state
 from app.controls import image_uploader, prepare, require_sampler
-from app.results import gone, picture, run_section, show_video, start_job
+from app.results import gone, picture, run_section, show_video, start_job, trajectory_steps
 from svd_core import (
     RANGES,
     SamplingParams,
     SVDError,
     grid_cells,
     is_untrained,
+    load_run,
     parse_seeds,
     parse_values,
     response_table,
@@ -269,11 +270,13 @@ def start(sampler, upload, cells):
     if upload is None or not cells:  # the gate: no image, no run
         return
 
+    trajectory = bool(S.get("cmp_trajectory"))
+
     def work(job):
         def progress(idx, n, i, steps):
             job.on_cell(idx, n, i, steps, cells[idx][0])
         res = run_sweep(sampler, upload.data, cells, on_progress=progress, should_stop=job.should_stop,
-                        on_queue=job.on_queue)
+                        on_queue=job.on_queue, trajectory=trajectory)
         return {"path": res.path, "cells": [(label, p, r.params) for (label, r), p in zip(res.cells, res.run_paths)]}
     p = cells[0][1]
     start_job("cmp", "compare", work, label=f"{len(cells)} cells",
@@ -320,6 +323,10 @@ def result():
                 col.download_button(label, f.read_bytes(), file_name=f"{res['path'].name}-{name}", mime=mime,
                                     key=f"cmp-dl-{name}")
         response(res["path"])
+        runs = [load_run(path) for _, path, _ in res["cells"] if (path / "run.json").is_file()]
+        if any("trajectory" in r.record for r in runs):
+            st.markdown("**Denoising, step by step**")
+            trajectory_steps(runs, [r.record.get("label", r.id) for r in runs], "cmp")
         with st.expander("Each run on its own"):
             cols = st.columns(min(3, len(res["cells"])))
             for i, (label, path, params) in enumerate(res["cells"]):
@@ -331,5 +338,8 @@ if mode == MODES[2]:
     run_section("cmp", f"Run {len(cells)} samplings and 1 to confirm" if cells else "Run", hint, start_calibration,
                 (sampler, upload, base, calibration), result)
 else:
+    st.checkbox("Save each cell's denoising record", key="cmp_trajectory", persist_state="session",
+                help="Every cell keeps the model's estimate at every step (denoising.mp4) and its statistics: the "
+                     "result then shows the same step of every cell side by side.")
     run_section("cmp", f"Run {len(cells)} samplings" if cells else "Run", hint, start, (sampler, upload, cells),
                 result)

@@ -43,15 +43,20 @@ def start(sampler, prepared, params, upload):
     if prepared is None or params is None:  # the gate: no image, no run
         return
 
+    trajectory = state.save_trajectory()
+
     def work(job):
         result = sampler.generate(prepared, params, on_step=job.on_step, should_stop=job.should_stop,
-                                  on_queue=job.on_queue, on_phase=job.on_phase)
+                                  on_queue=job.on_queue, on_phase=job.on_phase,
+                                  on_preview=job.on_preview if job.preview_dir is not None else None,
+                                  trajectory=trajectory)
         record_decode_rate(job, result)
         job.on_phase("saving")
         path = save_run(result, sampler.info, source=(upload.name, upload.data), should_stop=job.should_stop)
         return {"path": path, "result": result}
     start_job("gen", "generate", work,
-              frame_megapixels=params.num_videos * params.num_frames * params.width * params.height / 1e6)
+              frame_megapixels=params.num_videos * params.num_frames * params.width * params.height / 1e6,
+              watch=state.live_preview())
 
 
 hint = ("Upload an image to enable sampling." if upload is None else
@@ -100,4 +105,7 @@ def result():
 
 if params is not None:
     st.caption(memory_estimate_caption(sampler, params))
+st.checkbox("Live preview", value=True, key=state.LIVE_PREVIEW, persist_state="session",
+            help="Show the model's current estimate of the video after every step while it runs (a cheap "
+                 "latent-to-RGB preview at 1/8 of the size).")
 run_section("gen", "Generate video", hint, start, (sampler, prepared, params, upload), result)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from app import state
 from app.resources import checkpoints
-from app.results import picture
+from app.results import picture, trajectory_steps, trajectory_view
 from svd_core import SamplingParams, SVDError, delete_run, load_run, read_video_record
 from svd_core.runs import scan_runs
 
@@ -94,6 +94,7 @@ def use_settings(run_id: str):
         note = f" Its checkpoint {run.record.get('checkpoint', {}).get('file', '?')} is not in checkpoints/."
     info = current_checkpoint()
     state.set_params(run.params, str(info.path) if info else None)
+    state.set_save_trajectory(run.record.get("save_trajectory", False))
     state.set_image(state.Upload(run.record.get("input", {}).get("name") or f"{run.id}/{image.name}", data))
     gen = state.slot("gen")
     gen.result, gen.error = None, None  # the old result does not belong to these settings
@@ -137,9 +138,14 @@ def card(run, nested: bool = False):
             if calibration:  # "find the bucket": its answer (or why none) and the fit
                 st.caption(str(calibration.get("summary", "")).replace("\n", " · "))
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
-            with st.popover("Play") if nested else st.expander("Play"):  # expanders do not nest
-                if video is not None:
+            record = " (with the denoising record)" if "trajectory" in rec else ""
+            with st.popover("Play" + record) if nested else st.expander("Play" + record):  # expanders do not nest
+                if run.kind != "sweep":
+                    trajectory_view(run, run.id)
+                elif video is not None:
                     st.video(str(video), loop=True, muted=True)
+                    cells = cells_of.get(run.id, [])
+                    trajectory_steps(cells, [c.record.get("label", c.id) for c in cells], run.id)
                 if calibration:
                     picture(run.file("calibration.png"))
         with c3:
