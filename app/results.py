@@ -40,7 +40,7 @@ export default function(component) {
     root = document.createElement('div');
     root.className = 'job';
     root.innerHTML = '<div class="text"></div><div class="track"><div class="fill"></div></div>' +
-      '<img class="preview" hidden alt="The model\'s current estimate of the video">';
+      '<img class="preview" hidden alt="The current estimate of the video">';
     parentElement.appendChild(root);
   }
   const fill = root.querySelector('.fill'), text = root.querySelector('.text');

@@ -296,6 +296,31 @@ def test_videos_pause_while_the_cpu_samples(server, browser):
     other.close()
 
 
+def test_live_preview_changes_while_it_denoises(server, browser):
+    """The progress bar shows the model's current estimate and replaces it as the steps go: two different
+    pictures, both while the run is still denoising."""
+    from playwright.sync_api import expect
+
+    url, _ = server
+    tab = new_tab(browser)
+    ready(tab, url, steps=60)  # steps enough for the progress bar's fetches (one a second) to see two
+    tab.get_by_role("button", name="Generate video").click()
+    preview = tab.locator("img.preview")
+    preview.wait_for(state="visible")
+    pixels = "(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth; " \
+             "c.height = img.naturalHeight; c.getContext('2d').drawImage(img, 0, 0); return c.toDataURL(); }"
+    first, first_pixels = preview.get_attribute("src"), preview.evaluate(pixels)
+    assert "denoising step" in tab.locator(".job .text").inner_text()
+    expect(preview).not_to_have_attribute("src", first, timeout=30_000)
+    assert "denoising step" in tab.locator(".job .text").inner_text()  # still denoising: a later step's estimate
+    assert preview.evaluate(pixels) != first_pixels
+    tab.get_by_role("button", name="Cancel").click()  # the rest of the run is not this test's
+    tab.get_by_text("Cancelled: nothing was saved.").wait_for()
+    assert preview.count() == 0  # gone with the progress bar
+    no_exception(tab)
+    tab.close()
+
+
 def test_delete_while_shown_in_another_tab(server, browser):
     url, out = server
     shown = new_tab(browser)
