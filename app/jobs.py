@@ -66,6 +66,7 @@ class Job:
         self.preview_dir: Path | None = None  # where on_preview writes the live previews (None: nobody watches)
         self.preview_file: Path | None = None  # the latest one
         self._previews: list[Path] = []
+        self._preview_writer = None
         self._thread = threading.Thread(target=self._run, name=f"svd-{kind}", daemon=True)
 
     def start(self) -> Job:
@@ -98,26 +99,33 @@ class Job:
         self.publish()
 
     def on_preview(self, step, steps, sigma, denoised, latents) -> None:
-        """The model's current estimate as a small PNG in preview_dir, its name in the progress: each preview is a
-        new file (a file the page may be fetching is never rewritten: the static server takes a file's size before
-        reading it), the oldest deleted once PREVIEWS_KEPT newer ones exist. Handed to the core only when a page
-        watches (preview_dir set)."""
-        from svd_core.preview import png, preview_image, write_atomically
+        """The model's current estimate, mapped to a small image here (on the run's device), written as a PNG in
+        preview_dir by a thread of its own (svd_core.preview.BackgroundWriter); the next publish names it. Each
+        preview is a new file (a file the page may be fetching is never rewritten: the static server takes a
+        file's size before reading it), the oldest deleted once PREVIEWS_KEPT newer ones exist. Handed to the core
+        only when a page watches (preview_dir set)."""
+        from svd_core.preview import BackgroundWriter, preview_image
 
         if self.preview_dir is None or self.progress_file is None:
             return
+        if self._preview_writer is None:
+            self._preview_writer = BackgroundWriter(self._write_preview)
+        self._preview_writer.submit(preview_image(denoised))
+
+    def _write_preview(self, image) -> None:
+        from svd_core.preview import png, write_atomically
+
         path = self.preview_dir / f"{self.progress_file.stem}-{len(self._previews)}.png"
-        try:
-            write_atomically(path, png(preview_image(denoised)))
-        except OSError:
-            return
+        write_atomically(path, png(image))
         self._previews.append(path)
         self.preview_file = path
         if len(self._previews) > PREVIEWS_KEPT:
             self._previews[-PREVIEWS_KEPT - 1].unlink(missing_ok=True)
-        self.publish()
 
     def remove_previews(self) -> None:
+        """After the run: the writer's last preview written, every file it left removed."""
+        if self._preview_writer is not None:
+            self._preview_writer.close()
         for path in self._previews[-PREVIEWS_KEPT - 1:]:
             path.unlink(missing_ok=True)
 

@@ -11,12 +11,17 @@ Playwright and prints:
   (c) three tabs clicking at once: time until all three play,
 all for the same parameters (--steps, the demo's other defaults). Nothing here asserts a time.
 
+`--previews` measures the live preview's cost instead, in --repeat interleaved rounds of four runs in a rotating
+order: `Sampler.generate` without and with an on_preview that writes each step's preview PNG (what a watching
+page's job does), and one watched tab with Generate's "Live preview" on and off (the run's own denoise time from
+its run.json, the browser fetching and drawing the previews meanwhile).
+
 The machine these run on is noisy (the same command moves by 10-20 % from one minute to the next), so the
 figures are taken in --repeat interleaved rounds, each round one (a), (b), (b') and (c) in a rotating order, and
 each figure is the median over the rounds; the ratios are also given per round (a round's figures are taken
 within a minute of each other) and as the median of those.
 
-    python bench/app.py [--steps 40] [--repeat 3] [--tabs 3] [--config KEY=VALUE ...]
+    python bench/app.py [--steps 40] [--repeat 3] [--tabs 3] [--config KEY=VALUE ...] [--previews]
 
 `--config runner.postScriptGC=true` reruns the measurement with a Streamlit option changed (passed to
 `streamlit run` as --runner.postScriptGC=true), to compare settings.
@@ -59,10 +64,14 @@ class Library:
         self.prepared = self.sampler.prepare(IMAGE, self.params)
         self.sampler.generate(self.prepared, self.params.replace(num_inference_steps=1))  # warm-up
 
-    def time(self) -> float:
+    def time(self, on_preview=None) -> float:
         t = time.perf_counter()
-        self.sampler.generate(self.prepared, self.params)
+        self.sampler.generate(self.prepared, self.params, on_preview=on_preview)
         return time.perf_counter() - t
+
+    def denoise_time(self, on_preview=None) -> float:
+        """The denoising loop's own seconds (the part previews add to)."""
+        return self.sampler.generate(self.prepared, self.params, on_preview=on_preview).timings["denoise"]
 
 
 def free_port() -> int:
@@ -89,8 +98,9 @@ def start_server(ck: Path, out: Path, config: list[str]):
     raise RuntimeError("streamlit did not start")
 
 
-def ready(page, url: str, steps: int, image: Path = IMAGE) -> None:
-    """Generate with `image` uploaded and `steps` steps, the button enabled (also used by the browser tests)."""
+def ready(page, url: str, steps: int, image: Path = IMAGE, preview: bool = True) -> None:
+    """Generate with `image` uploaded and `steps` steps, the button enabled (also used by the browser tests);
+    `preview`: Generate's "Live preview" checkbox."""
     page.goto(url)
     page.get_by_role("heading", name="Generate").wait_for()
     page.locator("input[type=file]").first.set_input_files(str(image))
@@ -99,16 +109,22 @@ def ready(page, url: str, steps: int, image: Path = IMAGE) -> None:
     box = page.get_by_role("spinbutton", name="Steps")
     box.fill(str(steps))
     box.press("Enter")
+    live = page.get_by_role("checkbox", name="Live preview")
+    if live.is_checked() != preview:
+        from playwright.sync_api import expect
+
+        page.get_by_text("Live preview", exact=True).click()
+        expect(live).to_be_checked(checked=preview)
     page.wait_for_function("() => { const b = [...document.querySelectorAll('button')].find("
                            "b => b.innerText.includes('Generate video')); return b && !b.disabled; }")
     page.wait_for_timeout(500)
 
 
-def ready_tab(browser, url: str, steps: int):
+def ready_tab(browser, url: str, steps: int, preview: bool = True):
     """A new tab (its own session), ready to generate."""
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.set_default_timeout(600_000)
-    ready(page, url, steps)
+    ready(page, url, steps, preview=preview)
     return page
 
 
@@ -191,6 +207,35 @@ def _med(xs) -> float:
     return statistics.median(xs)
 
 
+def previews_rounds(lib: Library, browser, url: str, out: Path, steps: int, repeat: int) -> None:
+    """The live preview's cost: library and app runs with previews off and on, interleaved (see the docstring)."""
+    from svd_core.preview import png_writer
+
+    writer = png_writer(out.parent / "preview.png")
+    rows = []
+    for r in range(repeat):
+        row = {}
+        order = ["lib_off", "lib_on", "app_on", "app_off"]
+        order = order[r % 4:] + order[:r % 4]
+        for what in order:
+            if what.startswith("lib"):
+                row[what] = lib.denoise_time(writer if what == "lib_on" else None)
+            else:
+                tab = ready_tab(browser, url, steps, preview=what == "app_on")
+                row[what + "_playing"] = click_to_playing([tab])[1][0]
+                row[what] = json.loads((runs(out)[-1] / "run.json").read_text())["timings_s"]["denoise"]
+                tab.close()
+        rows.append(row)
+        print(f"round {r + 1} ({' '.join(order)}): denoise, library off {row['lib_off']:.2f} s, on "
+              f"{row['lib_on']:.2f} s ({row['lib_on'] / row['lib_off']:.3f}x); app tab off {row['app_off']:.2f} s, "
+              f"on {row['app_on']:.2f} s ({row['app_on'] / row['app_off']:.3f}x); click to playing off "
+              f"{row['app_off_playing']:.2f} s, on {row['app_on_playing']:.2f} s", flush=True)
+    for name, off, on in (("library", "lib_off", "lib_on"), ("app, one watched tab", "app_off", "app_on")):
+        print(f"{name}: denoise with previews off {_med(r[off] for r in rows):.2f} s, on "
+              f"{_med(r[on] for r in rows):.2f} s; on/off per round {', '.join(f'{r[on] / r[off]:.3f}' for r in rows)}"
+              f" (median {_med(r[on] / r[off] for r in rows):.3f}; target <= 1.05)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=40)
@@ -198,6 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tabs", type=int, default=3)
     ap.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                     help="a Streamlit option for the server, e.g. runner.postScriptGC=true")
+    ap.add_argument("--previews", action="store_true", help="measure the live preview's cost instead (see above)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from playwright.sync_api import sync_playwright
@@ -219,6 +265,10 @@ def main(argv=None) -> int:
             warm = ready_tab(browser, url, 1)  # loads the model into the server: not part of any figure
             click_to_playing([warm])
             warm.close()
+            if args.previews:
+                previews_rounds(lib, browser, url, out, args.steps, args.repeat)
+                browser.close()
+                return 0
             fixes = []
             for _ in range(3):  # a noisy machine: the median of three
                 one = ready_tab(browser, url, 1)

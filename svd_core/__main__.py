@@ -296,14 +296,16 @@ def cmd_sample(args) -> int:
     bar, on_step = _progress("sampling")
     on_preview = None
     if args.preview:
-        from .preview import png_writer
+        from .preview import PngFile
 
-        on_preview = png_writer(args.preview)
+        on_preview = PngFile(args.preview)
     try:
         result = sampler.generate(prepared, params, on_step=on_step, on_preview=on_preview,
                                   trajectory=_save_trajectory(args))
     finally:
         bar.close()
+        if on_preview is not None:
+            on_preview.close()
     for note in result.notes:
         print("note:", note, file=sys.stderr)
     if params.inapplicable():

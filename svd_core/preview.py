@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,11 +88,58 @@ def write_atomically(path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def png_writer(path) -> PreviewFn:
-    """An on_preview that keeps `path` (a PNG) showing the latest estimate (the CLI's --preview FILE)."""
-    def on_preview(step, steps, sigma, denoised, latents):
-        write_atomically(path, png(preview_image(denoised)))
-    return on_preview
+class BackgroundWriter:
+    """Hands preview images to `write(image)` on a thread of its own, so that the sampling loop pays only for the
+    map to RGB (on the latents' device) and the small copy to the host, not for PNG encoding and disk. An image
+    submitted while another is being written replaces the one waiting: only the latest matters. `close()` writes
+    the one waiting and ends the thread. A failed write (OSError) loses that image only."""
+
+    def __init__(self, write: Callable[[np.ndarray], None]):
+        self._write = write
+        self._cond = threading.Condition()
+        self._waiting: np.ndarray | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="svd-preview", daemon=True)
+        self._thread.start()
+
+    def submit(self, image: np.ndarray) -> None:
+        with self._cond:
+            self._waiting = image
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._waiting is None and not self._closed:
+                    self._cond.wait()
+                if self._waiting is None:
+                    return
+                image, self._waiting = self._waiting, None
+            try:
+                self._write(image)
+            except OSError:
+                pass
+
+
+class PngFile:
+    """An on_preview that keeps `path` (a PNG) showing the latest estimate (the CLI's --preview FILE), written
+    in the background; `close()` after the run."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._writer = BackgroundWriter(lambda image: write_atomically(self.path, png(image)))
+
+    def __call__(self, step, steps, sigma, denoised, latents) -> None:
+        self._writer.submit(preview_image(denoised))
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def chain(*callbacks: PreviewFn | None) -> PreviewFn | None:
