@@ -675,3 +675,23 @@ def test_generate_live_preview_and_record(with_tiny):
     assert job(at, "gen").preview_dir is None
     wait(at, "gen")
 
+
+
+def test_history_shows_one_step_of_every_cell(with_tiny, tiny_sampler, input_png):
+    """A comparison whose cells kept their records: one slider moves every cell to the same step."""
+    from svd_core import grid_cells, run_sweep
+
+    base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=2)
+    sweep = run_sweep(tiny_sampler, input_png, grid_cells(base, {"motion_bucket_id": [1, 200]}), trajectory=True)
+    at = app("views/history.py")
+    step = at.slider(key=f"steps-{sweep.path.name}")
+    assert step.value == 2
+
+    def captions():
+        return [c for n in _walk(at._tree) if getattr(n, "type", "") == "image" for c in _image_captions(n)
+                if "sigma" in c and "motion_bucket_id" in c]
+    assert [c.split(" · ")[:2] for c in captions()] == [["motion_bucket_id=1", "step 2/2"],
+                                                         ["motion_bucket_id=200", "step 2/2"]]
+    step.set_value(1).run()
+    assert [c.split(" · ")[1] for c in captions()] == ["step 1/2", "step 1/2"]
+    assert not at.exception
