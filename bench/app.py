@@ -209,9 +209,9 @@ def _med(xs) -> float:
 
 def previews_rounds(lib: Library, browser, url: str, out: Path, steps: int, repeat: int) -> None:
     """The live preview's cost: library and app runs with previews off and on, interleaved (see the docstring)."""
-    from svd_core.preview import png_writer
+    from svd_core.preview import PngFile
 
-    writer = png_writer(out.parent / "preview.png")
+    writer = PngFile(out.parent / "preview.png")
     rows = []
     for r in range(repeat):
         row = {}
@@ -230,6 +230,7 @@ def previews_rounds(lib: Library, browser, url: str, out: Path, steps: int, repe
               f"{row['lib_on']:.2f} s ({row['lib_on'] / row['lib_off']:.3f}x); app tab off {row['app_off']:.2f} s, "
               f"on {row['app_on']:.2f} s ({row['app_on'] / row['app_off']:.3f}x); click to playing off "
               f"{row['app_off_playing']:.2f} s, on {row['app_on_playing']:.2f} s", flush=True)
+    writer.close()
     for name, off, on in (("library", "lib_off", "lib_on"), ("app, one watched tab", "app_off", "app_on")):
         print(f"{name}: denoise with previews off {_med(r[off] for r in rows):.2f} s, on "
               f"{_med(r[on] for r in rows):.2f} s; on/off per round {', '.join(f'{r[on] / r[off]:.3f}' for r in rows)}"
