@@ -323,7 +323,12 @@ def result():
                 col.download_button(label, f.read_bytes(), file_name=f"{res['path'].name}-{name}", mime=mime,
                                     key=f"cmp-dl-{name}")
         response(res["path"])
-        runs = [load_run(path) for _, path, _ in res["cells"] if (path / "run.json").is_file()]
+        runs = []
+        for _, path, _ in res["cells"]:
+            try:
+                runs.append(load_run(path))
+            except ValueError:  # deleted meanwhile (History, another tab)
+                pass
         if any("trajectory" in r.record for r in runs):
             st.markdown("**Denoising, step by step**")
             trajectory_steps(runs, [r.record.get("label", r.id) for r in runs], "cmp")
