@@ -341,8 +341,12 @@ def instrument_record(result) -> dict:
 
 _OPTIONAL = {"created": str, "kind": str, "label": str, "sweep": str, "seed": int, "files": list, "input": dict,
              "notes": list, "metrics": dict, "effective": dict, "timings_s": dict, "coords": dict, "cells": list,
-             "input_pixels_sha256": str, "device": str, "dtype": str}
+             "input_pixels_sha256": str, "device": str, "dtype": str, "trajectory": dict}
 _NULLABLE = {"created", "seed", "input_pixels_sha256", "device", "dtype"}  # null in an mp4's record
+
+
+def _plain_name(f) -> bool:
+    return isinstance(f, str) and f == Path(f).name and not f.startswith(".")
 
 
 def validate_record(record, name: str = "the record") -> dict:
@@ -368,8 +372,14 @@ def validate_record(record, name: str = "the record") -> dict:
         if key in record and not (value is None and key in _NULLABLE) and (
                 not isinstance(value, kind) or isinstance(value, bool)):
             raise bad(f"{key} is {'null' if value is None else f'a {type(value).__name__}'}")
-    if not all(isinstance(f, str) and f == Path(f).name and not f.startswith(".") for f in record.get("files", [])):
+    if not all(_plain_name(f) for f in record.get("files", [])):
         raise bad("files is not a list of file names in the run's folder")
+    if not isinstance(record.get("save_trajectory", False), bool):
+        raise bad("save_trajectory is not true or false")
+    traj = record.get("trajectory") or {}
+    if not all(isinstance(names, list) and all(_plain_name(f) for f in names)
+               for names in (traj.get(k, []) for k in ("videos", "stats", "tables"))):
+        raise bad("trajectory does not list file names in the run's folder")
     if not isinstance((record.get("input") or {}).get("name", ""), str):
         raise bad("input name is not a string")
     for cell in record.get("cells") or []:

@@ -387,6 +387,9 @@ BROKEN = {
     "files outside": lambda r: _with(r, files=["../../etc/hostname"]),
     "params huge int": lambda r: _with(r, params={**r["params"], "num_frames": 10**400}),
     "params huge int in a list": lambda r: _with(r, params={**r["params"], "period": [10**400]}),
+    "trajectory string": lambda r: _with(r, trajectory="denoising.mp4"),
+    "trajectory outside": lambda r: _with(r, trajectory={"videos": ["../../etc/hostname"]}),
+    "save_trajectory string": lambda r: _with(r, save_trajectory="yes"),
 }
 
 
