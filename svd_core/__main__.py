@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--decoder", choices=("video", "image"), help="SVD's decoder (default video)")
     t.add_argument("--variant", choices=("svd", "sv3d_u", "sv3d_p"), default="svd",
                    help="svd (default) or one of Stability's SV3D models (orbit videos; image decoder only)")
+    parser.commands = sub.choices  # name -> its parser: a command's own usage for its unknown flags
     return parser
 
 
@@ -157,6 +158,9 @@ def _checked_inputs(args):
     info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
     from .sweep import parse_values
 
+    if args.checkpoint is None:
+        print(f"note: checkpoint {info.label} ({info.variant.name}), the default: choose another with -c",
+              file=sys.stderr)
     overrides = {k: getattr(args, k) for k in [*RANGES, *CHOICES] if getattr(args, k) is not None}
     overrides.update({k: parse_values(k, getattr(args, k)) for k in GUIDER_LISTS if getattr(args, k) is not None})
     if record is not None:
@@ -316,8 +320,10 @@ def cmd_sample(args) -> int:
         print(f"note: {sampler.info.variant.name} has no input for {', '.join(unused)}: ignored", file=sys.stderr)
     path = save_run(result, sampler.info, args.out, formats=formats)
     t = result.timings
+    where = f"{result.memory_mode} mode on {result.device}" if result.device.startswith("cuda") else \
+        f"on {result.device}"  # memory modes apply to GPUs only
     print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "
-          f"decode {t['decode']:.1f}; {result.memory_mode} mode on {result.device})")
+          f"decode {t['decode']:.1f}; {where})")
     _print_metrics(result, sampler.info)
     return 0
 
@@ -522,11 +528,17 @@ def cmd_list(args) -> int:
     cached, cache_problems = ([], []) if args.no_hf_cache else scan_hf_cache()
     if not found and not problems and not cached:
         print(f"no checkpoints in {folder}: {DOWNLOAD_HINT}, or `python -m svd_core download svd_xt`")
+    if found or cached or problems or cache_problems:
+        print(f"{'model':40s} {'variant':22s} {'size':>10s}  {'dtype':9s} frames")
     for c in found + cached:
         print(f"{c.label:40s} {c.variant.name:22s} {c.size_gb:7.2f} GB  {c.dtype:9s} "
-              f"{c.variant.num_frames} frames")
+              f"{c.variant.num_frames}")
     for path, reason in problems + cache_problems:
         print(f"{path.name:40s} unusable: {reason}")
+    if not args.no_hf_cache and not cached and not cache_problems:
+        from huggingface_hub import constants
+
+        print(f"Hugging Face cache ({constants.HF_HUB_CACHE}): no SVD pipeline")
     return 0
 
 
@@ -590,7 +602,10 @@ COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "calibrate": cmd_calibrate
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's own usage, not the top level's
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command != "download":  # only `download` talks to the hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no import-time chatter around one-line errors

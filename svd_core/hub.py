@@ -116,7 +116,8 @@ def download(variant: str, *, folder=None, token: str | bool | None = None,
                             "process): wait for it to finish") from None
     try:
         return _download_locked(v, folder, dest, token, on_progress, should_stop)
-    finally:
+    finally:  # the lock file goes while still held: checkpoints/ keeps no hidden leftovers but a resumable part
+        Path(lock.lock_file).unlink(missing_ok=True)
         lock.release()
 
 

@@ -58,6 +58,41 @@ GUIDER_LISTS: dict[str, tuple[float, float, str]] = {
     "guidance_scales": (0.0, 20.0, "custom guider: one guidance scale per frame"),
 }
 MAX_PERIODS = 8
+# field -> the app's label: one word for each knob on every page (Generate, Compare, History, charts). The API
+# name (the field, diffusers' argument) goes in the help text (`help_text`); the CLI speaks in flags (--field-name).
+LABELS: dict[str, str] = {
+    "num_frames": "Frames", "num_inference_steps": "Steps", "min_guidance_scale": "Min guidance",
+    "max_guidance_scale": "Max guidance", "fps": "Conditioning fps", "motion_bucket_id": "Motion bucket",
+    "noise_aug_strength": "Noise augmentation", "decode_chunk_size": "Decode chunk size", "seed": "Seed",
+    "width": "Width", "height": "Height", "output_fps": "Playback fps", "resize_mode": "Resize mode",
+    "sampler": "Sampler", "discretization": "Discretization", "guider": "Guider",
+    "sigma_min": "Smallest noise level", "sigma_max": "Largest noise level", "rho": "Step crowding (rho)",
+    "s_churn": "Churn", "s_tmin": "Churn from noise level", "s_tmax": "Churn up to noise level",
+    "s_noise": "Churn noise scale", "eta": "Fresh noise share (eta)", "lms_order": "Multistep order",
+    "num_videos": "Videos per run", "elevations_deg": "Elevation", "azimuths_deg": "Azimuth",
+    "edge_perc": "Ramp share (edge_perc)", "period": "Triangle period", "period_fusing": "Period fusing",
+    "guidance_scales": "Guidance per frame",
+}
+# the measurements, as run.json / metrics.csv name them -> the app's label with its unit
+METRIC_LABELS: dict[str, str] = {
+    "motion.score": "Motion score (SVD paper units)", "motion.flow_px_per_frame": "Flow (px/frame)",
+    "flicker.mean": "Flicker", "likeness.mean": "Likeness (CLIP cosine)",
+}
+
+
+def label(name: str) -> str:
+    """The app's word for a knob or a measurement (the name itself when it has none)."""
+    return LABELS.get(name) or METRIC_LABELS.get(name) or name
+
+
+def help_text(name: str, extra: str = "") -> str:
+    """A knob's help in the app: what it does (RANGES / CHOICES / ANGLES / GUIDER_LISTS), `extra`, then its API
+    name."""
+    text = (RANGES.get(name) or ANGLES.get(name) or GUIDER_LISTS.get(name)
+            or (0, 0, CHOICES.get(name, ("", ""))[1]))[2]
+    text = text[:1].upper() + text[1:] + ("." if text and not text.endswith(".") else "")
+    return " ".join(t for t in (text, extra, f"API name: `{name}`.") if t)
+
 
 SAMPLERS = ("euler", "heun", "euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m", "lms")
 DISCRETIZATIONS = ("edm", "legacy_ddpm")

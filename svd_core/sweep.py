@@ -17,7 +17,7 @@ import numpy as np
 
 from . import export
 from .errors import Cancelled, ProcessLost, SweepFailed
-from .params import ANGLES, CHOICES, GUIDER_LISTS, RANGES, SamplingParams, field_names
+from .params import ANGLES, CHOICES, GUIDER_LISTS, METRIC_LABELS, RANGES, SamplingParams, field_names
 from .runs import (
     SWEEP_PENDING,
     commit_staged,
@@ -127,8 +127,13 @@ def grid_cells(base: SamplingParams, vary: dict[str, list], max_cells: int = MAX
     names = list(vary)
     seeds = list(seeds or [base.seed])
     combos = list(itertools.product(*(vary[n] for n in names)))
-    if not 2 <= len(combos) * len(seeds) <= max_cells or len(combos) < 2 and len(seeds) < 2:
-        raise ValueError(f"a comparison needs 2 to {max_cells} cells, got {len(combos) * len(seeds)}")
+    if len(combos) < 2 and len(seeds) < 2:
+        one = [n for n in names if len(vary[n]) < 2]
+        raise ValueError(f"give at least two values to compare ({', '.join(one) or names[0]} has "
+                         f"{len(vary[(one or names)[0]])}), or several seeds")
+    if len(combos) * len(seeds) > max_cells:
+        raise ValueError(f"a comparison has at most {max_cells} cells, got {len(combos) * len(seeds)}: give fewer "
+                         "values or seeds")
     cells = []
     for combo in combos:
         for seed in seeds:
@@ -264,8 +269,7 @@ def metric_rows(results, coords: list[dict] | None = None) -> list[dict]:
 
 
 METRICS = ("motion.score", "motion.flow_px_per_frame", "flicker.mean", "likeness.mean")
-METRIC_TITLES = {"motion.score": "motion score (paper units)", "motion.flow_px_per_frame": "flow (px/frame)",
-                 "flicker.mean": "flicker", "likeness.mean": "likeness (CLIP cosine)"}
+METRIC_TITLES = METRIC_LABELS  # the app's words, on response.png too
 
 
 def to_csv(rows: list[dict]) -> bytes:

@@ -152,8 +152,8 @@ def fake_hub(monkeypatch, tiny_checkpoint):
 
 
 def _files(folder: Path):
-    """What a download left, its lock file aside (hidden, holds nothing)."""
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.is_dir() else []
+    """What a download left (its lock file included: it must not be left behind)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 def test_complete_download(fake_hub, tmp_path, tiny_checkpoint):
@@ -321,7 +321,7 @@ def test_list_shows_broken_files_with_the_reason(tmp_path, tiny_checkpoint):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert len(lines) == 4 and lines[0].startswith("tiny.safetensors")
+    assert len(lines) == 5 and lines[0].split()[:2] == ["model", "variant"] and lines[1].startswith("tiny.safetensors")
     for name in ("svd_xt.safetensors", "old.ckpt", "orbit.safetensors"):
         (line,) = [x for x in lines if x.startswith(name)]
         assert "unusable: " + reasons[name] in line

@@ -546,6 +546,29 @@ def test_cli_bad_image_and_no_checkpoint(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "no checkpoint in checkpoints/" in r.stderr
 
 
+def test_cli_speaks_to_a_newcomer(tiny_checkpoint, input_png, tmp_path):
+    """A command's own usage for its unknown flag, the default checkpoint named, no memory mode on the CPU, a
+    headed list that says the Hugging Face cache is empty, and a one-value sweep told to give two values."""
+    r = _cli("sample", str(input_png), "--bogus")
+    assert r.returncode == 2 and "usage: python -m svd_core sample" in r.stderr and "--bogus" in r.stderr
+    ck, cache = tmp_path / "ck", tmp_path / "hf"
+    ck.mkdir()
+    cache.mkdir()
+    (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    env = {"SVD_CHECKPOINT_DIR": str(ck), "HF_HUB_CACHE": str(cache)}
+    r = _cli("sample", str(input_png), "--out", str(tmp_path / "out"), "--width", "64", "--height", "64",
+             "--num-frames", "3", "--num-inference-steps", "1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "note: checkpoint tiny.safetensors" in r.stderr and "-c" in r.stderr
+    assert "; on cpu)" in r.stdout and "mode on cpu" not in r.stdout
+    r = _cli("list", env=env)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[0].split()[:2] == ["model", "variant"] and lines[1].startswith("tiny")
+    assert f"Hugging Face cache ({cache}): no SVD pipeline" in r.stdout
+    r = _cli("sweep", str(input_png), "--vary", "motion_bucket_id=1", env=env)
+    assert r.returncode == 2 and "give at least two values" in r.stderr and "Traceback" not in r.stderr
+
+
 # ------------------------------------------------------------------------------------------ memory fallback
 
 def test_out_of_memory_retries_once_in_the_next_mode_for_that_run_only(tiny_sampler, base, input_png,
