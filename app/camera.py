@@ -90,6 +90,14 @@ def camera_section(variant, num_frames: int) -> None:
     plot(elevations, azimuths)
 
 
+def camera_words(camera: dict) -> str:
+    """A run's camera (run.json's effective "camera") in a few words, angles to a tenth of a degree."""
+    el, az = camera["elevations_deg"], camera["azimuths_deg"]
+    low, high = min(el), max(el)
+    elevation = f"elevation {low:.1f}°" if round(low, 1) == round(high, 1) else f"elevation {low:.1f}…{high:.1f}°"
+    return f"camera: {elevation}, azimuth {az[0]:.1f}° → {az[-1]:.1f}°"
+
+
 def _from_table(num_frames: int):
     elevations, azimuths = S.get("cam_custom") or resolve(num_frames)
     if len(elevations) != num_frames:  # the frame count changed: the custom path no longer fits

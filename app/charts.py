@@ -13,10 +13,10 @@ import streamlit as st
 
 
 def chart(rows: list[dict], x: str, y: str, *, mark: str = "line", x_type: str = "quantitative",
-          color: str | None = None, y_title: str | None = None, height: int = 140) -> None:
+          color: str | None = None, y_title: str | None = None, height: int = 140, x_title: str | None = None) -> None:
     """One chart of `rows` (dicts): `y` against `x`, one series per value of `color` when given."""
     encoding = {
-        "x": {"field": x, "type": x_type, "title": x},
+        "x": {"field": x, "type": x_type, "title": x_title or x},
         "y": {"field": y, "type": "quantitative", "title": y_title},
         "tooltip": [{"field": x, "type": x_type}, {"field": y, "type": "quantitative", "format": ".4g"}],
     }

@@ -24,6 +24,7 @@ from svd_core import (
     training_warnings,
 )
 from svd_core.checkpoints import default_checkpoint
+from svd_core.params import LABELS, help_text
 
 S = st.session_state
 
@@ -57,19 +58,77 @@ def sidebar() -> None:
         if server.choice is None or server.choice.path not in by_path:
             first = ModelChoice(str(default_checkpoint(found).path))
             try:
-                server.select(first, by="the server (default)")
+                server.select(first, by=DEFAULT_BY)
             except Busy:
                 pass
+        S["page_model"] = server.choice  # the model this run of the page is drawn for
+        model_panel(by_path)
+
+
+DEFAULT_BY = "the server (default)"
+# The sidebar follows the server without a reload: a small component fetches the server's status file (the one
+# the video guard reads, app/results.py) every SIDEBAR_IDLE_MS, SIDEBAR_ACTIVE_MS while runs are active, and
+# reruns the sidebar's fragment only when its "version" moved (a run queued, started or ended; the model chosen
+# or loaded): no rerun while nothing changes, none at each step. Without static serving a fragment polls every
+# SIDEBAR_POLL_S while runs are active.
+SIDEBAR_IDLE_MS, SIDEBAR_ACTIVE_MS, SIDEBAR_POLL_S = 3000, 1000, 2.0
+_WATCH_JS = """
+export default function(component) {
+  const { data, setTriggerValue } = component;
+  let stopped = false, timer = null;
+  const tick = async () => {
+    if (stopped) return;
+    let active = data.active;
+    try {
+      const r = await fetch(data.url + '?t=' + Date.now(), {cache: 'no-store'});
+      if (r.ok) {
+        const s = await r.json();
+        if (s.version !== data.version) { stopped = true; setTriggerValue('changed', s.version); return; }
+        active = s.active;
+      }
+    } catch (e) {}
+    if (!stopped) timer = setTimeout(tick, active ? data.active_ms : data.idle_ms);
+  };
+  timer = setTimeout(tick, data.active ? data.active_ms : data.idle_ms);
+  return () => { stopped = true; clearTimeout(timer); };
+}
+"""
+_watch_server = st.components.v2.component("svd_server_watch", js=_WATCH_JS)
+
+
+def who(by: str) -> str:
+    """A session in words: this tab, another tab, or the server."""
+    return "this tab" if by == state.session_id() else by if by == DEFAULT_BY else "another tab"
+
+
+def model_panel(by_path: dict) -> None:
+    """The server's model and queue, kept current (see SIDEBAR_IDLE_MS): a fragment, so that following the
+    server reruns the sidebar only; a model changed meanwhile (here or in another tab) reruns the page too."""
+    from app.results import SERVER_STATUS, static_progress
+
+    server = get_server()
+    watch = static_progress()
+    active = server.jobs()
+
+    @st.fragment(run_every=SIDEBAR_POLL_S if active and not watch else None)
+    def panel():
+        if server.choice != S.get("page_model"):  # the page's knobs and sampler belong to the model
+            st.rerun(scope="app")
+        version = server.version
+        jobs = server.jobs()
         choice = server.choice
+        if watch:
+            _watch_server(data={"url": f"app/static/jobs/{SERVER_STATUS.name}", "version": version,
+                                "active": len(jobs), "idle_ms": SIDEBAR_IDLE_MS, "active_ms": SIDEBAR_ACTIVE_MS},
+                          key=f"server-watch-{version}", on_changed_change=lambda: None)
         if choice.path not in by_path:  # its file went away while runs still use it
             st.warning(f"{choice.name} is no longer in checkpoints/; it stays loaded until its runs finish.",
                        icon=":material/warning:")
-            queue_panel(server.jobs())
+            queue_panel(jobs)
             return
         # the widgets show the server's model, whoever chose it
         S["model_ckpt"], S["model_device"], S["model_memory_mode"] = choice.path, choice.device, choice.memory_mode
         S["model_compile"] = choice.compile
-        active = server.jobs()
         st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
                      format_func=lambda p: by_path[p].repo_id.split("/")[-1] if by_path[p].repo_id
                      else by_path[p].path.stem,  # short enough for the sidebar
@@ -94,25 +153,25 @@ def sidebar() -> None:
             st.checkbox("Compile (torch.compile)", key="model_compile", on_change=_choose,
                         help="Compiles the UNet and VAE decoder: the first run with a new size, frame count or "
                              "guider compiles (minutes), later runs are faster.")
-        who = "you" if server.changed_by == state.session_id() else server.changed_by or "the server"
-        st.caption(f"Chosen by {who} at {time.strftime('%H:%M', time.localtime(server.changed_at))} · "
+        st.caption(f"Chosen by {who(server.changed_by)} at "
+                   f"{time.strftime('%H:%M', time.localtime(server.changed_at))} · "
                    f"{'loaded' if server.loaded else 'loads on first use'}")
-        queue_panel(active)
+        queue_panel(jobs)
+
+    panel()
 
 
 def queue_panel(active) -> None:
-    """The shared queue as of this run of the page (a run's own progress bar stays current; this does not)."""
-    when = time.strftime("%H:%M:%S")
+    """The shared queue: each run, whose it is in words, running or queued."""
     if not active:
-        st.caption(f"Queue at {when}: empty")
+        st.caption("Queue (every tab shares it): empty")
         return
-    me = state.session_id()
     lines = []
-    for j in active:
-        who = "you" if j.owner == me else f"session {j.owner}"
-        what = j.status_text() if j.status == "running" else "queued"
-        lines.append(f"- {j.kind} by {who}: {what}")
-    st.markdown(f"**Queue** at {when} (every tab shares it)\n" + "\n".join(lines))
+    for i, j in enumerate(active):
+        what = "running" if j.status == "running" else f"queued ({i} ahead)"
+        kind = j.kind.capitalize() + (f" ({j.label})" if j.label else "")
+        lines.append(f"- {kind} · {who(j.owner)}: {what}")
+    st.markdown("**Queue** (every tab shares it)\n" + "\n".join(lines))
 
 
 def current_checkpoint():
@@ -178,19 +237,53 @@ def first_run_screen() -> None:
 
 # ------------------------------------------------------------------------------------------------- knobs
 
-def _widget(name: str, make, label: str, **kw):
-    """A keyed widget for one SamplingParams field (its key is the value's only store); range and help from
-    svd_core's RANGES."""
-    lo, hi, help_ = RANGES[name]
-    kw = {"min_value": lo, "max_value": hi, "help": help_[0].upper() + help_[1:] + ".", **kw}
-    return make(label, key=state.knob_key(name), persist_state="session", **kw)
+def _widget(name: str, make, label: str | None = None, **kw):
+    """A keyed widget for one SamplingParams field (its key is the value's only store); label from svd_core's
+    LABELS, range from RANGES, help with the API name."""
+    lo, hi, _ = RANGES[name]
+    kw = {"min_value": lo, "max_value": hi, "help": help_text(name), **kw}
+    return make(label or LABELS[name], key=state.knob_key(name), persist_state="session", **kw)
 
 
-# Advanced: (field, label, step) in two columns
-ADVANCED = [
-    [("num_frames", "Frames", 1), ("min_guidance_scale", "Min guidance", 0.1), ("width", "Width", None)],
-    [("num_inference_steps", "Steps", 1), ("max_guidance_scale", "Max guidance", 0.1), ("height", "Height", None)],
-]
+# The sliders span what the models were trained on (and the usual choices), so that the defaults sit where a
+# thumb can move them precisely; the typed value beside each reaches the whole of RANGES (a value typed beyond
+# the span widens its slider to hold it). field -> (slider from, slider to, step)
+SLIDER_SPANS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 31, 1), "noise_aug_strength": (0.0, 0.3, 0.005),
+                "num_inference_steps": (1, 100, 1), "min_guidance_scale": (0.0, 10.0, 0.1),
+                "max_guidance_scale": (0.0, 10.0, 0.1), "decode_chunk_size": (1, 32, 1)}
+
+
+def _typed(typed_key: str, key: str) -> None:
+    S[key] = S[typed_key]
+
+
+def ranged(name: str, key: str, label: str | None = None, help: str | None = None):
+    """A slider over SLIDER_SPANS[name] and a typed value beside it over RANGES[name], both for the one store
+    S[key] (the slider's own key). Returns the value."""
+    lo, hi, _ = RANGES[name]
+    span_lo, span_hi, step = SLIDER_SPANS[name]
+    cast = int if isinstance(lo, int) else float
+    value = S.get(key)
+    if value is None:
+        value = SamplingParams.__dataclass_fields__[name].default
+    label = label or LABELS[name]
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    with c1:
+        value = st.slider(label, min(cast(span_lo), value), max(cast(span_hi), value), step=step, key=key,
+                          persist_state="session", help=help or help_text(name))
+    typed = f"{key}-typed"
+    S[typed] = value
+    with c2:
+        st.number_input(f"{label} (typed, {lo:g} to {hi:g})", min_value=lo, max_value=hi, step=step, key=typed,
+                        on_change=_typed, args=(typed, key), label_visibility="collapsed",
+                        format="%d" if cast is int else "%g",
+                        help=f"Type any value from {lo:g} to {hi:g}; the slider covers {span_lo:g} to {span_hi:g}.")
+    return value
+
+
+# Advanced: rows of (field, step) pairs, so that a narrow screen, which stacks columns, keeps each pair together
+ADVANCED = [[("num_frames", 1), ("num_inference_steps", 1)], [("min_guidance_scale", 0.1), ("max_guidance_scale", 0.1)],
+            [("width", None), ("height", None)]]
 
 
 def _new_seed() -> None:
@@ -236,39 +329,41 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
 
         camera_section(info.variant, S.get(state.knob_key("num_frames")) or info.variant.num_frames)
     else:
-        _widget("motion_bucket_id", st.slider, "Motion bucket id")
+        ranged("motion_bucket_id", state.knob_key("motion_bucket_id"))
         _warnings_about(warnings, "motion_bucket_id", info.variant.name if info else "-")
-        _widget("fps", st.slider, "Conditioning fps", help=FPS_HELP)
+        ranged("fps", state.knob_key("fps"), help=help_text("fps", FPS_HELP))
         if draft is not None:
             st.caption(describe_fps(draft))
         _warnings_about(warnings, "fps")
     if sv3d:  # Stability's SV3D scripts fix it at 1e-5: a slider's steps would not reach it
-        _widget("noise_aug_strength", st.number_input, "Noise augmentation", step=1e-5, format="%.5f")
+        _widget("noise_aug_strength", st.number_input, step=1e-5, format="%.5f")
     else:
-        _widget("noise_aug_strength", st.slider, "Noise augmentation", step=0.01)
+        ranged("noise_aug_strength", state.knob_key("noise_aug_strength"))
     _warnings_about(warnings, "noise_aug_strength")
-    chunk = _widget("decode_chunk_size", st.slider, "Decode chunk size")
+    chunk = _widget("decode_chunk_size", st.slider)
     frames = S.get(state.knob_key("num_frames"))
     if frames and chunk > frames:
         st.caption(f"Larger than the {frames} frames: all of them are decoded at once (as with {frames}).")
     with st.expander("Advanced"):
-        for column, fields in zip(st.columns(2), ADVANCED):
-            with column:
-                for name, label, step in fields:  # sizes step by the model's multiple
-                    _widget(name, st.number_input, label, step=step or multiple)
+        for row in ADVANCED:
+            for column, (name, step) in zip(st.columns(2), row):
+                with column:  # sizes step by the model's multiple
+                    _widget(name, st.number_input, step=step or multiple,
+                            **({"format": "%g"} if isinstance(RANGES[name][0], float) else {}))
         _warnings_about(warnings, *(f"{d}" for d in "0123456789"))  # sizes and frame counts
-        c3, c4 = st.columns([3, 1], vertical_alignment="bottom")
+        c3, c4 = st.columns([3, 2], vertical_alignment="bottom")
         with c3:
-            _widget("seed", st.number_input, "Seed", step=1)
+            _widget("seed", st.number_input, step=1)
         with c4:
-            st.button("", icon=":material/casino:", help="A new random seed", on_click=_new_seed, width="stretch")
-        st.radio("Resize mode", CHOICES["resize_mode"][0], horizontal=True, key=state.knob_key("resize_mode"),
+            st.button("Random seed", icon=":material/casino:", help="Draw a new random seed", on_click=_new_seed,
+                      width="stretch")
+        st.radio(LABELS["resize_mode"], CHOICES["resize_mode"][0], horizontal=True, key=state.knob_key("resize_mode"),
                  persist_state="session",
                  help="crop: fill the frame · pad: fit with bars (white for SV3D, black for SVD) · stretch: ignore "
-                      "the aspect")
-        st.number_input("Video fps (0 = the conditioning fps)", min_value=0, max_value=RANGES["output_fps"][1],
-                        step=1, key=state.knob_key("output_fps"), persist_state="session",
-                        help="Playback frame rate of the exported video.")
+                      "the aspect. API name: `resize_mode`.")
+        st.number_input(f"{LABELS['output_fps']} (0 = the conditioning fps)", min_value=0,
+                        max_value=RANGES["output_fps"][1], step=1, key=state.knob_key("output_fps"),
+                        persist_state="session", help=help_text("output_fps"))
         sampler_panel()
         st.checkbox("Save the denoising record", key=state.TRAJECTORY, persist_state="session",
                     help="The run folder keeps the model's estimate at every step (denoising.mp4, labelled with "
@@ -289,27 +384,29 @@ PANEL_STEPS = {"sigma_min": 0.001, "sigma_max": 10.0, "rho": 0.5, "s_churn": 0.1
 
 def sampler_panel() -> None:
     """Stability's sampling panel: sampler, discretization, guider, and only the knobs that combination reads."""
-    st.markdown("**Sampler**")
-    c = st.columns(3)
-    for col, name in zip(c, ("sampler", "discretization", "guider")):
+    st.markdown("**Stability's sampling panel**")
+    st.selectbox(LABELS["sampler"], CHOICES["sampler"][0], key=state.knob_key("sampler"), persist_state="session",
+                 help=help_text("sampler"))
+    for col, name in zip(st.columns(2), ("discretization", "guider")):  # full names: no value is cut
         with col:
-            st.selectbox(name.capitalize(), CHOICES[name][0], key=state.knob_key(name), persist_state="session",
-                         help=CHOICES[name][1])
+            st.selectbox(LABELS[name], CHOICES[name][0], key=state.knob_key(name), persist_state="session",
+                         help=help_text(name))
     sampler, disc, guider = (S[state.knob_key(n)] for n in ("sampler", "discretization", "guider"))
     reads = [k for k in applicable_knobs(sampler, disc, guider) if k in PANEL_STEPS]
     if sampler in ("euler", "heun") and not S.get(state.knob_key("s_churn")):
         reads = [k for k in reads if k not in ("s_tmin", "s_tmax", "s_noise")]  # read only with churn
-    if reads:
-        cols = st.columns(min(4, len(reads)))
-        for i, name in enumerate(reads):
-            with cols[i % len(cols)]:
-                _widget(name, st.number_input, name, step=PANEL_STEPS[name])
+    if reads:  # two a row: labels in words fit without breaking; values at the precision they have (%g)
+        for i in range(0, len(reads), 2):
+            for col, name in zip(st.columns(2), reads[i:i + 2]):
+                with col:
+                    _widget(name, st.number_input, step=PANEL_STEPS[name],
+                            format="%d" if isinstance(RANGES[name][0], int) else "%g")
     elif guider not in ("triangle", "custom"):
         st.caption("This combination has no further knobs.")
     from app.guidance import guider_knobs
 
     guider_knobs(guider)
-    _widget("num_videos", st.number_input, "Videos per run", step=1)
+    _widget("num_videos", st.number_input, step=1)
     draft = _draft()  # with the guider's lists just written
     if draft is not None:
         scales = guidance_scales(draft)

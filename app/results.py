@@ -15,6 +15,7 @@ from app.jobs import Job
 from app.resources import get_server
 from svd_core import SVDError, export_frames
 from svd_core.images import decode_image
+from svd_core.params import label
 
 # Progress without reruns: a job publishes its progress as a small JSON file in app/static/jobs/ (served by
 # Streamlit's static file serving), which the page's progress bar (an st.components.v2 component, a few lines of
@@ -41,6 +42,12 @@ export default function(component) {
     root.className = 'job';
     root.innerHTML = '<div class="text"></div><div class="track"><div class="fill"></div></div>' +
       '<img class="preview" hidden alt="The current estimate of the video">';
+    // a progress bar to assistive technology and browser automation, as st.progress is
+    root.setAttribute('role', 'progressbar');
+    root.setAttribute('aria-label', data.label);
+    root.setAttribute('aria-valuemin', '0');
+    root.setAttribute('aria-valuemax', '100');
+    root.setAttribute('aria-valuenow', '0');
     parentElement.appendChild(root);
   }
   const fill = root.querySelector('.fill'), text = root.querySelector('.text');
@@ -64,8 +71,11 @@ export default function(component) {
         const s = await r.json();
         // the page is touched only when something changed: an unchanged poll draws no frame
         const width = (100 * s.fraction).toFixed(1) + '%';
-        if (fill.style.width !== width) fill.style.width = width;
-        if (text.textContent !== s.text) text.textContent = s.text;
+        if (fill.style.width !== width) {
+          fill.style.width = width;
+          root.setAttribute('aria-valuenow', String(Math.round(100 * s.fraction)));
+        }
+        if (text.textContent !== s.text) { text.textContent = s.text; root.setAttribute('aria-valuetext', s.text); }
         if (s.preview && s.preview !== wanted) show(s.preview);
         if (s.finished) { stopped = true; setTriggerValue('finished', s.status); return; }
         if (s.status === 'queued') { setTimeout(tick, data.queued_ms); return; }
@@ -268,7 +278,8 @@ def job_panel(job: Job) -> None:
     if job.progress_file is not None:
         _progress_bar(data={"url": f"app/static/jobs/{job.progress_file.name}", "every_ms": PROGRESS_MS,
                             "slow_ms": PROGRESS_SLOW_MS, "soon_s": PROGRESS_SOON_S, "queued_ms": PROGRESS_QUEUED_MS,
-                            "previews": f"app/static/{PREVIEWS_DIR.name}/"},
+                            "previews": f"app/static/{PREVIEWS_DIR.name}/",
+                            "label": f"{job.kind.capitalize()} progress"},
                       key=f"progress-{job.progress_file.stem}", on_finished_change=lambda: None)
         st.button("Cancel", key=f"cancel-{id(job)}", on_click=job.cancel, disabled=job.cancel_event.is_set())
         return
@@ -391,40 +402,43 @@ def trajectory_steps(runs: list, labels: list[str], key: str) -> None:
     longest = max(len(rec[0]) for _, rec in shown)
     step = st.slider("Denoising step of every cell", 1, longest, longest, key=f"steps-{key}") if longest > 1 else 1
     cols = st.columns(min(3, len(shown)))
-    for i, (label, (frames, stats)) in enumerate(shown):
+    for i, (cell, (frames, stats)) in enumerate(shown):
         at = min(step, len(frames))
         with cols[i % len(cols)]:
-            st.image(frames[at - 1], caption=f"{label} · {_step_caption(stats, at)}", width="stretch")
+            st.image(frames[at - 1], caption=f"{cell} · {_step_caption(stats, at)}", width="stretch")
 
 
-METRIC_CHARTS = [("motion", "Motion (flow, px per frame)"), ("flicker", "Flicker"),
-                 ("likeness", "Likeness to the input (CLIP cosine)")]
-
-
-def show_metrics(metrics: dict, untrained: bool) -> None:
-    """Each run's measurements: one number and a small per-frame chart per metric."""
+def show_metrics(metrics: dict, untrained: bool, sv3d: bool = False, whose: str = "") -> None:
+    """A run's measurements, each number with its own name and unit (svd_core's METRIC_LABELS), and a small
+    per-frame chart per metric. `whose`: which video they are of, when a run has several."""
     if not metrics:
         return
     if "error" in metrics:
         st.caption(f":material/info: not measured: {metrics['error']}")
         return
-    st.markdown("**Measured**" + (" · :orange[demo model with random weights: these numbers are meaningless]"
-                                  if untrained else ""))
+    st.markdown(f"**Measured{f' ({whose})' if whose else ''}**"
+                + (" · :orange[demo model with random weights: these numbers are meaningless]" if untrained else ""))
     tb = metrics.get("time_base", {})
-    cols = st.columns(len(METRIC_CHARTS))
-    for col, (key, title) in zip(cols, METRIC_CHARTS):
-        m = metrics.get(key)
-        if not m:
-            continue
+    motion, flicker, likeness = (metrics.get(k) or {} for k in ("motion", "flicker", "likeness"))
+    cols = st.columns(3)
+    with cols[0]:
+        if motion:
+            if motion.get("score") is not None:
+                st.caption(f"{label('motion.score')}: **{motion['score']:.3g}**")
+            st.caption(f"Flow: **{motion['flow_px_per_frame']:.3g}** px/frame")
+            if motion.get("per_frame"):
+                charts.per_frame("flow (px)", motion["per_frame"])
+    for col, m, name in ((cols[1], flicker, "flicker.mean"), (cols[2], likeness, "likeness.mean")):
         with col:
-            value = m.get("score") if key == "motion" else m.get("mean")
-            extra = f" · {m['flow_px_per_frame']:.2f} px/frame" if key == "motion" else ""
-            st.caption(f"{title}: **{value:.3g}**{extra}" if value is not None else title)
-            if m.get("per_frame"):
-                charts.per_frame(key, m["per_frame"])
+            if m:
+                st.caption(f"{label(name)}: **{m['mean']:.3g}**" if m.get("mean") is not None else label(name))
+                if m.get("per_frame"):
+                    charts.per_frame(label(name).split(" (")[0].lower(), m["per_frame"])
     if tb:
-        st.caption(f"Motion score in the SVD paper's units (Farneback flow at 2 fps, 16 px short side) on the "
-                   f"{tb.get('kind', '?')} time base ({tb.get('fps', '?')} fps). See docs/metrics.md.")
+        base = (f"a {tb.get('fps', 0):g} fps time base (SV3D has no fps input: the run's fps setting only sets "
+                "this time base)" if sv3d else f"the {tb.get('kind', '?')} time base ({tb.get('fps', 0):g} fps)")
+        st.caption(f"Motion score in the SVD paper's units (Farneback flow at 2 fps, 16 px short side) on {base}; "
+                   "flow: the mean optical flow between consecutive frames. See docs/metrics.md.")
 
 
 def _exporter(frames, fmt: str, fps: int):
@@ -438,15 +452,17 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def downloads(path, frames, fps: int, key: str) -> None:
-    """mp4 and run.json from the run folder; GIF and frames zip made from the frames when clicked."""
+def downloads(path, frames, fps: int, key: str, video: int = 0) -> None:
+    """mp4 and run.json from the run folder; GIF and frames zip made from the frames when clicked. `video`:
+    which of a run's videos (num_videos) the mp4, GIF and zip are; run.json describes them all."""
+    tail = f"-{video}" if video else ""
     cols = st.columns(4)
-    cols[0].download_button("mp4", _read(path / "video.mp4"), file_name=f"{path.name}.mp4",
-                            mime="video/mp4", key=f"{key}-mp4", width="stretch")
-    cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}.gif",
-                            mime="image/gif", key=f"{key}-gif", width="stretch")
-    cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}.zip",
-                            mime="application/zip", key=f"{key}-zip", width="stretch")
+    cols[0].download_button("mp4", _read(path / f"video{tail}.mp4"), file_name=f"{path.name}{tail}.mp4",
+                            mime="video/mp4", key=f"{key}-mp4{tail}", width="stretch")
+    cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}{tail}.gif",
+                            mime="image/gif", key=f"{key}-gif{tail}", width="stretch")
+    cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}{tail}.zip",
+                            mime="application/zip", key=f"{key}-zip{tail}", width="stretch")
     cols[3].download_button("run.json", _read(path / "run.json"), file_name=f"{path.name}.json",
                             mime="application/json", key=f"{key}-json", width="stretch")
 

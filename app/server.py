@@ -53,6 +53,8 @@ class ModelServer:
         self._jobs: list = []
         self.decode_seconds_per_megapixel_frame: float | None = None  # learnt from finished runs, for estimates
         self.status_file: Path | None = None  # where publish() writes whether runs are active, for pages to fetch
+        self.version = 0  # counts changes of the model or the queue (publish() notices them): the sidebar follows it
+        self._seen: tuple | None = None
 
     # ---------------------------------------------------------------------------------------------- model
     def select(self, choice: ModelChoice, by: str = "") -> None:
@@ -67,6 +69,7 @@ class ModelServer:
             self.choice, self.changed_by, self.changed_at = choice, by, time.time()
             self.load_error = ""
             self._release()
+        self.publish()
 
     def _release(self) -> None:
         if self._sampler is None:
@@ -158,11 +161,16 @@ class ModelServer:
         """Write {"active": runs queued or running, "device": device_type()} to status_file, for every page to
         fetch without a rerun (the pages' video guard: app/results.py), with "busy_for_s": the running job's
         estimated time left, when known (the server is busy at least that long, unless it is cancelled; queued
-        runs come after it). Rewritten when runs start or end and at each step of a run."""
-        if self.status_file is not None:
-            with self._lock:  # one writer at a time: they share the temporary file
-                jobs = self.jobs()
-                data = {"active": len(jobs), "device": self.device_type()}
+        runs come after it), and "version": it moves when the model or the queue changes (a run queued, started or
+        ended; the model chosen or loaded), not at each step. Rewritten when runs start or end and at each step of
+        a run."""
+        with self._lock:  # one writer at a time: they share the temporary file
+            jobs = self.jobs()
+            seen = (self.choice, self.loaded, self.load_error, tuple((id(j), j.status) for j in jobs))
+            if seen != self._seen:
+                self._seen, self.version = seen, self.version + 1
+            if self.status_file is not None:
+                data = {"active": len(jobs), "device": self.device_type(), "version": self.version}
                 running = next((j for j in jobs if j.status == "running"), None)
                 left = running.seconds_left() if running is not None else None
                 if left is not None:

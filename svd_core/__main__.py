@@ -228,6 +228,10 @@ def _from_record(args) -> dict:
             args.image = str(src.parent / "input.png")
     else:
         record = read_video_record(src)
+        if record.get("kind") == "sweep":
+            raise ValueError(f"{src.name} is the grid of comparison {record.get('sweep')}: rerun it with `sweep` "
+                             f"(it varied {', '.join(record.get('varied') or ['the seed'])}), or give one of its "
+                             "cells' video.mp4 to --from")
     if args.checkpoint is None:
         want = record["checkpoint"].get("file")
         match = next((c for c in list_checkpoints() if c.name == want), None)
@@ -333,7 +337,7 @@ def _print_metrics(result, info) -> None:
     from .training import describe_fps, is_untrained
 
     print(summary_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
-    fps = f"plays at {result.params.video_fps} fps (SV3D has no fps input)" if info.variant.is_sv3d else \
+    fps = f"playback fps {result.params.video_fps} (SV3D has no fps input)" if info.variant.is_sv3d else \
         describe_fps(result.params)
     print(fps + (" · untrained demo model: these metrics are meaningless" if is_untrained(info.variant) else ""))
 

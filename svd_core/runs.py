@@ -335,8 +335,11 @@ def instrument_record(result) -> dict:
     from .provenance import image_sha256
     from .training import fps_vocabulary
 
-    return {"metrics": dict(getattr(result, "metrics", {}) or {}), "fps": fps_vocabulary(result.params),
-            "input_pixels_sha256": image_sha256(result.image.image)}
+    out = {"metrics": dict(getattr(result, "metrics", {}) or {}), "fps": fps_vocabulary(result.params),
+           "input_pixels_sha256": image_sha256(result.image.image)}
+    if len(getattr(result, "video_metrics", None) or []) > 1:  # num_videos: each video's, in file order
+        out["video_metrics"] = [dict(m) for m in result.video_metrics]
+    return out
 
 
 _OPTIONAL = {"created": str, "kind": str, "label": str, "sweep": str, "seed": int, "files": list, "input": dict,

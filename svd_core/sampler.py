@@ -127,6 +127,7 @@ class SampleResult:
     model_calls: int = 0
     metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_result: motion, flicker, likeness
     trajectories: list = field(default_factory=list)  # generate(trajectory=True): a preview.Trajectory per video
+    video_metrics: list[dict] = field(default_factory=list)  # num_videos: each video's metrics ([0] is `metrics`)
 
 
 class Sampler:
@@ -215,15 +216,16 @@ class Sampler:
         try:
             videos, timings, outputs, effective, trajectories = self._run_videos(
                 prepared, params, on_step, should_stop, on_phase, notes, on_preview, trajectory)
-            likeness = self._likeness(videos[0], prepared, timings)
+            likenesses = [self._likeness(v, prepared, timings) for v in videos]  # num_videos: each video's
         finally:
             self.queue.release()
-        metrics = self._measure(videos[0], params, likeness, timings)
+        video_metrics = [self._measure(v, params.replace(seed=params.seed + k, num_videos=1), likenesses[k], timings)
+                         for k, v in enumerate(videos)]
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
         return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
                             effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
-                            sum(o.model_calls for o in outputs), metrics, trajectories)
+                            sum(o.model_calls for o in outputs), video_metrics[0], trajectories, video_metrics)
 
     def ignored_knobs(self, params: SamplingParams) -> list[str]:
         """Knobs set away from their defaults that this run does not read: those the sampler, discretization
@@ -243,7 +245,7 @@ class Sampler:
             return e
         finally:
             self.pipe.maybe_free_model_hooks()  # with CPU offload, the encoder goes back to the CPU
-            timings["measure"] = time.perf_counter() - t0
+            timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0
 
     def _measure(self, frames, params, likeness, timings) -> dict:
         """Motion and flicker (optical flow on the CPU) after the queue is released: the next run samples
@@ -255,7 +257,7 @@ class Sampler:
             metrics = measure_frames(frames, params.fps, "conditioning", likeness)
         except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
             metrics = {"error": f"{type(e).__name__}: {e}"}
-        timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0
+        timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0  # added up over videos
         return metrics
 
     def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str], on_preview=None,

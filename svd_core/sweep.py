@@ -403,6 +403,17 @@ def save_cells(results, checkpoint, out_dir=None, coords: list[dict] | None = No
         raise
 
 
+def grid_record(record: dict, sweep_id: str) -> dict:
+    """What a comparison's grid.mp4 carries: the comparison (its folder name, what it varied, each cell's label
+    and params); `params` are its first cell's."""
+    from .provenance import RECORD_KEY, RECORD_VERSION
+
+    return {RECORD_KEY: RECORD_VERSION, "kind": "sweep", "sweep": sweep_id, "created": record["created"],
+            "params": record["params"], "seed": record["seed"], "varied": record["varied"],
+            "checkpoint": record["checkpoint"],
+            "cells": [{"label": c["label"], "params": c["params"]} for c in record["cells"]]}
+
+
 def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None,
                should_stop: Callable[[], bool] | None = None, processes: list[dict] | None = None,
                extra: dict | None = None, extra_files: dict[str, bytes] | None = None,
@@ -459,7 +470,8 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         record["files"] = sorted([*files, "grid.mp4"])
 
         def contents(tmp: Path) -> dict[str, bytes]:
-            return {"grid.mp4": export.to_mp4(grid, first.params.video_fps, workdir=tmp), **files,
+            return {"grid.mp4": export.to_mp4(grid, first.params.video_fps, workdir=tmp,
+                                              metadata=grid_record(record, sweep_id)), **files,
                     "run.json": record_bytes(record)}
         staged.append((stage_folder(out_dir / sweep_id, contents), out_dir / sweep_id))
         paths = commit_staged(staged, should_stop)  # the sweep folder last: its cells are marked until it lands

@@ -41,10 +41,10 @@ def fps_vocabulary(params: SamplingParams) -> dict[str, int]:
 
 
 def describe_fps(params: SamplingParams) -> str:
-    """'fps 7 (conditioning; Stability's fps_id 6) · plays at 7 fps'"""
+    """'conditioning fps 7 (Stability's fps_id 6) · playback fps 7'"""
     v = fps_vocabulary(params)
-    return (f"fps {v['conditioning_fps']} (conditioning; Stability's fps_id {v['fps_id']}) · plays at "
-            f"{v['playback_fps']} fps")
+    return (f"conditioning fps {v['conditioning_fps']} (Stability's fps_id {v['fps_id']}) · playback fps "
+            f"{v['playback_fps']}")
 
 
 def training_warnings(params: SamplingParams, variant: Variant | str) -> list[str]:

@@ -138,7 +138,8 @@ def test_defaults_and_ranges_follow_checkpoint(with_tiny, reference_checkpoints)
     at = app()
     assert at.sidebar.selectbox(key="model_ckpt").value.endswith("svd_xt.safetensors")
     motion = at.slider(key="knob_motion_bucket_id")
-    assert (motion.value, motion.min, motion.max) == (127, 0, 1023)  # beyond the trained 0-255: the instrument issue
+    assert (motion.value, motion.min, motion.max) == (127, 0, 255)  # the slider spans the trained range ...
+    assert at.number_input(key="knob_motion_bucket_id-typed").max == 1023  # ... the typed value reaches beyond
     assert at.number_input(key="knob_num_frames").value == 25
     assert "SVD-XT on 25" in at.number_input(key="knob_num_frames").help  # model names keep their case
     assert at.slider(key="knob_decode_chunk_size").value == 14
@@ -184,8 +185,11 @@ def test_generate_full_run_survives_reruns(with_tiny):
     assert at.get("video")
     metrics = res["result"].metrics  # each per-frame metric of the run is charted, frame by frame
     drawn = charts(at)
-    for key in ("motion", "flicker", "likeness"):
-        assert drawn[key] == [pytest.approx(metrics[key]["per_frame"])], key
+    for key, field in (("motion", "flow (px)"), ("flicker", "flicker"), ("likeness", "likeness")):
+        assert drawn[field] == [pytest.approx(metrics[key]["per_frame"])], key
+    captions = " ".join(c.value for c in at.caption)  # each number with its own name and unit
+    assert f"Flow: **{metrics['motion']['flow_px_per_frame']:.3g}** px/frame" in captions
+    assert "Motion score (SVD paper units)" in captions or metrics["motion"]["score"] is None
     caption = next(c.value for c in at.caption if c.value.startswith("seed "))
     assert "decode chunk 3" in caption and "guidance 1→2.5" in caption and "fps_id 6" in caption
     assert (res["path"] / "input_original.png").read_bytes() == PNG  # the upload as given
@@ -236,9 +240,16 @@ def test_compare_two_cells(with_tiny):
     at.radio(key="cmp_mode").set_value("Settings A vs B").run()
     # B starts equal to A (Generate's settings): nothing differs until the user changes something
     assert at.slider(key="cmp_B_motion_bucket_id").value == at.slider(key="cmp_A_motion_bucket_id").value
-    assert button(at, "Run").disabled and any("A and B are the same" in e.value for e in at.error)
-    at.slider(key="cmp_B_noise_aug_strength").set_value(0.5).run()
-    assert any("noise_aug_strength: A 0.02 → B 0.5" in m.value for m in at.markdown)
+    # on opening: a hint, not an error
+    assert button(at, "Run").disabled and not at.error and any("A and B start as" in i.value for i in at.info)
+    # B's noise beyond its slider (0-0.3), typed: the slider widens to hold it; Generate's warnings on B's side
+    at.number_input(key="cmp_B_noise_aug_strength-typed").set_value(0.5).run()
+    assert at.slider(key="cmp_B_noise_aug_strength").value == 0.5
+    assert any("Noise augmentation: A 0.02 → B 0.5" in m.value for m in at.markdown)
+    assert sum("noise_aug_strength 0.5 is outside the training spread" in c.value for c in at.caption) == 1
+    at.number_input(key="cmp_B_motion_bucket_id-typed").set_value(331).run()
+    assert any("motion_bucket_id 331 is above the trained 0-255" in c.value for c in at.caption)
+    at.number_input(key="cmp_B_motion_bucket_id-typed").set_value(at.slider(key="cmp_A_motion_bucket_id").value).run()
     slot(at, "cmp").result = None
     button(at, "Run 2 samplings").click().run()
     res = wait(at, "cmp")
@@ -280,13 +291,13 @@ def test_history_reload_and_delete(with_tiny, tiny_sampler, input_png):
     at.switch_page("views/history.py").run()
     assert any(path.name in m.value for m in at.markdown)
     button(at, "Use these settings").click().run()
+    assert at.title[0].value == "Generate"  # the click opens Generate with the settings, and says so there
     assert at.session_state["knob_motion_bucket_id"] == 42 and at.session_state["knob_seed"] == 7
     img = at.session_state["image"]
     assert img.data == PNG and img.name == "photo.png"  # the original upload, not the 64x64 as sampled
-    at.switch_page("views/generate.py").run()
     assert at.slider(key="knob_motion_bucket_id").value == 42
     assert result(at, "gen") is None  # the older result is gone with the old settings
-    assert any("Settings and image of" in i.value for i in at.info)
+    assert any(f"Settings and image of {path.name} loaded from History" in i.value for i in at.info)
     assert not button(at, "Generate video").disabled  # the run's image is loaded
     at.switch_page("views/history.py").run()
     button(at, "Yes, delete").click().run()
@@ -342,8 +353,18 @@ def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
     # its progress bar reads the job's progress file (app/static/jobs), which says its place in the queue
     progress = json.loads(job_b.progress_file.read_text())
     assert job_b.status == "queued" and "1 run(s) ahead" in progress["text"] and not progress["finished"]
-    queue = " ".join(m.value for m in b.sidebar.markdown)
-    assert f"generate by session {job_a.owner}: denoising step" in queue and "generate by you: queued" in queue
+    queue = " ".join(m.value for m in b.sidebar.markdown)  # people in words, not session ids
+    assert "Generate · another tab: running" in queue and "Generate · this tab: queued (1 ahead)" in queue
+    assert job_a.owner not in queue
+    # the sidebar follows the server's version: it moved with b's run queued, and does not move at each step
+    from app.resources import get_server
+
+    version, step = get_server().version, job_a.step
+    while job_a.step < step + 3:
+        time.sleep(0.05)
+    assert get_server().version == version
+    status = json.loads(get_server().status_file.read_text()) if get_server().status_file else {"version": version}
+    assert status["version"] == version
     button(a, "Cancel").click().run()
     res = wait(b, "gen")
     assert res["result"].frames.shape[0] == 4 and job_a.status == "cancelled"
@@ -409,7 +430,7 @@ def test_delete_while_shown_elsewhere(with_tiny, tiny_sampler, input_png):
 def test_new_seed_button(with_tiny):
     at = app()
     old = at.number_input(key="knob_seed").value
-    next(b for b in at.button if b.help == "A new random seed").click().run()
+    button(at, "Random seed").click().run()  # a labelled button, not a bare icon
     assert at.number_input(key="knob_seed").value != old and not at.exception
 
 
@@ -450,12 +471,18 @@ def test_sampler_panel_shows_what_applies_and_runs_several_videos(with_tiny):
 def test_warnings_next_to_the_knob_and_the_fps_vocabulary(with_tiny):
     at = app()
     at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
-    at.slider(key="knob_motion_bucket_id").set_value(600).run()
-    at.slider(key="knob_fps").set_value(40).run()
+    # the sliders span the trained range; values beyond it are typed beside them
+    assert at.slider(key="knob_motion_bucket_id").max == 255 and at.slider(key="knob_fps").max == 31
+    assert at.slider(key="knob_noise_aug_strength").max == 0.3
+    at.number_input(key="knob_motion_bucket_id-typed").set_value(600).run()
+    at.number_input(key="knob_fps-typed").set_value(40).run()
+    assert at.slider(key="knob_motion_bucket_id").value == 600 and at.slider(key="knob_fps").value == 40
     captions = [c.value for c in at.caption]
     assert any("motion_bucket_id 600 is above the trained 0-255" in c for c in captions)
     assert any("fps 40 is fps_id 39, outside the trained fps_id 5-30" in c for c in captions)
-    assert any("fps 40 (conditioning; Stability's fps_id 39) · plays at 40 fps" in c for c in captions)
+    assert any("conditioning fps 40 (Stability's fps_id 39) · playback fps 40" in c for c in captions)
+    at.slider(key="knob_noise_aug_strength").set_value(0.05).run()  # the slider feeds the typed value back
+    assert at.number_input(key="knob_noise_aug_strength-typed").value == 0.05
     assert not at.error and not button(at, "Generate video").disabled  # a warning never blocks
 
 
@@ -475,7 +502,7 @@ def test_compare_across_seeds_shows_the_response(with_tiny):
     button(at, "Run 4 samplings").click().run()
     res = wait(at, "cmp")
     assert len(res["cells"]) == 4 and (res["path"] / "metrics.csv").is_file()
-    assert any("Response to motion_bucket_id" in m.value for m in at.markdown)
+    assert any("Response to Motion bucket" in m.value for m in at.markdown)
     assert any("spread over 2 seeds" in c.value for c in at.caption)
     from svd_core.sweep import response_table
 
@@ -521,14 +548,18 @@ def test_first_run_download_through_the_hub_stand_in(dirs):
 
 def test_compare_two_knobs_is_a_grid_with_a_heat_map(with_tiny):
     at = compare_motion_0_255()
+    at.text_input(key="cmp_values_motion_bucket_id").set_value("32 255").run()  # "255" < "32" as text
     at.selectbox(key="cmp_knob2").set_value("noise_aug_strength").run()
     at.text_input(key="cmp_values2_noise_aug_strength").set_value("0, 0.1, 0.3").run()
     button(at, "Run 6 samplings").click().run()
     res = wait(at, "cmp")
     assert len(res["cells"]) == 6
-    assert any("Response to motion_bucket_id and noise_aug_strength" in m.value for m in at.markdown)
-    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
-    import json
+    assert any("Response to Motion bucket and Noise augmentation" in m.value for m in at.markdown)
+    specs = [json.loads(el.proto.spec) for el in at.get("vega_lite_chart")]
+    maps = [sp for sp in specs if sp.get("mark") == "rect"]
+    assert maps and all(sp["encoding"]["x"]["sort"] == ["32", "255"] for sp in maps)  # the grid's order
+    assert all(sp["encoding"]["y"]["sort"] == ["0", "0.1", "0.3"] for sp in maps)
+    assert maps[0]["encoding"]["x"]["title"] == "Motion bucket"
     rec = json.loads((res["path"] / "run.json").read_text())
     assert rec["varied"] == ["motion_bucket_id", "noise_aug_strength"]
 

@@ -180,7 +180,7 @@ def test_boundaries_and_demo_model():
 def test_fps_vocabulary():
     p = _xt(fps=7, output_fps=24)
     assert fps_vocabulary(p) == {"conditioning_fps": 7, "fps_id": 6, "playback_fps": 24}
-    assert describe_fps(p) == "fps 7 (conditioning; Stability's fps_id 6) · plays at 24 fps"
+    assert describe_fps(p) == "conditioning fps 7 (Stability's fps_id 6) · playback fps 24"
 
 
 # ------------------------------------------------------------------------------------------ videos with records

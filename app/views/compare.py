@@ -6,10 +6,9 @@ or find the bucket: the value of a knob expected to give a target motion (svd_co
 import streamlit as st
 
 from app import charts, state
-from app.controls import image_uploader, prepare, require_sampler
+from app.controls import image_uploader, prepare, ranged, require_sampler
 from app.results import gone, picture, run_section, show_video, start_job, trajectory_steps
 from svd_core import (
-    RANGES,
     SamplingParams,
     SVDError,
     grid_cells,
@@ -19,15 +18,17 @@ from svd_core import (
     parse_values,
     response_table,
     run_sweep,
+    training_warnings,
 )
 from svd_core.calibrate import COARSE, calibration_cells, run_calibration
 from svd_core.calibrate import KNOBS as CALIBRATE_KNOBS
+from svd_core.params import help_text, label
 
 S = st.session_state
 KNOBS = ["motion_bucket_id", "fps", "noise_aug_strength", "decode_chunk_size", "num_inference_steps",
          "max_guidance_scale", "sampler", "guider", "edge_perc", "period", "seed"]
-# A vs B: everything but the image, the seed and the video's size (name -> slider step; ranges from RANGES)
-AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.01, "num_inference_steps": 1,
+# A vs B: everything but the image, the seed and the video's size (a slider and a typed value each: controls.ranged)
+AB_KNOBS = {"motion_bucket_id": 1, "fps": 1, "noise_aug_strength": 0.005, "num_inference_steps": 1,
             "min_guidance_scale": 0.1, "max_guidance_scale": 0.1, "decode_chunk_size": 1}
 MODES = ["Knobs over values", "Settings A vs B", "Find the bucket"]
 
@@ -57,7 +58,7 @@ def values_of(knob: str, text: str) -> list:
     """2 to 6 values typed for a knob (svd_core's parse_values reads them)."""
     out = parse_values(knob, text)
     if not 2 <= len(out) <= 6:
-        raise ValueError(f"type 2 to 6 values for {knob} (you typed {len(out)})")
+        raise ValueError(f"type 2 to 6 values for {label(knob)} (you typed {len(out)})")
     return out
 
 
@@ -81,29 +82,32 @@ def response(path) -> None:
     if not 1 <= len(knobs) <= 2:
         return
     knob = knobs[0]
-    st.markdown(f"**Response to {' and '.join(knobs)}**" + (" · :orange[demo model: meaningless numbers]"
-                                                           if is_untrained(sampler.info.variant) else ""))
+    st.markdown(f"**Response to {' and '.join(label(k) for k in knobs)}**"
+                + (" · :orange[demo model: meaningless numbers]" if is_untrained(sampler.info.variant) else ""))
+    order = {k: list(dict.fromkeys(str(r[k]) for r in rows)) for k in knobs}  # the values as they were given
     metrics = sorted({r["metric"] for r in rows})
     cols = st.columns(min(3, len(metrics)) or 1)
     for i, metric in enumerate(metrics):
         pts = [r for r in rows if r["metric"] == metric]
         with cols[i % len(cols)]:
-            if len(knobs) == 2:  # a heat map of the mean over seeds
-                st.caption(f"{metric} (mean over {pts[0]['n']} seed(s))")
+            if len(knobs) == 2:  # a heat map of the mean over seeds, its axes in the grid's order (not as text)
+                st.caption(f"{label(metric)} (mean over {pts[0]['n']} seed(s))")
                 st.vega_lite_chart(
                     [{k: str(r[k]) for k in knobs} | {"mean": r["mean"]} for r in pts],
                     {"mark": "rect", "height": 160,
-                     "encoding": {"x": {"field": knobs[0], "type": "ordinal"},
-                                  "y": {"field": knobs[1], "type": "ordinal"},
+                     "encoding": {"x": {"field": knobs[0], "type": "ordinal", "sort": order[knobs[0]],
+                                        "title": label(knobs[0]), "axis": {"labelAngle": 0}},
+                                  "y": {"field": knobs[1], "type": "ordinal", "sort": order[knobs[1]],
+                                        "title": label(knobs[1])},
                                   "color": {"field": "mean", "type": "quantitative"},
                                   "tooltip": [{"field": "mean", "type": "quantitative"}]}})
                 continue
             spread = f", spread over {pts[0]['n']} seeds" if pts and pts[0]["n"] > 1 else ""
-            st.caption(f"{metric} (mean{spread})")
+            st.caption(f"{label(metric)} (mean{spread})")
             series = ("mean", "min", "max") if spread else ("mean",)
             charts.chart([{knob: str(r[knob]), "series": k, "value": r[k]} for r in pts for k in series], knob,
                          "value", x_type="ordinal", color="series" if spread else None, y_title=None,
-                         height=160)
+                         height=160, x_title=label(knob))
     f = path / "metrics.csv"
     if f.is_file():
         st.download_button("metrics.csv", f.read_bytes(), file_name=f"{path.name}-metrics.csv", mime="text/csv",
@@ -122,7 +126,8 @@ def find_the_bucket(base: SamplingParams, variant) -> tuple[dict | None, str | N
                "follow the knob (flat or not monotone over the seeds), the result says so and gives no value.")
     c1, c2 = st.columns(2)
     with c1:
-        knob = st.selectbox("Knob", knobs, key="cmp_cal_knob", persist_state="session")
+        knob = st.selectbox("Knob", knobs, key="cmp_cal_knob", persist_state="session", format_func=label,
+                            help=help_text(S["cmp_cal_knob"]))
     with c2:
         S.setdefault("cmp_cal_target", 2.0)
         target = st.number_input("Target motion (paper units)", min_value=0.0, max_value=1000.0, step=0.5,
@@ -167,10 +172,10 @@ except ValueError as e:
     st.error(f"Fix the settings on Generate first: {e}")
     st.stop()
 conditioning = ("the camera path" if sampler.info.variant.family == "sv3d_p" else "" if sampler.info.variant.is_sv3d
-                else f"motion {base.motion_bucket_id}, fps {base.fps}")
+                else f"motion bucket {base.motion_bucket_id}, conditioning fps {base.fps}")
 st.caption(f"Everything not varied comes from Generate's settings: seed {base.seed}, {base.num_frames} frames, "
            f"{base.num_inference_steps} steps, {base.width}x{base.height}, "
-           + (f"{conditioning}, " if conditioning else "") + f"noise aug {base.noise_aug_strength:g}.")
+           + (f"{conditioning}, " if conditioning else "") + f"noise augmentation {base.noise_aug_strength:g}.")
 
 left, right = st.columns([1, 2], gap="large")
 with left:
@@ -188,9 +193,9 @@ with right:
     if mode == MODES[0]:
         if S.get("cmp_knob") not in KNOBS:  # a model without this knob
             S["cmp_knob"] = KNOBS[0]
-        knob = st.selectbox("Knob", KNOBS, key="cmp_knob", persist_state="session",
-                            help="elevations_deg: one camera elevation per cell, on the same azimuths" if
-                            "elevations_deg" in KNOBS else None)
+        knob = st.selectbox("Knob", KNOBS, key="cmp_knob", persist_state="session", format_func=label,
+                            help=help_text(S["cmp_knob"], "Elevation: one camera elevation per cell, on the same "
+                                           "azimuths." if S["cmp_knob"] == "elevations_deg" else ""))
         key = f"cmp_values_{knob}"
         S.setdefault(key, presets(knob, base))
         text = st.text_input("Values (2 to 6, separated by commas or spaces)", key=key, persist_state="session")
@@ -202,12 +207,14 @@ with right:
         others = ["none"] + [k for k in KNOBS if k not in (knob, "seed")]
         if S.get("cmp_knob2") not in others:
             S["cmp_knob2"] = "none"
-        knob2 = st.selectbox("Second knob (optional: a grid of both)", others, key="cmp_knob2", persist_state="session")
+        knob2 = st.selectbox("Second knob (optional: a grid of both)", others, key="cmp_knob2", persist_state="session",
+                             format_func=lambda k: "none" if k == "none" else label(k))
         vary_text = {knob: text}
         if knob2 != "none":
             key2 = f"cmp_values2_{knob2}"
             S.setdefault(key2, presets(knob2, base))
-            vary_text[knob2] = st.text_input(f"Values of {knob2}", key=key2, persist_state="session")
+            vary_text[knob2] = st.text_input(f"Values of {label(knob2)}", key=key2, persist_state="session",
+                                             help=help_text(knob2))
         try:
             seeds = parse_seeds(str(n_seeds), base.seed) if n_seeds > 1 else None
             cells = grid_cells(base, {k: values_of(k, t) for k, t in vary_text.items()}, max_cells=36,
@@ -226,18 +233,23 @@ with right:
             with col:
                 st.markdown(f"**{tag}**")
                 changes = {}
-                for name, step in AB_KNOBS.items():
-                    lo, hi, help_ = RANGES[name]
-                    changes[name] = st.slider(name, lo, hi, step=step, key=f"cmp_{tag}_{name}", persist_state="session",
-                                              help=help_[0].upper() + help_[1:])
+                for name in AB_KNOBS:
+                    changes[name] = ranged(name, f"cmp_{tag}_{name}")
+                try:  # the same warnings as Generate's, on each side
+                    side_warnings = training_warnings(base.replace(**changes), sampler.info.variant)
+                except ValueError:
+                    side_warnings = []
+                for w in side_warnings:
+                    st.caption(f":orange[:material/warning: {w}]")
                 sets.append(changes)
         st.button("Reset A and B to Generate's settings", on_click=_reset_ab, args=(base,))
         differ = [k for k in AB_KNOBS if sets[0][k] != sets[1][k]]
         if not differ:
-            problem = "A and B are the same: change a setting of B (or A) to compare."
+            st.info("A and B start as Generate's settings: change a setting of B (or A) to compare them.",
+                    icon=":material/info:")
         else:
             st.markdown("**Differs:** " + " · ".join(
-                f":orange-badge[{k}: A {_fmt(sets[0][k])} → B {_fmt(sets[1][k])}]" for k in differ))
+                f":orange-badge[{label(k)}: A {_fmt(sets[0][k])} → B {_fmt(sets[1][k])}]" for k in differ))
             try:
                 cells = [(f"{tag}: " + ", ".join(f"{k}={_fmt(ch[k])}" for k in differ), base.replace(**ch))
                          for tag, ch in zip("AB", sets)]

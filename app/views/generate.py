@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import state
+from app.camera import camera_words
 from app.controls import (
     background_option,
     image_uploader,
@@ -87,20 +88,27 @@ def result():
         where = f"{r.memory_mode} mode on {r.device}" if r.device.startswith("cuda") else f"on {r.device}"
         cam = eff.get("camera")
         if sampler.info.variant.is_sv3d:
-            cond = (f"camera: elevation {min(cam['elevations_deg']):g}…{max(cam['elevations_deg']):g}°, azimuth "
-                    f"{cam['azimuths_deg'][0]:g}° → {cam['azimuths_deg'][-1]:g}°" if cam else "orbit (no camera input)")
+            cond = (camera_words(cam) if cam else "orbit (no camera input)")
         else:
-            cond = f"motion {p.motion_bucket_id} · fps {p.fps} (fps_id {p.fps - 1})"
+            cond = (f"motion bucket {p.motion_bucket_id} · conditioning fps {p.fps} (fps_id {p.fps - 1}) · "
+                    f"playback fps {p.video_fps}")
         st.caption(f"seed {p.seed}{f'-{p.seed + n - 1}' if n > 1 else ''} · {p.sampler}/{p.discretization}/"
-                   f"{p.guider} · {cond} · noise aug "
+                   f"{p.guider} · {cond} · noise augmentation "
                    f"{p.noise_aug_strength:g} · guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g} · "
                    f"{p.num_frames} frames · {p.num_inference_steps} steps · {chunk_text} · {p.width}x{p.height} · "
                    f"{t['total']:.1f} s (encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode "
                    f"{t['decode']:.1f}) · {where} · saved to outputs/{res['path'].name}")
         for note in r.notes:
             st.caption(f":material/info: {note}")
-        show_metrics(r.metrics, is_untrained(sampler.info.variant))
-        downloads(res["path"], r.frames, p.video_fps, "gen")
+        k, whose = 0, ""
+        if n > 1:  # each video its own measurements and downloads
+            k = st.segmented_control("Measurements and downloads of", range(n), default=0, key="gen_video",
+                                     format_func=lambda i: f"video {i + 1} (seed {p.seed + i})") or 0
+            whose = f"video {k + 1}, seed {p.seed + k}"
+        video_metrics = getattr(r, "video_metrics", None) or [r.metrics]
+        show_metrics(video_metrics[k] if k < len(video_metrics) else {}, is_untrained(sampler.info.variant),
+                     sampler.info.variant.is_sv3d, whose)
+        downloads(res["path"], r.videos[k] if r.videos else r.frames, p.video_fps, "gen", video=k)
 
 
 if params is not None:

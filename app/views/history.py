@@ -4,9 +4,11 @@ original image, or delete it (a comparison with or without its cells)."""
 import streamlit as st
 
 from app import state
+from app.camera import camera_words
 from app.resources import checkpoints
 from app.results import picture, trajectory_steps, trajectory_view
-from svd_core import SamplingParams, SVDError, delete_run, load_run, read_video_record
+from svd_core import SamplingParams, SVDError, delete_run, get_variant, load_run, read_video_record
+from svd_core.params import label
 from svd_core.runs import scan_runs
 
 S = st.session_state
@@ -29,6 +31,7 @@ def load_from_video(runs) -> None:
     except (SVDError, ValueError) as e:
         st.error(f"{up.name}: {e}", icon=":material/error:")
         return
+    grid = record.get("kind") == "sweep"  # a comparison's grid.mp4: its first cell's settings
     from app.controls import current_checkpoint
 
     info = current_checkpoint()
@@ -42,10 +45,17 @@ def load_from_video(runs) -> None:
         got = "settings (its image is not among the runs here: upload it on Generate)"
     ck = record.get("checkpoint", {}).get("file")
     note = f" It was made with {ck}." if info is None or ck != info.name else ""
+    if grid:
+        varied = ", ".join(label(k) for k in record.get("varied") or ["seed"])
+        listed = " (listed below)" if record.get("sweep") in {r.id for r in runs} else ""
+        got = (f"{up.name} is the grid of comparison {record.get('sweep')}{listed}, which varied {varied}: the "
+               f"{got.replace('settings', 'settings of its first cell', 1)}")
+    else:
+        got = f"The {got} of {up.name}"
     state.slot("gen").result = None
-    state.notify("generate", f"The {got} of {up.name} loaded.{note}")
-    st.success(f"The {got} of {up.name} loaded.{note}", icon=":material/check_circle:")
-    st.page_link("views/generate.py", label="Open Generate to rerun it", icon=":material/movie:")
+    state.notify("generate", f"{got} loaded.{note}")
+    st.success(f"{got} loaded.{note}", icon=":material/check_circle:")
+    st.page_link("views/generate.py", label="Open Generate to reproduce it", icon=":material/movie:")
 
 
 for note in state.take_notices("history"):
@@ -65,8 +75,9 @@ in_a_sweep = {c.id for cells in cells_of.values() for c in cells}
 top = [r for r in runs if r.id not in in_a_sweep]  # a comparison's cells are shown under it
 
 
-def use_settings(run_id: str):
-    """Load the run's parameters, original image and (when it is still here) checkpoint into Generate."""
+def use_settings(run_id: str) -> bool:
+    """Load the run's parameters, original image and (when it is still here) checkpoint into Generate; False
+    (and a note) when the run is gone."""
     from app.controls import current_checkpoint
     from app.resources import get_server
     from app.server import Busy
@@ -77,10 +88,10 @@ def use_settings(run_id: str):
         data = image.read_bytes() if image is not None else None
     except (ValueError, OSError):
         state.notify("history", f"Run {run_id} was deleted (maybe in another tab): nothing loaded.")
-        return
+        return False
     if data is None:
         state.notify("history", f"Run {run_id} has no input image in its folder: nothing loaded.")
-        return
+        return False
     server = get_server()
     same_file = [c for c in checkpoints() if c.name == run.record.get("checkpoint", {}).get("file")]
     note = ""
@@ -98,9 +109,8 @@ def use_settings(run_id: str):
     state.set_image(state.Upload(run.record.get("input", {}).get("name") or f"{run.id}/{image.name}", data))
     gen = state.slot("gen")
     gen.result, gen.error = None, None  # the old result does not belong to these settings
-    state.notify("generate", f"Settings and image of {run.id} loaded: Generate reproduces it.{note}")
-    state.notify("history", f"Settings and image of {run.id} loaded.{note}")
-    S["history_loaded"] = True
+    state.notify("generate", f"Settings and image of {run.id} loaded from History: Generate reproduces it.{note}")
+    return True
 
 
 def remove(run_id: str, with_cells: bool):
@@ -114,13 +124,38 @@ def remove(run_id: str, with_cells: bool):
     S.pop(f"confirm_{run_id}", None)
 
 
-if S.pop("history_loaded", False):
-    st.page_link("views/generate.py", label="Open Generate to reproduce it", icon=":material/movie:")
+def summary(run) -> str:
+    """A card's line: what the run is, in the app's words (SV3D: its camera; a comparison: what it varied; a
+    run of several videos: their seeds)."""
+    rec, p = run.record, run.record["params"]
+    parts = [f"seed {p['seed']}"]
+    n = p.get("num_videos") or 1
+    if n > 1:
+        parts = [f"{n} videos, seeds {p['seed']}-{p['seed'] + n - 1}"]
+    if run.kind == "sweep":
+        cells = rec.get("cells", [])
+        for k in rec.get("varied") or []:
+            values = list(dict.fromkeys(str(c.get("coords", {}).get(k, c["params"].get(k))) for c in cells))
+            parts.append(f"varies {label(k)}: {', '.join(values)}")
+        seeds = rec.get("seeds") or []
+        parts[0] = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else parts[0]
+    try:
+        sv3d = get_variant(rec.get("checkpoint", {}).get("variant", "")).is_sv3d
+    except ValueError:
+        sv3d = False
+    if sv3d:
+        camera = rec.get("effective", {}).get("camera")
+        parts.append(camera_words(camera) if camera else "orbit (no camera input)")
+    else:
+        parts.append(f"motion bucket {p['motion_bucket_id']} · conditioning fps {p['fps']}")
+    parts += [f"noise augmentation {p['noise_aug_strength']:g}", f"{p['num_frames']} frames",
+              f"{p['num_inference_steps']} steps", f"{p['width']}x{p['height']}",
+              f"{rec.get('created', '')[:16].replace('T', ' ')} UTC"]
+    return " · ".join(parts)
 
 
 def card(run, nested: bool = False):
     rec = run.record
-    p = run.params
     with st.container(border=True, key=f"card_{run.id}"):
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
         with c1:
@@ -132,9 +167,7 @@ def card(run, nested: bool = False):
                     "Cell" if nested else "Run")
             label = f" · {rec['label']}" if "label" in rec else ""
             st.markdown(f"**{kind}{label}** · `{run.id}` · {rec.get('checkpoint', {}).get('file', '?')}")
-            st.caption(f"seed {p.seed} · motion {p.motion_bucket_id} · fps {p.fps} · noise aug "
-                       f"{p.noise_aug_strength} · {p.num_frames} frames · {p.num_inference_steps} steps · "
-                       f"{p.width}x{p.height} · {(rec.get('created') or '')[:16].replace('T', ' ')} UTC")
+            st.caption(summary(run))
             if calibration:  # "find the bucket": its answer (or why none) and the fit
                 st.caption(str(calibration.get("summary", "")).replace("\n", " · "))
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
@@ -149,8 +182,11 @@ def card(run, nested: bool = False):
                 if calibration:
                     picture(run.file("calibration.png"))
         with c3:
-            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id,),
-                      width="stretch")
+            if st.button("Use these settings", key=f"use_{run.id}", width="stretch",
+                         help="Load this run's settings, image and checkpoint, and open Generate"):
+                if use_settings(run.id):  # Generate says what was loaded
+                    st.switch_page("views/generate.py")
+                st.rerun()  # it is gone: the note at the top says so
             with st.popover("Delete", width="stretch"):
                 cells = cells_of.get(run.id, [])
                 st.write(f"Delete `{run.id}` and its files for good?")

@@ -14,8 +14,9 @@ st.title("Setup")
 found = checkpoints()
 st.subheader("Checkpoints")
 if found:
-    st.dataframe([{"model": c.label, "variant": c.variant.name, "size (GB)": round(c.size_gb, 2), "dtype": c.dtype,
-                   "frames": c.variant.num_frames} for c in found], hide_index=True, width="stretch")
+    # a list, not a table: it wraps on a narrow screen instead of hiding its right-hand columns
+    st.markdown("\n".join(f"- **{c.label}** · {c.variant.name} · {c.size_gb:.2f} GB · {c.dtype} · "
+                          f"{c.variant.num_frames} frames" for c in found))
 else:
     first_run_screen()
 st.caption(f"Folder: `{checkpoint_dir()}` (change with the SVD_CHECKPOINT_DIR environment variable)")
@@ -36,6 +37,7 @@ gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 st.markdown(f"- Python {platform.python_version()}, torch {torch.__version__}\n- CUDA GPU: {gpu}\n"
             f"- Apple MPS: {getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()}")
 st.subheader("Serving")
-st.markdown("The app listens on localhost only. To reach it from another machine, run "
-            "`streamlit run app/main.py --server.address 0.0.0.0` on a trusted network, or tunnel with "
-            "`ssh -L 8501:localhost:8501 host`.")
+port = st.get_option("server.port")
+st.markdown(f"This server listens on port {port} of localhost only. To reach it from another machine, run "
+            f"`streamlit run app/main.py --server.address 0.0.0.0` on a trusted network, or tunnel with "
+            f"`ssh -L {port}:localhost:{port} host`.")
