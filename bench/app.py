@@ -45,7 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 IMAGE = ROOT / "tests" / "fixtures" / "A" / "input_image_large.png"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = DEBIAN_CHROMIUM if Path(DEBIAN_CHROMIUM).exists() else shutil.which("chromium") or DEBIAN_CHROMIUM
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic",
                  "--autoplay-policy=no-user-gesture-required"]
@@ -117,7 +118,7 @@ def ready(page, url: str, steps: int, image: Path = IMAGE, preview: bool = True)
         expect(live).to_be_checked(checked=preview)
     page.wait_for_function("() => { const b = [...document.querySelectorAll('button')].find("
                            "b => b.innerText.includes('Generate video')); return b && !b.disabled; }")
-    page.wait_for_timeout(500)
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", state="attached")
 
 
 def ready_tab(browser, url: str, steps: int, preview: bool = True):

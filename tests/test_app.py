@@ -332,6 +332,15 @@ def test_setup_page(with_tiny):
     assert any("svd_xt.safetensors" in m.value for m in at.markdown)
     warnings = " ".join(w.value for w in at.warning)
     assert "old_model.ckpt" in warnings and "pickle" in warnings and "not a safetensors file" in warnings
+    from streamlit import config
+
+    port = config.get_option("server.port")
+    config.set_option("server.port", 8599)  # the serving note names the port the app runs on
+    try:
+        at.run()
+    finally:
+        config.set_option("server.port", port)
+    assert any("ssh -L 8599:localhost:8599" in m.value for m in at.markdown)
 
 
 def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
@@ -466,6 +475,15 @@ def test_sampler_panel_shows_what_applies_and_runs_several_videos(with_tiny):
     assert rec["params"]["sampler"] == "euler_ancestral" and rec["params"]["guider"] == "triangle"
     assert rec["effective"]["model_calls"] == 2 * 2  # two videos of two steps
     assert any("meaningless" in m.value for m in at.markdown)  # the demo model's metrics are labelled
+    # each video its own measurements and downloads; run.json has every video's
+    assert len(rec["video_metrics"]) == 2 and rec["video_metrics"][0] == rec["metrics"]
+    assert rec["video_metrics"][1]["flicker"] != rec["video_metrics"][0]["flicker"]
+    assert any("Measured (video 1, seed" in m.value for m in at.markdown)
+    at.button_group(key="gen_video").set_value(1).run()
+    assert any(f"Measured (video 2, seed {r.params.seed + 1})" in m.value for m in at.markdown)
+    assert charts(at)["flicker"] == [pytest.approx(rec["video_metrics"][1]["flicker"]["per_frame"])]
+    mp4 = next(b for b in at.get("download_button") if b.proto.label == "mp4")
+    assert mp4.proto.id.endswith("gen-mp4-1")  # video-1.mp4's button
 
 
 def test_warnings_next_to_the_knob_and_the_fps_vocabulary(with_tiny):
@@ -526,6 +544,29 @@ def test_history_loads_a_dropped_mp4(with_tiny, tiny_sampler, input_png):
     assert not at.exception and any("x.mp4" in e.value for e in at.error)
 
 
+def test_history_summaries_and_a_dropped_grid(with_tiny, tiny_sampler, input_png, capsys):
+    """A card says what a run is: a comparison what it varied, a run of several videos their seeds. A
+    comparison's grid.mp4 dropped on History loads its first cell and names the comparison."""
+    from svd_core import grid_cells, run_sweep
+
+    base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1)
+    sweep = run_sweep(tiny_sampler, input_png, grid_cells(base, {"motion_bucket_id": [32, 255]}))
+    _saved_run(tiny_sampler, input_png, num_videos=2, seed=9)
+    at = app("views/history.py")
+    captions = [c.value for c in at.caption]
+    assert any("varies Motion bucket: 32, 255" in c for c in captions)
+    assert any(c.startswith("2 videos, seeds 9-10 ·") for c in captions)
+    at.file_uploader(key="upload_video").set_value(("grid.mp4", (sweep.path / "grid.mp4").read_bytes(),
+                                                    "video/mp4")).run()
+    assert not at.error and at.session_state["knob_motion_bucket_id"] == 32
+    assert any(f"grid of comparison {sweep.path.name} (listed below), which varied Motion bucket" in m.value
+               for m in at.success)
+    from svd_core.__main__ import main
+
+    assert main(["sample", "--from", str(sweep.path / "grid.mp4"), str(input_png)]) == 2  # the CLI says what it is
+    assert f"the grid of comparison {sweep.path.name}: rerun it with `sweep`" in capsys.readouterr().err
+
+
 @pytest.mark.usefixtures("fake_hub")
 def test_first_run_download_through_the_hub_stand_in(dirs):
     """No model: the first-run screen downloads one (from the local stand-in for the hub) with progress; the
@@ -558,7 +599,7 @@ def test_compare_two_knobs_is_a_grid_with_a_heat_map(with_tiny):
     specs = [json.loads(el.proto.spec) for el in at.get("vega_lite_chart")]
     maps = [sp for sp in specs if sp.get("mark") == "rect"]
     assert maps and all(sp["encoding"]["x"]["sort"] == ["32", "255"] for sp in maps)  # the grid's order
-    assert all(sp["encoding"]["y"]["sort"] == ["0", "0.1", "0.3"] for sp in maps)
+    assert all([float(v) for v in sp["encoding"]["y"]["sort"]] == [0, 0.1, 0.3] for sp in maps)
     assert maps[0]["encoding"]["x"]["title"] == "Motion bucket"
     rec = json.loads((res["path"] / "run.json").read_text())
     assert rec["varied"] == ["motion_bucket_id", "noise_aug_strength"]
@@ -597,10 +638,15 @@ def test_sv3d_camera_section_generate_and_compare(dirs, tiny_sv3d):
     assert record["effective"]["camera"] == {"elevations_deg": list(elevations), "azimuths_deg": list(azimuths)}
     caption = next(c.value for c in at.caption if c.value.startswith("seed "))
     assert "camera: elevation" in caption and "fps_id" not in caption
+    import re
+
+    assert not re.search(r"\d\.\d\d", caption.split("camera: ")[1].split(" · ")[0])  # angles to a tenth
+    assert any("SV3D has no fps input" in c.value and "conditioning time base" not in c.value for c in at.caption)
 
     at.switch_page("views/compare.py").run()
     assert not at.exception and at.selectbox(key="cmp_knob").value == "elevations_deg"
-    assert "motion_bucket_id" not in at.selectbox(key="cmp_knob").options
+    assert "Motion bucket" not in at.selectbox(key="cmp_knob").options and "Elevation" in at.selectbox(
+        key="cmp_knob").options
     at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
     at.text_input(key="cmp_values_elevations_deg").set_value("0, 40").run()
     button(at, "Run 2 samplings").click().run()
@@ -609,6 +655,9 @@ def test_sv3d_camera_section_generate_and_compare(dirs, tiny_sv3d):
     assert all(c[2].azimuths_deg == tuple(azimuths) for c in res["cells"])  # the same path, other elevations
 
     at.switch_page("views/history.py").run()  # "use these settings" brings the per-frame path back
+    summaries = [c.value for c in at.caption]  # SV3D's cards: the camera, no motion or fps
+    assert any("camera: elevation 40.0°" in c for c in summaries) and not any("motion bucket" in c for c in summaries)
+    assert any("varies Elevation: 0, 40" in c for c in summaries)
     gen_run = next(b for b in at.button if b.key == f"use_{res['cells'][1][1].name}")
     gen_run.click().run()
     at.switch_page("views/generate.py").run()

@@ -124,6 +124,12 @@ def remove(run_id: str, with_cells: bool):
     S.pop(f"confirm_{run_id}", None)
 
 
+def _fmt(v) -> str:
+    if isinstance(v, (list, tuple)) and len(v) == 1:
+        v = v[0]
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def summary(run) -> str:
     """A card's line: what the run is, in the app's words (SV3D: its camera; a comparison: what it varied; a
     run of several videos: their seeds)."""
@@ -135,7 +141,7 @@ def summary(run) -> str:
     if run.kind == "sweep":
         cells = rec.get("cells", [])
         for k in rec.get("varied") or []:
-            values = list(dict.fromkeys(str(c.get("coords", {}).get(k, c["params"].get(k))) for c in cells))
+            values = list(dict.fromkeys(_fmt(c.get("coords", {}).get(k, c["params"].get(k))) for c in cells))
             parts.append(f"varies {label(k)}: {', '.join(values)}")
         seeds = rec.get("seeds") or []
         parts[0] = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else parts[0]
