@@ -71,7 +71,7 @@ DEFAULT_BY = "the server (default)"
 # reruns the sidebar's fragment only when its "version" moved (a run queued, started or ended; the model chosen
 # or loaded): no rerun while nothing changes, none at each step. Without static serving a fragment polls every
 # SIDEBAR_POLL_S while runs are active.
-SIDEBAR_IDLE_MS, SIDEBAR_ACTIVE_MS, SIDEBAR_POLL_S = 3000, 1000, 2.0
+SIDEBAR_IDLE_MS, SIDEBAR_ACTIVE_MS, SIDEBAR_POLL_S = 2000, 1000, 2.0
 _WATCH_JS = """
 export default function(component) {
   const { data, setTriggerValue } = component;
@@ -351,7 +351,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
                     _widget(name, st.number_input, step=step or multiple,
                             **({"format": "%g"} if isinstance(RANGES[name][0], float) else {}))
         _warnings_about(warnings, *(f"{d}" for d in "0123456789"))  # sizes and frame counts
-        c3, c4 = st.columns([3, 2], vertical_alignment="bottom")
+        c3, c4 = st.columns(2, vertical_alignment="bottom")
         with c3:
             _widget("seed", st.number_input, step=1)
         with c4:

@@ -389,9 +389,13 @@ def test_two_sessions_one_model(with_tiny, reference_checkpoints):
     a, b = app(), app()
     tiny, xt = str(ck / "tiny.safetensors"), str(ck / "svd_xt.safetensors")
     assert a.sidebar.selectbox(key="model_ckpt").value == xt  # the server's default
+    version = get_server().version
     a.sidebar.selectbox(key="model_ckpt").set_value(tiny).run()
+    assert get_server().version > version  # every tab's sidebar follows (the browser test watches one)
     b.run()
     assert b.sidebar.selectbox(key="model_ckpt").value == tiny
+    assert any("Chosen by another tab" in c.value for c in b.sidebar.caption)
+    assert any("Chosen by this tab" in c.value for c in a.sidebar.caption)
     assert b.number_input(key="knob_num_frames").value == 6
     assert any("The model is now tiny.safetensors" in i.value for i in b.info)
     a.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()
@@ -449,6 +453,9 @@ def test_sampler_panel_shows_what_applies_and_runs_several_videos(with_tiny):
     small(at, frames=3, steps=2)
     numbers = {w.key for w in at.number_input}
     assert "knob_s_churn" in numbers and "knob_eta" not in numbers  # euler: churn, no eta
+    sigma = at.number_input(key="knob_sigma_min")  # a label in words, the API name in the help, 0.002 not "0.00"
+    assert sigma.label == "Smallest noise level" and "`sigma_min`" in sigma.help
+    assert sigma.proto.format % sigma.value == "0.002"
     assert "knob_s_noise" not in numbers  # read only with churn
     at.selectbox(key="knob_sampler").set_value("euler_ancestral").run()
     numbers = {w.key for w in at.number_input}
@@ -554,7 +561,7 @@ def test_history_summaries_and_a_dropped_grid(with_tiny, tiny_sampler, input_png
     _saved_run(tiny_sampler, input_png, num_videos=2, seed=9)
     at = app("views/history.py")
     captions = [c.value for c in at.caption]
-    assert any("varies Motion bucket: 32, 255" in c for c in captions)
+    assert any("varies Motion bucket: 32, 255" in c and "motion bucket 32" not in c for c in captions)
     assert any(c.startswith("2 videos, seeds 9-10 ·") for c in captions)
     at.file_uploader(key="upload_video").set_value(("grid.mp4", (sweep.path / "grid.mp4").read_bytes(),
                                                     "video/mp4")).run()

@@ -296,6 +296,7 @@ def start(sampler, upload, cells):
 
 
 hint = ("Upload an image to enable comparing." if upload is None else
+        "Change a setting of B (or A) to compare." if mode == MODES[1] and not cells and not problem else
         "Fix the values above." if not cells else None)
 
 

@@ -149,14 +149,16 @@ def summary(run) -> str:
         sv3d = get_variant(rec.get("checkpoint", {}).get("variant", "")).is_sv3d
     except ValueError:
         sv3d = False
-    if sv3d:
+    if sv3d and "elevations_deg" not in (rec.get("varied") or []):
         camera = rec.get("effective", {}).get("camera")
         parts.append(camera_words(camera) if camera else "orbit (no camera input)")
-    else:
-        parts.append(f"motion bucket {p['motion_bucket_id']} · conditioning fps {p['fps']}")
-    parts += [f"noise augmentation {p['noise_aug_strength']:g}", f"{p['num_frames']} frames",
-              f"{p['num_inference_steps']} steps", f"{p['width']}x{p['height']}",
-              f"{rec.get('created', '')[:16].replace('T', ' ')} UTC"]
+    varied = set(rec.get("varied") or []) if run.kind == "sweep" else set()
+    knobs = ([] if sv3d else [("motion_bucket_id", f"motion bucket {p['motion_bucket_id']}"),
+                               ("fps", f"conditioning fps {p['fps']}")])
+    knobs += [("noise_aug_strength", f"noise augmentation {p['noise_aug_strength']:g}"),
+              ("num_frames", f"{p['num_frames']} frames"), ("num_inference_steps", f"{p['num_inference_steps']} steps")]
+    parts += [text for name, text in knobs if name not in varied]  # a comparison's varied knobs are said above
+    parts += [f"{p['width']}x{p['height']}", f"{rec.get('created', '')[:16].replace('T', ' ')} UTC"]
     return " · ".join(parts)
 
 
