@@ -58,6 +58,8 @@ def load_from_video(runs) -> None:
     st.page_link("views/generate.py", label="Open Generate to reproduce it", icon=":material/movie:")
 
 
+if S.pop("history_open_generate", False):  # "Use these settings" (a callback: it runs even for a card now gone)
+    st.switch_page("views/generate.py")
 for note in state.take_notices("history"):
     st.info(note, icon=":material/info:")
 runs, unreadable = scan_runs()
@@ -110,6 +112,7 @@ def use_settings(run_id: str) -> bool:
     gen = state.slot("gen")
     gen.result, gen.error = None, None  # the old result does not belong to these settings
     state.notify("generate", f"Settings and image of {run.id} loaded from History: Generate reproduces it.{note}")
+    S["history_open_generate"] = True  # the page opens Generate, which says what was loaded
     return True
 
 
@@ -190,11 +193,8 @@ def card(run, nested: bool = False):
                 if calibration:
                     picture(run.file("calibration.png"))
         with c3:
-            if st.button("Use these settings", key=f"use_{run.id}", width="stretch",
-                         help="Load this run's settings, image and checkpoint, and open Generate"):
-                if use_settings(run.id):  # Generate says what was loaded
-                    st.switch_page("views/generate.py")
-                st.rerun()  # it is gone: the note at the top says so
+            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id,),
+                      width="stretch", help="Load this run's settings, image and checkpoint, and open Generate")
             with st.popover("Delete", width="stretch"):
                 cells = cells_of.get(run.id, [])
                 st.write(f"Delete `{run.id}` and its files for good?")
