@@ -344,7 +344,8 @@ def instrument_record(result) -> dict:
 
 _OPTIONAL = {"created": str, "kind": str, "label": str, "sweep": str, "seed": int, "files": list, "input": dict,
              "notes": list, "metrics": dict, "effective": dict, "timings_s": dict, "coords": dict, "cells": list,
-             "input_pixels_sha256": str, "device": str, "dtype": str, "trajectory": dict}
+             "input_pixels_sha256": str, "device": str, "dtype": str, "trajectory": dict, "video_metrics": list,
+             "varied": list}
 _NULLABLE = {"created", "seed", "input_pixels_sha256", "device", "dtype"}  # null in an mp4's record
 
 

@@ -411,7 +411,7 @@ def grid_record(record: dict, sweep_id: str) -> dict:
     return {RECORD_KEY: RECORD_VERSION, "kind": "sweep", "sweep": sweep_id, "created": record["created"],
             "params": record["params"], "seed": record["seed"], "varied": record["varied"],
             "checkpoint": record["checkpoint"],
-            "cells": [{"label": c["label"], "params": c["params"]} for c in record["cells"]]}
+            "cells": [{"run": c["run"], "label": c["label"], "params": c["params"]} for c in record["cells"]]}
 
 
 def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None,
