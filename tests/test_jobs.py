@@ -78,10 +78,18 @@ def test_progress_file_tells_the_page_without_a_rerun(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def _status(path) -> dict:
+    """The server's status file without its version (the sidebar's: app/controls.py)."""
+    import json
+
+    data = json.loads(path.read_text())
+    assert isinstance(data.pop("version"), int)
+    return data
+
+
 def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny_checkpoint):
     """What every page's video guard fetches: how many runs are queued or running, and the model's device type
     (known once it is loaded); rewritten when a run is submitted, when the model loads, when a run ends."""
-    import json
 
     from app.resources import _make_sampler
     from app.server import ModelChoice, ModelServer
@@ -90,13 +98,13 @@ def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny
     server.status_file = tmp_path / "server.json"
     server.select(ModelChoice(str(tiny_checkpoint), device="cpu"))
     server.publish()
-    assert json.loads(server.status_file.read_text()) == {"active": 0, "device": "cpu"}
+    assert _status(server.status_file) == {"active": 0, "device": "cpu"}
 
     release, seen = threading.Event(), []
 
     def work(job):
         server.sampler()
-        seen.append(json.loads(server.status_file.read_text()))
+        seen.append(_status(server.status_file))
         release.wait(10)
         return {}
     job = Job("generate", work)
@@ -105,9 +113,11 @@ def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny
     while not seen and time.time() < deadline:
         time.sleep(0.01)
     assert seen == [{"active": 1, "device": "cpu"}]
+    during = server.version
     release.set()
     job.done_event.wait(10)
-    assert json.loads(server.status_file.read_text()) == {"active": 0, "device": "cpu"}
+    assert _status(server.status_file) == {"active": 0, "device": "cpu"}
+    assert server.version > during  # the sidebars follow the queue's changes
     assert not list(tmp_path.glob("*.tmp"))
 
     best = ModelServer(_make_sampler)
@@ -120,7 +130,6 @@ def test_server_status_file_says_when_runs_are_active_and_on_what(tmp_path, tiny
 def test_server_status_says_how_long_the_running_job_has_left(tmp_path):
     """A page that holds its videos paused fetches the status again shortly before the server can be idle: the
     running job's estimate, rewritten at each of its steps; none while it is unknown, none when idle."""
-    import json
 
     from app.server import ModelServer
 
@@ -129,7 +138,7 @@ def test_server_status_says_how_long_the_running_job_has_left(tmp_path):
     step, seen = threading.Event(), []
 
     def read():
-        return json.loads(server.status_file.read_text())
+        return _status(server.status_file)
 
     def work(job):
         job.on_queue(0)
