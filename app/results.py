@@ -221,8 +221,9 @@ def clean_progress_files() -> None:
     """Progress files of jobs of an earlier server process (called once at start)."""
     for f in JOBS_DIR.glob("*.json*") if JOBS_DIR.is_dir() else []:
         f.unlink(missing_ok=True)
-    for f in PREVIEWS_DIR.glob("*.png") if PREVIEWS_DIR.is_dir() else []:
-        f.unlink(missing_ok=True)
+    for pattern in ("*.png", ".*.tmp"):  # previews, and temporaries of writes a kill cut short
+        for f in PREVIEWS_DIR.glob(pattern) if PREVIEWS_DIR.is_dir() else []:
+            f.unlink(missing_ok=True)
 
 
 def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels: float = 0.0,
@@ -346,23 +347,34 @@ def _trajectory(folder: str, name: str, mtime: float):
     import json
 
     from svd_core import read_video
+    from svd_core.runs import validate_trajectory_stats
 
-    frames, _ = read_video(Path(folder) / name)
     stats = Path(folder) / name.replace(".mp4", ".json")
-    return frames, json.loads(stats.read_text())["steps"] if stats.is_file() and not stats.is_symlink() else []
+    steps = []
+    if stats.is_file() and not stats.is_symlink():
+        try:
+            steps = validate_trajectory_stats(json.loads(stats.read_text()), f"{Path(folder).name}/{stats.name}")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{Path(folder).name}/{stats.name} is not JSON ({e})") from None
+    frames, _ = read_video(Path(folder) / name)
+    return frames, steps
 
 
 def trajectory(run):
-    """(frames, per-step statistics) of a run's denoising record (RunInfo), or None when it kept none or its
-    files are unreadable."""
+    """(frames, per-step statistics) of a run's denoising record (RunInfo), or None when it kept none; ValueError,
+    one line, when its files are unreadable."""
     names = (run.record.get("trajectory") or {}).get("videos") or []
     path = run.file(names[0]) if names else None  # a regular file in the run's folder, or None
     if path is None:
         return None
     try:
         return _trajectory(str(run.path), path.name, path.stat().st_mtime)
-    except (SVDError, ValueError, OSError, KeyError):
-        return None
+    except (SVDError, ValueError, OSError) as e:
+        raise ValueError(str(e)) from None
+
+
+def _unreadable(run, error: ValueError) -> None:
+    st.caption(f":material/error: `{run.id}`: unreadable denoising record ({error})")
 
 
 def _step_caption(stats: list, step: int) -> str:
@@ -376,8 +388,12 @@ def _step_caption(stats: list, step: int) -> str:
 
 def trajectory_view(run, key: str) -> None:
     """A run's video beside its denoising record, with a step slider (the record only when it kept one)."""
-    record = trajectory(run)
     video = run.file("video.mp4")
+    try:
+        record = trajectory(run)
+    except ValueError as e:
+        _unreadable(run, e)
+        record = None
     if record is None:
         if video is not None:
             st.video(str(video), loop=True, muted=True)
@@ -395,7 +411,13 @@ def trajectory_view(run, key: str) -> None:
 def trajectory_steps(runs: list, labels: list[str], key: str) -> None:
     """The same step of every run's denoising record side by side, one step slider over them all (a run with
     fewer steps shows its last)."""
-    records = [trajectory(r) for r in runs]
+    records = []
+    for r in runs:
+        try:
+            records.append(trajectory(r))
+        except ValueError as e:
+            _unreadable(r, e)
+            records.append(None)
     shown = [(label, rec) for label, rec in zip(labels, records) if rec is not None]
     if not shown:
         return

@@ -84,8 +84,12 @@ def write_atomically(path, data: bytes) -> None:
     """Replace `path` with `data` through a temporary sibling: a reader sees the old file or the new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class BackgroundWriter:

@@ -392,6 +392,25 @@ def validate_record(record, name: str = "the record") -> dict:
     return record
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_trajectory_stats(stats, name: str = "the denoising record") -> list[dict]:
+    """The per-step rows of a parsed denoising.json if it has the shape SVD Studio writes: {"steps": [rows]},
+    each row with numeric step, steps and sigma and an estimate_change that is null or a list of numbers; else
+    RecordError, one line naming `name`. The one check of every denoising.json read."""
+    rows = stats.get("steps") if isinstance(stats, dict) else None
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and all(_number(r.get(k)) for k in ("step", "steps", "sigma"))
+            and (r.get("estimate_change") is None
+                 or isinstance(r["estimate_change"], list) and all(map(_number, r["estimate_change"])))
+            for r in rows):
+        raise RecordError(f"{name} is not a denoising record of SVD Studio (each step needs a numeric step, "
+                          "steps and sigma): delete it or save the run again with its record")
+    return rows
+
+
 @dataclass(frozen=True)
 class RunInfo:
     path: Path

@@ -700,7 +700,8 @@ def _walk(node):
         yield from _walk(c)
 
 
-def test_history_shows_the_denoising_record_with_a_step_slider(with_tiny, tiny_sampler, input_png):
+def test_history_shows_the_denoising_record_with_a_step_slider(with_tiny, tiny_sampler, input_png, monkeypatch):
+    import svd_core
     from svd_core import save_run
 
     params = tiny_sampler.default_params(width=64, height=64, num_frames=3, num_inference_steps=3,
@@ -708,8 +709,17 @@ def test_history_shows_the_denoising_record_with_a_step_slider(with_tiny, tiny_s
     path = save_run(tiny_sampler.generate(input_png, params, trajectory=True), tiny_sampler.info,
                     source=("photo.png", PNG))
     plain = save_run(tiny_sampler.generate(input_png, params.replace(seed=5)), tiny_sampler.info)
+    read = []
+    real_read_video = svd_core.read_video
+    monkeypatch.setattr(svd_core, "read_video", lambda p, *a, **k: (read.append(Path(p).name),
+                                                                      real_read_video(p, *a, **k))[1])
     at = app("views/history.py")
-    assert [s.key for s in at.slider] == [f"step-{path.name}"]  # only the run that kept its record
+    at.run()  # a rerun: still nothing decoded while the record is not asked for
+    assert read == [] and not at.slider
+    assert [t.key for t in at.toggle] == [f"traj-{path.name}"]  # only the run that kept its record
+    at.toggle(key=f"traj-{path.name}").set_value(True).run()
+    assert read == ["denoising.mp4"]
+    assert [s.key for s in at.slider] == [f"step-{path.name}"]
     step = at.slider(key=f"step-{path.name}")
     assert step.value == 3 and step.max == 3
 
@@ -771,6 +781,8 @@ def test_history_shows_one_step_of_every_cell(with_tiny, tiny_sampler, input_png
     base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=2)
     sweep = run_sweep(tiny_sampler, input_png, grid_cells(base, {"motion_bucket_id": [1, 200]}), trajectory=True)
     at = app("views/history.py")
+    assert not at.slider  # the cells' records are decoded only when asked for
+    at.toggle(key=f"traj-{sweep.path.name}").set_value(True).run()
     step = at.slider(key=f"steps-{sweep.path.name}")
     assert step.value == 2
 

@@ -476,6 +476,59 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
     assert no_external_programs == []
 
 
+BAD_STATS = {"a list": [], "rows not objects": {"steps": [3]},
+             "sigma a string": {"steps": [{"step": 1, "steps": 1, "sigma": "big", "estimate_change": None}]},
+             "estimate_change a string": {"steps": [{"step": 1, "steps": 1, "sigma": 1.0, "estimate_change": "x"}]}}
+
+
+@pytest.mark.parametrize("case", list(BAD_STATS))
+def test_malformed_denoising_stats_are_refused_in_one_line(case):
+    from svd_core.runs import RecordError, validate_trajectory_stats
+
+    with pytest.raises(RecordError, match="^d.json is not a denoising record of SVD Studio"):
+        validate_trajectory_stats(BAD_STATS[case], "d.json")
+    good = [{"step": 1, "steps": 2, "sigma": 1.5, "estimate_change": None},
+            {"step": 2, "steps": 2, "sigma": 0.5, "estimate_change": [0.1, 2]}]
+    assert validate_trajectory_stats({"steps": good}, "d.json") == good
+
+
+def test_history_survives_malformed_denoising_records_and_odd_summaries(dirs, good_run, tiny_checkpoint):  # noqa: F811
+    """Records the validator accepts (created null, cells without params or coords) and denoising.json files
+    that are not ours: the page renders, every run is listed, the bad records get one line each."""
+    import shutil
+
+    from .test_app import app
+
+    ck, out = dirs
+    (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
+    out.mkdir()
+    record = json.loads((good_run / "run.json").read_text())
+    names = []
+    for i, stats in enumerate(BAD_STATS.values()):
+        folder = out / f"traj{i}"
+        shutil.copytree(good_run, folder)
+        shutil.copy(good_run / "video.mp4", folder / "denoising.mp4")
+        (folder / "denoising.json").write_text(json.dumps(stats))
+        (folder / "run.json").write_text(json.dumps({**record, "save_trajectory": True, "trajectory": {
+            "videos": ["denoising.mp4"], "stats": ["denoising.json"]}}))
+        names.append(folder.name)
+    (out / "nulldate").mkdir()
+    (out / "nulldate" / "run.json").write_text(json.dumps({**record, "created": None}))
+    (out / "bare").mkdir()  # a comparison whose cells say only {run, label}
+    (out / "bare" / "run.json").write_text(json.dumps({**record, "kind": "sweep", "varied": ["motion_bucket_id"],
+                                                       "cells": [{"run": "gone", "label": "a"}]}))
+    names += ["nulldate", "bare"]
+    at = app("views/history.py")
+    assert not at.exception, [e.value for e in at.exception]
+    for i in range(len(BAD_STATS)):
+        at.toggle(key=f"traj-traj{i}").set_value(True)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert all(any(f"`{n}`" in m.value for m in at.markdown) for n in names)
+    assert sum("unreadable denoising record" in c.value for c in at.caption) == len(BAD_STATS)
+    assert not at.slider
+
+
 def test_upload_of_eps_named_png_is_refused_on_the_page(dirs, tiny_checkpoint, no_external_programs):  # noqa: F811
     from .test_app import app, button
 

@@ -133,6 +133,12 @@ def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _field(cell: dict, name: str) -> dict:
+    """A comparison cell's coords or params (a record's cells need only {run, label})."""
+    value = cell.get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def summary(run) -> str:
     """A card's line: what the run is, in the app's words (SV3D: its camera; a comparison: what it varied; a
     run of several videos: their seeds)."""
@@ -144,7 +150,7 @@ def summary(run) -> str:
     if run.kind == "sweep":
         cells = rec.get("cells", [])
         for k in rec.get("varied") or []:
-            values = list(dict.fromkeys(_fmt(c.get("coords", {}).get(k, c["params"].get(k))) for c in cells))
+            values = list(dict.fromkeys(_fmt(_field(c, "coords").get(k, _field(c, "params").get(k))) for c in cells))
             parts.append(f"varies {label(k)}: {', '.join(values)}")
         seeds = rec.get("seeds") or []
         parts[0] = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else parts[0]
@@ -161,7 +167,7 @@ def summary(run) -> str:
     knobs += [("noise_aug_strength", f"noise augmentation {p['noise_aug_strength']:g}"),
               ("num_frames", f"{p['num_frames']} frames"), ("num_inference_steps", f"{p['num_inference_steps']} steps")]
     parts += [text for name, text in knobs if name not in varied]  # a comparison's varied knobs are said above
-    parts += [f"{p['width']}x{p['height']}", f"{rec.get('created', '')[:16].replace('T', ' ')} UTC"]
+    parts += [f"{p['width']}x{p['height']}", f"{(rec.get('created') or '')[:16].replace('T', ' ')} UTC"]
     return " · ".join(parts)
 
 
@@ -184,11 +190,16 @@ def card(run, nested: bool = False):
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
             record = " (with the denoising record)" if "trajectory" in rec else ""
             with st.popover("Play" + record) if nested else st.expander("Play" + record):  # expanders do not nest
-                if run.kind != "sweep":
+                # Streamlit runs a closed expander's body: a record is decoded only when its toggle asks for it
+                # (a cell's record is in its comparison's step view)
+                cells = cells_of.get(run.id, []) if run.kind == "sweep" else []
+                kept = any("trajectory" in r.record for r in cells or [run])
+                wanted = kept and not nested and st.toggle("Denoising record", key=f"traj-{run.id}")
+                if wanted and run.kind != "sweep":
                     trajectory_view(run, run.id)
                 elif video is not None:
                     st.video(str(video), loop=True, muted=True)
-                    cells = cells_of.get(run.id, [])
+                if wanted and cells:
                     trajectory_steps(cells, [c.record.get("label", c.id) for c in cells], run.id)
                 if calibration:
                     picture(run.file("calibration.png"))
