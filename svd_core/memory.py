@@ -213,8 +213,8 @@ class Plan:
 def choose(estimates_for_chunk, decode_chunk: int, budget: int) -> Plan:
     """auto: fast, then balanced, at the asked decode chunk, if its estimate fits `budget` bytes (free device
     memory plus what this process already holds); else balanced with the largest smaller chunk (down to low's
-    chunk) that fits; else low; else low at chunk 1. A lowered chunk is said in the note (it changes the
-    result); when nothing fits, low at chunk 1 runs and the note says by how much it is over.
+    chunk) that fits; else low; else low at chunk 1. When nothing fits, low at chunk 1 runs and the note says
+    by how much it is over (the sampler notes a lowered chunk, whatever lowered it).
     `estimates_for_chunk(chunk)` -> estimate()'s dict."""
     usable = budget / HEADROOM - CONTEXT_BYTES
     asked = estimates_for_chunk(decode_chunk)
@@ -225,12 +225,7 @@ def choose(estimates_for_chunk, decode_chunk: int, budget: int) -> Plan:
     for mode, c in tries:
         e = estimates_for_chunk(c)[mode]
         if e.peak <= usable:
-            note = None
-            if c < min(chunk, LOW_DECODE_CHUNK if mode == "low" else chunk):
-                note = (f"auto memory: decode_chunk_size lowered from {decode_chunk} to {c} in '{mode}' mode to fit "
-                        f"{budget / GB:.1f} GB free (estimated peak {e.peak / GB:.1f} GB): this changes the result "
-                        "(the temporal decoder mixes frames within a chunk)")
-            return Plan(mode, e.decode_chunk, e, True, note)
+            return Plan(mode, e.decode_chunk, e, True)
     mode, c = tries[-1]
     e = estimates_for_chunk(c)[mode]
     return Plan(mode, c, e, False, f"auto memory: even '{mode}' mode with decode chunks of {c} is estimated at "
@@ -256,11 +251,13 @@ def run_estimates(modules: dict, params, dtype_bytes: int):
     return for_chunk
 
 
-def device_budget(device) -> int:
+def device_budget(device) -> int | None:
     """Bytes a run can use on a CUDA device: what is free plus what this process's allocator already holds
-    (the model's weights among it, which the estimate counts)."""
+    (the model's weights among it, which the estimate counts); None off CUDA."""
     import torch
 
+    if torch.device(device).type != "cuda":
+        return None
     free, _ = torch.cuda.mem_get_info(device)
     held = torch.cuda.memory_reserved(device) if torch.cuda.is_initialized() else 0
     return int(free + held)

@@ -291,10 +291,11 @@ class Sampler:
     def _auto_plan(self, params: SamplingParams, notes: list[str]) -> int | None:
         """auto on CUDA: the mode (applied now, kept for later runs) and decode chunk whose estimate fits the free
         memory (svd_core.memory.choose). Returns the decode chunk when it is lower than asked, else None."""
-        if self.memory_setting != "auto" or self.device.type != "cuda":
+        budget = memory.device_budget(self.device) if self.memory_setting == "auto" else None
+        if budget is None:
             return None
         plan = memory.choose(memory.run_estimates(self.pipe.components, params, self.dtype.itemsize),
-                             params.decode_chunk, memory.device_budget(self.device))
+                             params.decode_chunk, budget)
         if plan.mode != self.memory_mode:
             self.memory_mode = plan.mode
             self._apply_memory_mode(plan.mode)
@@ -328,10 +329,15 @@ class Sampler:
         finally:
             if mode != self.memory_mode:
                 self._apply_memory_mode(self.memory_mode)
-        if used["decode_chunk_size"] < params.decode_chunk and max_chunk is None:
-            notes.append(f"decode_chunk_size lowered from {params.decode_chunk_size} to "
-                         f"{used['decode_chunk_size']} by '{mode}' "
-                         "memory mode: this changes the result (the temporal decoder mixes frames within a chunk)")
+        chunk = used["decode_chunk_size"]
+        if chunk < params.decode_chunk:
+            cause = ("the out-of-memory fallback to 'low' mode" if fallback and chunk < (max_chunk or params.decode_chunk)
+                     else "auto's memory plan (to fit the free memory)" if self.memory_setting == "auto"
+                     else f"'{mode}' memory mode")
+            note = (f"decode_chunk_size lowered from {params.decode_chunk_size} to {chunk} by {cause}: this changes "
+                    "the result (the temporal decoder mixes frames within a chunk)")
+            if note not in notes:
+                notes.append(note)
         effective = {
             **used,  # decode_chunk_size, unet_ff_chunking
             "memory_mode": mode,

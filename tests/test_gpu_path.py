@@ -112,15 +112,42 @@ def test_auto_chooses_the_first_mode_and_chunk_that_fit_the_free_memory():
         earlier = order[:order.index(plan.mode)]
         assert not any(fits(asked[m], budget) for m in earlier), free_gb  # no faster mode fits as asked
         assert plan.fits == fits(plan.estimate, budget), free_gb
-        if plan.decode_chunk < asked[plan.mode].decode_chunk:  # lowered: said, and the next chunk up would not fit
-            assert ("decode_chunk_size lowered from 14" if plan.fits else "may run out of memory") in plan.note
+        if plan.decode_chunk < asked[plan.mode].decode_chunk:  # lowered: the next chunk up would not fit
             assert not fits(for_chunk(plan.decode_chunk + 1)[plan.mode], budget)
-        elif plan.mode != "low":
-            assert plan.note is None
+        # a lowered chunk is said by the sampler (test below); the plan says only that nothing fits
+        assert (plan.note is None) if plan.fits else ("may run out of memory" in plan.note)
         seen.add((plan.mode, plan.decode_chunk < 14 and plan.mode != "low", plan.fits))
     # an 80 GB card runs fast, a 24 GB one balanced, a 16 GB one balanced with a smaller chunk, 8 GB low
     assert ("fast", False, True) in seen and ("balanced", False, True) in seen
     assert ("balanced", True, True) in seen and ("low", False, True) in seen and ("low", False, False) in seen
+
+
+def test_auto_that_lowers_the_decode_chunk_says_so(tiny_sampler, input_png, monkeypatch):
+    """auto given little free memory runs low at chunk 2 and the run's notes say the chunk was lowered and why;
+    an out-of-memory fallback from an auto-planned balanced chunk 3 to low names the chunk low used."""
+    from svd_core import memory
+
+    params = tiny_sampler.default_params(**SMALL)
+    monkeypatch.setattr(tiny_sampler, "memory_setting", "auto")
+    monkeypatch.setattr(tiny_sampler, "memory_mode", "fast")
+    low = memory.run_estimates(tiny_sampler.pipe.components, params, 4)(2)["low"]  # low at chunk 2 just fits
+    monkeypatch.setattr(memory, "device_budget", lambda device: int((low.peak + CONTEXT_BYTES) * HEADROOM) + 1)
+    result = tiny_sampler.generate(input_png, params)
+    assert result.memory_mode == "low"
+    assert "decode_chunk_size lowered from 4 to 2 by auto's memory plan" in " ".join(result.notes)
+
+    real_run, notes = tiny_sampler._run, []
+
+    def oom_once(prepared, p, on_step, should_stop, on_phase, mode, *rest):
+        if mode == "balanced":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(prepared, p, on_step, should_stop, on_phase, mode, *rest)
+    monkeypatch.setattr(tiny_sampler, "_run", oom_once)
+    monkeypatch.setattr(tiny_sampler, "memory_mode", "balanced")
+    prepared = tiny_sampler.prepare(input_png, params)
+    *_, effective = tiny_sampler._run_with_fallback(prepared, params, None, None, None, notes, 3)
+    assert effective["decode_chunk_size"] == 2 and effective["memory_mode"] == "low"
+    assert "decode_chunk_size lowered from 4 to 2 by the out-of-memory fallback to 'low' mode" in " ".join(notes)
 
 
 def test_low_fits_an_8_gb_card_and_the_split_halves_the_unet_activations():
