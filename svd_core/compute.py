@@ -65,13 +65,16 @@ def prepare_modules(pipe, options: ComputeOptions) -> None:
 def fuse_qkv(unet) -> None:
     """Every attention of the UNet computes q, k, v (self-attention) or k, v (cross-attention) with one matmul
     (diffusers' `Attention.fuse_projections` and `FusedAttnProcessor2_0`; the UNet's own
-    `fuse_qkv_projections()` skips this Attention class)."""
+    `fuse_qkv_projections()` skips this Attention class). The separate projections the fused processor does
+    not use are deleted, so the weights are held once."""
     from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
-    for m in unet.modules():
-        if isinstance(m, Attention):
-            m.fuse_projections(fuse=True)
-            m.set_processor(FusedAttnProcessor2_0())
+    for m in [m for m in unet.modules() if isinstance(m, Attention)]:
+        m.fuse_projections(fuse=True)
+        m.set_processor(FusedAttnProcessor2_0())
+        del m.to_k, m.to_v
+        if not m.is_cross_attention:  # cross-attention still computes q alone
+            del m.to_q
 
 
 def attention_context(options: ComputeOptions, device: torch.device):

@@ -224,6 +224,9 @@ def test_fused_qkv_equals_separate_projections_and_cudnn_is_cuda_only(tiny_check
 
     fused = Sampler(tiny_checkpoint, device="cpu", dtype=torch.float32, fuse_qkv=True, attention="cudnn")
     assert all(isinstance(p, FusedAttnProcessor2_0) for p in fused.pipe.unet.attn_processors.values())
+    # the fused weights replace the separate ones: the UNet holds as many parameters as before
+    assert sum(p.numel() for p in fused.pipe.unet.parameters()) == \
+        sum(p.numel() for p in tiny_sampler.pipe.unet.parameters())
     params = tiny_sampler.default_params(**SMALL)
     got, want = fused.generate(input_png, params), tiny_sampler.generate(input_png, params)
     torch.testing.assert_close(got.latents[0], want.latents[0], rtol=1e-4, atol=1e-4)
