@@ -579,7 +579,7 @@ def cmd_make_tiny(args) -> int:
 
 def cmd_estimate(args) -> int:
     from .checkpoints import inspect_checkpoint
-    from .memory import HEADROOM, format_table, run_estimates
+    from .memory import HEADROOM, checkpoint_modules, format_table, run_estimates
     from .params import SamplingParams
 
     info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
@@ -587,18 +587,12 @@ def cmd_estimate(args) -> int:
                                         decode_chunk_size=args.decode_chunk_size,
                                         **({"num_frames": args.num_frames} if args.num_frames else {}))
     dtype_bytes = 4 if args.dtype == "float32" else 2
-    estimates = run_estimates(_estimate_modules(info), params, dtype_bytes)(params.decode_chunk)
+    estimates = run_estimates(checkpoint_modules(info), params, dtype_bytes)(params.decode_chunk)
     print(f"{info.name}: {params.num_frames} frames {params.width}x{params.height}, decode chunk "
           f"{params.decode_chunk}, {args.dtype}, {params.guider} guider (allocated GB; add the CUDA context, "
           f"~0.6 GB, and {HEADROOM - 1:.0%} allocator slack for the card)")
     print(format_table(estimates))
     return 0
-
-
-def _estimate_modules(info):
-    from .memory import checkpoint_modules
-
-    return checkpoint_modules(info)
 
 
 COMMANDS = {"sample": cmd_sample, "sweep": cmd_sweep, "calibrate": cmd_calibrate, "measure": cmd_measure,

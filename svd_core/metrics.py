@@ -187,15 +187,6 @@ class Likeness:
         return (self.embed(np.asarray(frames)) @ ref[0]).tolist()
 
 
-def measure_result(pipe, frames, params, image) -> dict:
-    """The metrics of one run of ours: conditioning time base, likeness with the pipeline's own encoder."""
-    try:
-        likeness = Likeness(pipe)(frames, image)
-    finally:
-        pipe.maybe_free_model_hooks()  # with CPU offload, the encoder goes back to the CPU
-    return measure_frames(frames, params.fps, "conditioning", likeness)
-
-
 # ----------------------------------------------------------------------------------------------- reading files
 
 def read_video(source) -> tuple[np.ndarray, float]:

@@ -27,8 +27,6 @@ from .training import training_warnings
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}
-LOW_DECODE_CHUNK = 2
-GiB = 1 << 30
 TINY_MIN_SIDE = 32
 
 
@@ -125,7 +123,7 @@ class SampleResult:
     videos: list[np.ndarray] = field(default_factory=list)
     latents: list[torch.Tensor] = field(default_factory=list)
     model_calls: int = 0
-    metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_result: motion, flicker, likeness
+    metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_frames: motion, flicker, likeness
     trajectories: list = field(default_factory=list)  # generate(trajectory=True): a preview.Trajectory per video
     video_metrics: list[dict] = field(default_factory=list)  # num_videos: each video's metrics ([0] is `metrics`)
 
@@ -331,7 +329,8 @@ class Sampler:
                 self._apply_memory_mode(self.memory_mode)
         chunk = used["decode_chunk_size"]
         if chunk < params.decode_chunk:
-            cause = ("the out-of-memory fallback to 'low' mode" if fallback and chunk < (max_chunk or params.decode_chunk)
+            by_fallback = fallback and chunk < (max_chunk or params.decode_chunk)
+            cause = ("the out-of-memory fallback to 'low' mode" if by_fallback
                      else "auto's memory plan (to fit the free memory)" if self.memory_setting == "auto"
                      else f"'{mode}' memory mode")
             note = (f"decode_chunk_size lowered from {params.decode_chunk_size} to {chunk} by {cause}: this changes "
@@ -358,7 +357,7 @@ class Sampler:
         PipelineOutput, what it used)."""
         decode_chunk = min(params.decode_chunk, max_chunk or params.decode_chunk)
         if mode == "low":
-            decode_chunk = min(decode_chunk, LOW_DECODE_CHUNK)
+            decode_chunk = min(decode_chunk, memory.LOW_DECODE_CHUNK)
         used = {"decode_chunk_size": decode_chunk, "unet_ff_chunking": unet_chunking(self.pipe.unet),
                 "split_guidance": mode == "low"}
         rows = 1 if params.guider == "identity" or mode == "low" else 2
