@@ -157,28 +157,13 @@ def decode(pipe, latents: torch.Tensor, decode_chunk_size: int, check_stop: Call
 
 # --------------------------------------------------------------------------------------------------- run
 
-class NoiseStream:
-    """The sampler's draws from the run's (CPU) generator, as randn_tensor makes them. On an accelerator each
-    draw goes to page-locked memory and is copied without blocking, and the next draw is made ahead (all draws
-    are shaped like x and nothing else draws in between, so the stream is the same)."""
-
-    def __init__(self, generator: torch.Generator, ahead: bool | None = None):
-        """ahead: draw one ahead (default: on CUDA with a CPU generator)."""
-        self.generator, self.ahead, self._next = generator, ahead, None
-
-    def _draw(self, like: torch.Tensor) -> torch.Tensor:
-        host = torch.randn(like.shape, generator=self.generator, device="cpu", dtype=like.dtype)
-        if like.device.type == "cuda":
-            host = host.pin_memory()
+def draw_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The sampler's draw from the run's generator, as randn_tensor makes it. On CUDA a CPU generator's draw is
+    made in page-locked memory and copied without blocking the host."""
+    if like.device.type == "cuda" and generator.device.type == "cpu":
+        host = torch.randn(like.shape, generator=generator, dtype=like.dtype, pin_memory=True)
         return host.to(like.device, non_blocking=True)
-
-    def __call__(self, like: torch.Tensor) -> torch.Tensor:
-        ahead = self.ahead if self.ahead is not None else like.device.type == "cuda"
-        if not ahead or self.generator.device.type != "cpu":
-            return randn_tensor(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
-        noise = self._next if self._next is not None else self._draw(like)
-        self._next = self._draw(like)
-        return noise
+    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generator: torch.Generator,
@@ -223,7 +208,7 @@ def run(pipe, image, params: SamplingParams, *, decode_chunk_size: int, generato
             estimate = [None]
             if on_preview is not None:
                 denoise = samplers.keep_last(denoise, estimate)
-            loop = samplers.Loop(denoise, sigmas, params, NoiseStream(generator))
+            loop = samplers.Loop(denoise, sigmas, params, lambda like: draw_noise(like, generator))
             n = loop.num_steps
             for i in range(n):
                 check_stop()
