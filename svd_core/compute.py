@@ -30,6 +30,9 @@ class ComputeOptions:
     def __post_init__(self):
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention backend {self.attention!r}; valid: {', '.join(ATTENTION_BACKENDS)}")
+        if self.attention == "cudnn" and not _sdpa_priority_supported():
+            raise ValueError(f"cuDNN attention needs a torch whose sdpa_kernel takes set_priority (this is torch "
+                             f"{torch.__version__}): upgrade torch or use the default attention")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise ValueError(f"compile must be true, false or a torch.compile backend name, got {self.compile!r}")
 
@@ -75,6 +78,14 @@ def fuse_qkv(unet) -> None:
         del m.to_k, m.to_v
         if not m.is_cross_attention:  # cross-attention still computes q alone
             del m.to_q
+
+
+def _sdpa_priority_supported() -> bool:
+    import inspect
+
+    from torch.nn.attention import sdpa_kernel
+
+    return "set_priority" in inspect.signature(sdpa_kernel).parameters
 
 
 def attention_context(options: ComputeOptions, device: torch.device):

@@ -1,6 +1,7 @@
 """The GPU path's settings, on the tiny model on the CPU: torch.compile, metrics after the queue, the guidance
 halves apart (low), the memory estimate and auto's choice, fused QKV, the attention setting, pinned offload."""
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -255,6 +256,17 @@ def test_cudnn_attention_context_puts_cudnn_first_on_cuda_only():
         ComputeOptions(attention="flash")
 
 
+def test_cudnn_attention_on_a_torch_without_sdpa_priority_fails_with_one_line(monkeypatch):
+    import torch.nn.attention
+
+    def old_sdpa_kernel(backends):  # torch's signature before set_priority
+        return contextlib.nullcontext()
+    monkeypatch.setattr(torch.nn.attention, "sdpa_kernel", old_sdpa_kernel)
+    with pytest.raises(ValueError, match="cuDNN attention needs a torch whose sdpa_kernel takes set_priority"):
+        ComputeOptions(attention="cudnn")
+    ComputeOptions()  # the default attention needs nothing
+
+
 def test_pinned_offload_points_offloaded_weights_back_at_their_host_copies(tiny_checkpoint):
     from svd_core.loader import load_pipeline
 
@@ -322,13 +334,12 @@ def test_compiled_sampler_equals_eager_for_svd_sv3d_both_batches_and_split_halve
     assert r.frames.shape == (4, 64, 64, 3) and r.effective["camera"] is not None
 
 
-def test_noise_drawn_ahead_is_the_same_stream():
-    """The draw-ahead path (CUDA's: pinned, copied without blocking) gives the generator's draws in order."""
-    from diffusers.utils.torch_utils import randn_tensor
-
-    like = torch.zeros(3, 4, 5, 5)
-    ahead = pipeline.NoiseStream(torch.Generator("cpu").manual_seed(7), ahead=True)
-    plain = torch.Generator("cpu").manual_seed(7)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the pinned path needs CUDA"))])
+def test_noise_is_the_cpu_generators_stream_on_every_device(device):
+    """The draws (on CUDA: pinned, copied without blocking) are the CPU generator's stream in order."""
+    like = torch.zeros(3, 4, 5, 5, device=device)
+    gen, plain = torch.Generator("cpu").manual_seed(7), torch.Generator("cpu").manual_seed(7)
     for _ in range(3):
-        torch.testing.assert_close(ahead(like), randn_tensor(like.shape, generator=plain, dtype=like.dtype),
+        torch.testing.assert_close(pipeline.draw_noise(like, gen).cpu(), torch.randn(like.shape, generator=plain),
                                    rtol=0, atol=0)
