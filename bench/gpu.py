@@ -13,11 +13,14 @@ before each timed configuration):
 3. cudnn: ours with cuDNN attention first;
 4. fused: ours with fused QKV projections;
 5. compiled: ours with the UNet and VAE decoder compiled in place (on the fused modules);
-6. balanced and low at --offload-steps steps: allocated, reserved and device-level peaks;
+6. balanced and low at --offload-steps steps, set up as the Sampler sets them up (svd_core.sampler's
+   apply_memory_mode: pinned offload, low's chunked feed-forward, split guidance and decode chunk), compared
+   with R at the same steps;
 7. profile: one UNet call and one decode chunk under the profiler, the kernels' time shares.
 
 PSNR of every row's frames against R and against stock (stock keeps fp16 latents between steps, so it differs
-from R by more than rounding).
+from R by more than rounding). On CUDA each row has its allocated, reserved and device-level peaks next to the
+pre-flight estimate of its mode (svd_core.memory.estimate, allocated bytes).
 """
 
 from __future__ import annotations
@@ -133,10 +136,10 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from svd_core import pipeline
+    from svd_core import memory, pipeline
     from svd_core.compute import ComputeOptions, attention_context, fuse_qkv
     from svd_core.params import SamplingParams
-    from svd_core.sampler import set_unet_chunking, to_uint8
+    from svd_core.sampler import apply_memory_mode, to_uint8
 
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / ("gpu_cpu.jsonl" if args.cpu else "gpu.jsonl")
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
         return to_uint8(out.frames[0]), {"denoise_and_encode": marks["denoised"] - t0,
                                          "decode": end - marks["denoised"], "total": end - t0}
 
-    def timed(label, fn, p=base, **extra):
+    def timed(label, fn, p=base, mode="fast", ref=None, **extra):
         fn(p.replace(num_inference_steps=2))  # warm-up (compiles, for the compiled row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -207,13 +210,17 @@ def main(argv=None) -> int:
             f, t = fn(p)
         row = {"row": label, **extra, "timings": {k: round(v, 3) for k, v in t.items()},
                "s_per_step": round((t.get("denoise") or t["denoise_and_encode"]) / p.num_inference_steps, 4)}
+        est = memory.estimate(pipe.components, width=p.width, height=p.height, num_frames=p.num_frames,
+                              decode_chunk_size=p.decode_chunk, dtype_bytes=dtype.itemsize)[mode]
+        row["estimate_gb"] = round(est.peak / 1e9, 2)
         if device.type == "cuda":
             row.update(allocated_gb=round(torch.cuda.max_memory_allocated(device) / 1e9, 2),
                        reserved_gb=round(torch.cuda.max_memory_reserved(device) / 1e9, 2),
                        device_gb=round(peak.peak / 1e9, 2))
-        if p is base:
+        if ref is not None:  # a row at other steps, against R at those steps
+            row.update(psnr_vs_R=psnr(f, ref))
+        else:
             refs.setdefault(label, f)
-        if p is base:  # the offload rows run fewer steps: no comparison
             row.update(psnr_vs_R=psnr(f, refs.get("R")) if label != "R" else None,
                        psnr_vs_stock=psnr(f, refs.get("stock")) if label != "stock" else None)
         emit(row)
@@ -239,19 +246,18 @@ def main(argv=None) -> int:
             emit({"row": "compiled", "skipped": "no --compile-backend in --cpu mode"})
     for m in (pipe.unet, pipe.vae.decoder):  # the offload rows and the profile run eager (no recompiles)
         m._compiled_call_impl = None
-    if device.type == "cuda":
+    modes = [m for m in ("balanced", "low") if m not in skip]
+    if modes:
         short = base.replace(num_inference_steps=args.offload_steps)
-        for mode in ("balanced", "low"):
-            if mode in skip:
-                continue
-            pipe.to("cpu")
-            set_unet_chunking(pipe.unet, mode == "low")
-            pipe.enable_model_cpu_offload(device=device)
-            chunk = min(base.decode_chunk, 2) if mode == "low" else base.decode_chunk
-            timed(mode, lambda p, m=mode, c=chunk: ours(p, split=m == "low", chunk=c), p=short, decode_chunk=chunk)
-            pipe.remove_all_hooks()
-            set_unet_chunking(pipe.unet, False)
-        pipe.to(device)
+        ref, _ = ours(short)  # R at the offload rows' steps
+        pinned = None
+        for mode in modes:
+            pinned = apply_memory_mode(pipe, mode, device, pinned=pinned)
+            chunk = min(base.decode_chunk, memory.LOW_DECODE_CHUNK) if mode == "low" else base.decode_chunk
+            timed(mode, lambda p, m=mode, c=chunk: ours(p, split=m == "low", chunk=c), p=short, mode=mode, ref=ref,
+                  decode_chunk=chunk, pinned=pinned is not None,
+                  note=None if device.type == "cuda" else "CPU: nothing offloaded")
+        apply_memory_mode(pipe, "fast", device, pinned=pinned)
     if "profile" not in skip:
         emit({"row": "profile", **profile(pipe, base, device, dtype)})
     print(f"rows: {log}")

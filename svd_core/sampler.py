@@ -42,6 +42,29 @@ def resolve_memory_mode(mode: str, device: torch.device, estimates_for_chunk=Non
     return memory.choose(estimates_for_chunk, decode_chunk, memory.device_budget(device)).mode
 
 
+def apply_memory_mode(pipe, mode: str, device: torch.device, pin_memory: bool = True,
+                      pinned: PinnedOffload | None = None) -> PinnedOffload | None:
+    """Put `pipe` in memory mode `mode` on `device`: fast holds every module there; balanced and low move each
+    model to the device only while it runs (diffusers' model CPU offload), from pinned host copies when
+    `pin_memory` and they fit, and low chunks the UNet's feed-forward. `pinned`: what the last call returned.
+    Off CUDA every module stays on `device`."""
+    if device.type != "cuda":
+        pipe.to(device)
+        return pinned
+    pipe.remove_all_hooks()
+    set_unet_chunking(pipe.unet, mode == "low")
+    if mode == "fast":
+        if pinned is not None:
+            pinned.remove()
+        pipe.to(device)
+        return None
+    pipe.to("cpu")
+    if pin_memory and pinned is None and pinning_fits(pipe):
+        pinned = PinnedOffload(pipe)
+    pipe.enable_model_cpu_offload(device=device)
+    return pinned
+
+
 def set_unet_chunking(unet, enabled: bool) -> None:
     """UNet feed-forward chunking, diffusers' recipe for SVD (`unet.enable_forward_chunking()`): the spatial
     blocks' feed-forward runs one frame at a time (dim 0, the batch-of-frames), the temporal blocks' one frame
@@ -169,22 +192,7 @@ class Sampler:
     # ------------------------------------------------------------------------------------------ memory modes
 
     def _apply_memory_mode(self, mode: str) -> None:
-        pipe = self.pipe
-        if self.device.type != "cuda":
-            pipe.to(self.device)
-            return
-        pipe.remove_all_hooks()
-        set_unet_chunking(pipe.unet, mode == "low")
-        if mode == "fast":
-            if self._pinned is not None:
-                self._pinned.remove()
-                self._pinned = None
-            pipe.to(self.device)
-            return
-        pipe.to("cpu")
-        if self.compute.pin_memory and self._pinned is None and pinning_fits(pipe):
-            self._pinned = PinnedOffload(pipe)
-        pipe.enable_model_cpu_offload(device=self.device)
+        self._pinned = apply_memory_mode(self.pipe, mode, self.device, self.compute.pin_memory, self._pinned)
 
     def _free_accelerator(self) -> None:
         gc.collect()

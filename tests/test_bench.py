@@ -46,7 +46,12 @@ def test_gpu_bench_cpu_mode(tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["row"]: row for row in map(json.loads, (tmp_path / "gpu_cpu.jsonl").read_text().splitlines())}
-    assert set(rows) == {"stock", "R", "cudnn", "fused", "compiled", "profile"}
+    assert set(rows) == {"stock", "R", "cudnn", "fused", "compiled", "balanced", "low", "profile"}
+    # the offload rows through the Sampler's memory modes, against R at their steps: on the CPU nothing is
+    # offloaded, so balanced is R; low decodes 2 frames at a time
+    assert rows["balanced"]["psnr_vs_R"] == float("inf") and rows["low"]["decode_chunk"] == 2
+    assert 10 < rows["low"]["psnr_vs_R"] < float("inf")
+    assert all(rows[k]["estimate_gb"] > 0 for k in ("R", "balanced", "low"))
     # same modules, same seed: ours reproduces itself with fused projections, and stock up to uint8 rounding
     assert rows["fused"]["psnr_vs_R"] > 60 and rows["R"]["psnr_vs_stock"] > 60
     assert all(rows[k]["timings"]["total"] > 0 for k in ("stock", "R", "cudnn", "fused"))
