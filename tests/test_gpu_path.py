@@ -307,7 +307,7 @@ def test_compiled_sampler_equals_eager_for_svd_sv3d_both_batches_and_split_halve
 
     compiled = Sampler(tiny_sampler.info.path, device="cpu", dtype=torch.float32, compile="eager")
     assert isinstance(compiled.pipe.unet, UNetSpatioTemporalConditionModel)
-    smallest = dict(num_frames=2, num_inference_steps=2, width=32, height=32, decode_chunk_size=2)
+    smallest = dict(num_frames=2, num_inference_steps=2, width=64, height=64, decode_chunk_size=2)
     params = tiny_sampler.default_params(**smallest)
     phases = []
     first = compiled.generate(input_png, params, on_phase=phases.append)
@@ -331,7 +331,7 @@ def test_compiled_sampler_equals_eager_for_svd_sv3d_both_batches_and_split_halve
     sv3d = Sampler(make_tiny(tmp_path / "sv3d_p.safetensors", family="sv3d_p"), device="cpu",
                    dtype=torch.float32, compile="eager")
     r = sv3d.generate(input_png, sv3d.default_params(**smallest))
-    assert r.frames.shape == (2, 32, 32, 3) and r.effective["camera"] is not None
+    assert r.frames.shape == (2, 64, 64, 3) and r.effective["camera"] is not None
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
