@@ -446,7 +446,7 @@ def test_progress_bar_survives_a_missing_progress_file(server, browser):
     missing = []
 
     def progress(route):
-        if "/server-" not in route.request.url and len(missing) < 3:  # the job's own file: gone for 3 fetches
+        if "/server-" not in route.request.url and len(missing) < 3:  # the job's own file: gone for up to 3 fetches
             missing.append(route.request.url)
             return route.fulfill(status=404, body="")
         return route.continue_()
@@ -457,7 +457,7 @@ def test_progress_bar_survives_a_missing_progress_file(server, browser):
     pg.wait_for_function("() => ![...document.querySelectorAll('button')].find("
                          "b => b.innerText.includes('Generate video')).disabled")
     pg.get_by_role("button", name="Generate video").click()
-    pg.get_by_role("button", name="GIF").wait_for(timeout=60_000)  # the result's downloads
-    assert len(missing) == 3
+    pg.get_by_role("button", name="GIF").wait_for(timeout=300_000)  # the result's downloads
+    assert missing  # a bar that stops at its first 404 never shows the result (a fast run may end before a third)
     no_exception(pg)
     pg.close()
