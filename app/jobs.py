@@ -102,15 +102,16 @@ class Job:
         """The model's current estimate, mapped to a small image here (on the run's device), written as a PNG in
         preview_dir by a thread of its own (svd_core.preview.BackgroundWriter); the next publish names it. Each
         preview is a new file (a file the page may be fetching is never rewritten: the static server takes a
-        file's size before reading it), the oldest deleted once PREVIEWS_KEPT newer ones exist. Handed to the core
-        only when a page watches (preview_dir set)."""
+        file's size before reading it), the oldest deleted once PREVIEWS_KEPT newer ones exist; at the writer's
+        pace (BackgroundWriter.due). Handed to the core only when a page watches (preview_dir set)."""
         from svd_core.preview import BackgroundWriter, preview_image
 
         if self.preview_dir is None or self.progress_file is None:
             return
         if self._preview_writer is None:
             self._preview_writer = BackgroundWriter(self._write_preview)
-        self._preview_writer.submit(preview_image(denoised))
+        if self._preview_writer.due():
+            self._preview_writer.submit(preview_image(denoised))
 
     def _write_preview(self, image) -> None:
         from svd_core.preview import png, write_atomically

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="from_file", metavar="FILE",
                    help="rerun a run: one of our mp4s or a run.json (its params and seed; flags override)")
     s.add_argument("--preview", metavar="FILE", help="keep FILE (a PNG) showing the model's current estimate of "
-                                                     "the video after every step (a cheap latent-to-RGB preview)")
+                                                     "the video as the run goes (a cheap latent-to-RGB preview, "
+                                                     "at most twice a second)")
     _trajectory_flag(s)
     w = sub.add_parser("sweep", help="one image, one seed, one or two knobs over lists -> runs + grid")
     w.add_argument("image")

@@ -20,6 +20,7 @@ import io
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,19 +93,37 @@ def write_atomically(path, data: bytes) -> None:
         raise
 
 
+# The live preview's pace: the app's progress bar fetches its file every 0.5 s at the most.
+PREVIEW_EVERY_S = 0.5
+
+
 class BackgroundWriter:
     """Hands preview images to `write(image)` on a thread of its own, so that the sampling loop pays only for the
     map to RGB (on the latents' device) and the small copy to the host, not for PNG encoding and disk. An image
     submitted while another is being written replaces the one waiting: only the latest matters. `close()` writes
-    the one waiting and ends the thread. A failed write (OSError) loses that image only."""
+    the one waiting and ends the thread. A failed write (OSError) loses that image only.
 
-    def __init__(self, write: Callable[[np.ndarray], None]):
+    `due()` paces the previews: true for the first, then once `every_s` seconds have passed since the last one
+    taken. Nobody looks at previews faster than a page fetches them, so a step quicker than that (a small model on
+    a CPU) skips the map and the copy; a step slower than that (a full model on a GPU) gets a preview each."""
+
+    def __init__(self, write: Callable[[np.ndarray], None], every_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._write = write
+        self._every_s = PREVIEW_EVERY_S if every_s is None else every_s
+        self._clock, self._taken_at = clock, None
         self._cond = threading.Condition()
         self._waiting: np.ndarray | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="svd-preview", daemon=True)
         self._thread.start()
+
+    def due(self) -> bool:
+        now = self._clock()
+        if self._taken_at is not None and now - self._taken_at < self._every_s:
+            return False
+        self._taken_at = now
+        return True
 
     def submit(self, image: np.ndarray) -> None:
         with self._cond:
@@ -140,7 +159,8 @@ class PngFile:
         self._writer = BackgroundWriter(lambda image: write_atomically(self.path, png(image)))
 
     def __call__(self, step, steps, sigma, denoised, latents) -> None:
-        self._writer.submit(preview_image(denoised))
+        if self._writer.due():
+            self._writer.submit(preview_image(denoised))
 
     def close(self) -> None:
         self._writer.close()

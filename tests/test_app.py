@@ -742,10 +742,12 @@ def test_history_shows_the_denoising_record_with_a_step_slider(with_tiny, tiny_s
     assert at.session_state["save_trajectory"] is False
 
 
-def test_generate_live_preview_and_record(with_tiny):
+def test_generate_live_preview_and_record(with_tiny, monkeypatch):
     """A watched run writes its live previews (the progress names the latest); the record's checkbox saves
     denoising.mp4; the previews are gone when the run has ended."""
     from app.results import PREVIEWS_DIR
+
+    monkeypatch.setattr("svd_core.preview.PREVIEW_EVERY_S", 0.0)  # a preview each step, however quick the steps
 
     at = app()
     at.file_uploader(key="upload_gen").set_value(("cat.png", PNG, "image/png")).run()

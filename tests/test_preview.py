@@ -183,3 +183,18 @@ def test_a_failed_preview_write_leaves_no_temporary_and_start_up_clears_old_ones
     monkeypatch.setattr(results, "JOBS_DIR", tmp_path / "jobs")
     results.clean_progress_files()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_previews_come_at_the_writers_pace():
+    """The first step's preview is taken, then none until `every_s` has passed since the last one taken: a quick
+    step skips the map and the copy, a slow one (a GPU's) gets its preview."""
+    from svd_core.preview import BackgroundWriter
+
+    now = [100.0]
+    writer = BackgroundWriter(lambda image: None, every_s=0.5, clock=lambda: now[0])
+    taken = []
+    for t in (100.0, 100.1, 100.49, 100.5, 100.7, 101.2, 103.0, 103.0):
+        now[0] = t
+        taken.append(writer.due())
+    writer.close()
+    assert taken == [True, False, False, True, False, True, True, False]
