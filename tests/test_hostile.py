@@ -274,7 +274,7 @@ def test_sha256_cache_writes_nothing_beside_the_checkpoint(tmp_path, tiny_checkp
         entry.write_text(entry.read_text().replace(want, "0" * 64))
         assert file_sha256(ck) == "0" * 64  # served from the cache, not rehashed
         checkpoints._SHA_CACHE.clear()
-        os.utime(ck, ns=(1, 1))  # the file changed: the entry no longer matches
+        os.utime(ck, ns=(1, 1))  # the file changed: its cached entry does not match it
         assert file_sha256(ck) == want
     finally:
         os.chmod(models, 0o755)
