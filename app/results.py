@@ -334,11 +334,17 @@ def picture(path, **kwargs) -> bool:
     if path is None:
         return False
     try:
-        image = decode_image(path)
-    except SVDError:
+        image = _decoded(str(path), Path(path).stat().st_mtime)
+    except (SVDError, OSError):
         return False
     st.image(image, **kwargs)
     return True
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _decoded(path: str, mtime: float):
+    """A page's posters and plots decoded once, not at every rerun (a changed file has a new mtime)."""
+    return decode_image(path)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -140,13 +140,6 @@ class CompileWatch:
                 "(counted in its denoise and decode times); later runs with these shapes reuse it")
 
 
-def pin_module(module: torch.nn.Module) -> None:
-    """Move a module's parameters and buffers that sit in ordinary host memory into page-locked memory."""
-    for t in [*module.parameters(), *module.buffers()]:
-        if t.device.type == "cpu" and not t.is_pinned():
-            t.data = t.data.pin_memory()
-
-
 class PinnedOffload:
     """Model CPU offload (diffusers' `enable_model_cpu_offload`) over page-locked host copies of the weights.
 

@@ -168,13 +168,6 @@ def estimate(modules: dict, *, width: int, height: int, num_frames: int, decode_
     return out
 
 
-def estimate_checkpoint(path, **kwargs) -> dict[str, Estimate]:
-    """`estimate` for a checkpoint file or diffusers folder, from its header and configs alone."""
-    from .checkpoints import inspect_checkpoint
-
-    return estimate(checkpoint_modules(inspect_checkpoint(path)), **kwargs)
-
-
 def checkpoint_modules(info) -> dict:
     """unet, vae, image_encoder of a checkpoint on the meta device (configs and parameter counts only)."""
     if info.diffusers_folder:

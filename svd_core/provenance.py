@@ -38,7 +38,10 @@ def metadata_args(record: dict | None) -> list[str]:
     """ffmpeg output arguments that embed `record`."""
     if not record:
         return []
-    return ["-metadata", "comment=" + json.dumps(record, separators=(",", ":"), sort_keys=True)]
+    from .runs import finite  # strict JSON: a NaN metric is null, as in run.json
+
+    return ["-metadata", "comment=" + json.dumps(finite(record), separators=(",", ":"), sort_keys=True,
+                                                 allow_nan=False)]
 
 
 def _unescape(value: str) -> str:

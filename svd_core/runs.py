@@ -194,20 +194,15 @@ def repair_sweeps(out_dir=None) -> list[Path]:
             continue
         if not sweep or sweep != Path(sweep).name:
             continue
-        if (out_dir / sweep).is_dir():
-            settle_cells([p])
-            continue
         if _writing(out_dir, sweep):  # its writer settles it once the sweep lands; after a kill, the next start
             continue
-        if (out_dir / sweep).is_dir():  # asked again: the writer may have renamed its sweep into place meanwhile
+        if (out_dir / sweep).is_dir():  # looked at after the writer: it may have renamed its sweep into place
             settle_cells([p])
             continue
-        trash = out_dir / _tmp_name(f"del-{p.name}")
         try:
-            os.replace(p, trash)
-        except OSError:
+            delete_run(p, out_dir)
+        except (OSError, ValueError):
             continue
-        shutil.rmtree(trash, ignore_errors=True)
         removed.append(p)
     return removed
 
@@ -287,7 +282,7 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
 
     def embedded(k: int) -> dict:  # each video reruns alone: its own seed, one video
         seed = result.params.seed + k
-        return finite(video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}}))
+        return video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}})
 
     def contents(tmp: Path) -> dict[str, bytes]:
         out = {name: export.export_frames(frames, fmt, fps, metadata=embedded(k), workdir=tmp)

@@ -165,9 +165,9 @@ class Sampler:
         self.memory_setting = memory_mode  # "auto" plans each run (_auto_plan); memory_mode is the one applied
         defaults = SamplingParams.for_variant(self.info.variant)
         self.memory_mode = resolve_memory_mode(
-            memory_mode, self.device, lambda chunk: memory.estimate_checkpoint(
-                self.info.path, width=defaults.width, height=defaults.height, num_frames=defaults.num_frames,
-                decode_chunk_size=chunk, dtype_bytes=self.dtype.itemsize, guidance=defaults.guider != "identity"),
+            memory_mode, self.device,  # the estimate is built only when auto plans on a CUDA device
+            lambda chunk: memory.run_estimates(memory.checkpoint_modules(self.info), defaults,
+                                               self.dtype.itemsize)(chunk),
             defaults.decode_chunk)
         load_device = self.device if self.memory_mode == "fast" else torch.device("cpu")
         self.pipe = load_pipeline(self.info.path, device=load_device, dtype=self.dtype)
@@ -257,12 +257,14 @@ class Sampler:
         """Motion and flicker (optical flow on the CPU) after the queue is released: the next run samples
         meanwhile. A failed measurement is recorded, never fails the run."""
         t0 = time.perf_counter()
-        try:
-            if isinstance(likeness, Exception):
-                raise likeness
-            metrics = measure_frames(frames, params.fps, "conditioning", likeness)
-        except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
-            metrics = {"error": f"{type(e).__name__}: {e}"}
+        failed = likeness if isinstance(likeness, Exception) else None
+        if failed is None:
+            try:
+                metrics = measure_frames(frames, params.fps, "conditioning", likeness)
+            except Exception as e:  # noqa: BLE001 - the video is good; say why it has no metrics
+                failed = e
+        if failed is not None:
+            metrics = {"error": f"{type(failed).__name__}: {failed}"}
         timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0  # added up over videos
         return metrics
 

@@ -269,7 +269,6 @@ def metric_rows(results, coords: list[dict] | None = None) -> list[dict]:
 
 
 METRICS = ("motion.score", "motion.flow_px_per_frame", "flicker.mean", "likeness.mean")
-METRIC_TITLES = METRIC_LABELS  # the app's words, on response.png too
 
 
 def to_csv(rows: list[dict]) -> bytes:
@@ -370,7 +369,7 @@ def response_png(sweep, title: str = "") -> bytes:
                     ax.text(xi, yi, f"{v:.3g}", ha="center", va="center", color="w", fontsize=8)
             fig.colorbar(im, ax=ax)
         n = max((r["n"] for r in t), default=0)
-        ax.set_title(f"{METRIC_TITLES[m]}\n(n={n} seed{'s' if n != 1 else ''} per point)", fontsize=9)
+        ax.set_title(f"{METRIC_LABELS[m]}\n(n={n} seed{'s' if n != 1 else ''} per point)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

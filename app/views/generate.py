@@ -105,10 +105,8 @@ def result():
             k = st.segmented_control("Measurements and downloads of", range(n), default=0, key="gen_video",
                                      format_func=lambda i: f"video {i + 1} (seed {p.seed + i})") or 0
             whose = f"video {k + 1}, seed {p.seed + k}"
-        video_metrics = getattr(r, "video_metrics", None) or [r.metrics]
-        show_metrics(video_metrics[k] if k < len(video_metrics) else {}, is_untrained(sampler.info.variant),
-                     sampler.info.variant.is_sv3d, whose)
-        downloads(res["path"], r.videos[k] if r.videos else r.frames, p.video_fps, "gen", video=k)
+        show_metrics(r.video_metrics[k], is_untrained(sampler.info.variant), sampler.info.variant.is_sv3d, whose)
+        downloads(res["path"], r.videos[k], p.video_fps, "gen", video=k)
 
 
 if params is not None:
