@@ -13,7 +13,7 @@ before each timed configuration):
 3. cudnn: ours with cuDNN attention first;
 4. fused: ours with fused QKV projections;
 5. compiled: ours with the UNet and VAE decoder compiled in place (on the fused modules);
-6. balanced and low at --offload-steps steps, set up as the Sampler sets them up (svd_core.sampler's
+6. balanced and low at --offload-steps steps, set up as the Sampler sets them up (svd_core.session's
    apply_memory_mode: pinned offload, low's chunked feed-forward, split guidance and decode chunk), compared
    with R at the same steps;
 7. profile: one UNet call and one decode chunk under the profiler, the kernels' time shares.
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     from svd_core import memory, pipeline
     from svd_core.compute import ComputeOptions, attention_context, fuse_qkv
     from svd_core.params import SamplingParams
-    from svd_core.sampler import apply_memory_mode, to_uint8
+    from svd_core.session import apply_memory_mode, to_uint8
 
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / ("gpu_cpu.jsonl" if args.cpu else "gpu.jsonl")

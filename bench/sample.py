@@ -112,7 +112,7 @@ class StageClock:
 
 def run_baseline(pipe, image, p, device):
     """Stock diffusers pipeline call, timed by StageClock with the stages the Sampler reports."""
-    from svd_core.sampler import to_uint8
+    from svd_core.session import to_uint8
 
     clock = StageClock(pipe, device)
 

@@ -59,9 +59,9 @@ from .sweep import (
                     run_sweep,
 )
 from .tiny import make_tiny
-from .training import describe_fps, fps_vocabulary, is_untrained, training_warnings
+from .conditioning import describe_fps, fps_vocabulary, is_untrained, training_warnings
 
-_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "sampler", "Sampler": "sampler", "SampleResult": "sampler",
+_LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "session", "Sampler": "session", "SampleResult": "session",
          "guidance_scales": "samplers", "list_samplers": "samplers", "list_discretizations": "samplers",
          "list_guiders": "samplers", "applicable_knobs": "samplers",
          # OpenCV loads on first use

@@ -267,7 +267,7 @@ def _check_same_checkpoint(record: dict, info) -> None:
 
 
 def _sampler(info, args):
-    from .sampler import Sampler
+    from .session import Sampler
 
     return Sampler(info.path, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
                    compile=args.compile, fuse_qkv=args.fuse_qkv, attention=args.attention,
@@ -335,7 +335,7 @@ def cmd_sample(args) -> int:
 
 def _print_metrics(result, info) -> None:
     from .metrics import summary_line
-    from .training import describe_fps, is_untrained
+    from .conditioning import describe_fps, is_untrained
 
     print(summary_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
     fps = f"playback fps {result.params.video_fps} (SV3D has no fps input)" if info.variant.is_sv3d else \
@@ -444,7 +444,7 @@ def cmd_calibrate(args) -> int:
                               on_progress=on_progress, out_dir=args.out)
     finally:
         bar.close()
-    from .training import is_untrained
+    from .conditioning import is_untrained
 
     print(cal.path)
     print(cal.summary())
@@ -510,7 +510,7 @@ def cmd_measure(args) -> int:
     likeness = None
     if args.checkpoint and image:
         from .images import open_image
-        from .sampler import Sampler
+        from .session import Sampler
 
         img, _ = open_image(image)
         sampler = Sampler(args.checkpoint, device=args.device, memory_mode="auto")

@@ -35,7 +35,7 @@ import numpy as np
 from .params import RANGES, SamplingParams
 
 KNOBS = ("motion_bucket_id", "fps", "noise_aug_strength")
-# Coarse values inside what SVD was trained on (svd_core.training): buckets to 255, fps_id 5-30, noise aug
+# Coarse values inside what SVD was trained on (svd_core.conditioning): buckets to 255, fps_id 5-30, noise aug
 # around 0.02-0.135
 COARSE = {"motion_bucket_id": (0, 64, 127, 191, 255), "fps": (6, 10, 15, 20, 30),
           "noise_aug_strength": (0.0, 0.02, 0.05, 0.1, 0.2)}
@@ -297,7 +297,7 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
     from .errors import Cancelled
     from .metrics import scalar_metrics
     from .sweep import run_sweep, save_sweep
-    from .training import is_untrained
+    from .conditioning import is_untrained
 
     variant = sampler.info.variant
     seeds = list(seeds or [base.seed + i for i in range(3)])

@@ -422,7 +422,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
     process that made it (run.json's "process"). `extra`, `extra_files`: more entries for the sweep's run.json
     and more files in its folder; `extra_runs`: (label, SampleResult) saved with it, listed after the cells in
     its "cells" (no coords; not in the grid or metrics.csv), their paths after the cells' in run_paths."""
-    from .training import is_untrained
+    from .conditioning import is_untrained
 
     out_dir = Path(out_dir or output_dir())
     sweep_id = new_run_id("sweep-")

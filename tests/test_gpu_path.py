@@ -23,9 +23,9 @@ SMALL = dict(num_frames=4, num_inference_steps=2, width=64, height=64, decode_ch
 def test_next_run_samples_while_the_first_runs_metrics_run(tiny_sampler, input_png, monkeypatch):
     """The first run's motion metrics wait until the second run has made a denoising step: possible only when
     the first run released the queue before measuring."""
-    import svd_core.sampler as sampler_module
+    import svd_core.session as session_module
 
-    real = sampler_module.measure_frames
+    real = session_module.measure_frames
     second_stepped, first_measuring = threading.Event(), threading.Event()
     waited = []
 
@@ -35,7 +35,7 @@ def test_next_run_samples_while_the_first_runs_metrics_run(tiny_sampler, input_p
             waited.append(second_stepped.wait(60))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sampler_module, "measure_frames", measure)
+    monkeypatch.setattr(session_module, "measure_frames", measure)
     params = tiny_sampler.default_params(**SMALL)
     results = {}
     first = threading.Thread(target=lambda: results.update(first=tiny_sampler.generate(input_png, params)))
@@ -177,7 +177,7 @@ def _profiled_peak(fn) -> int:
 def test_activation_estimate_against_the_profilers_memory_records(tiny_sampler, chunked):
     """The UNet's and the decoder's activation formulas against what one call allocates on the tiny model:
     within a factor of 2 either way."""
-    from svd_core.sampler import set_unet_chunking
+    from svd_core.session import set_unet_chunking
 
     pipe = tiny_sampler.pipe
     unet, vae = pipe.unet, pipe.vae

@@ -172,7 +172,7 @@ def test_server_status_says_how_long_the_running_job_has_left(tmp_path):
 def test_a_queued_job_rewrites_its_progress_file_only_when_its_place_changes(tmp_path):
     """The queue wakes its waiters 5 times a second (to see a cancel); a waiting job writes its progress file
     only when its place changes: each write is file I/O under the queue's lock and the GIL the run needs."""
-    from svd_core.sampler import RunQueue
+    from svd_core.session import RunQueue
 
     queue = RunQueue()
     queue.acquire()  # a run holds the model

@@ -621,7 +621,7 @@ def test_auto_memory_mode_from_the_estimate(monkeypatch):
     import torch
 
     from svd_core.memory import estimate
-    from svd_core.sampler import resolve_memory_mode
+    from svd_core.session import resolve_memory_mode
     from tests.test_gpu_path import _full_size_modules
 
     m = _full_size_modules()
@@ -662,7 +662,7 @@ def test_unet_forward_chunking_is_diffusers_recipe_and_changes_nothing(tiny_chec
     import torch
 
     from svd_core import Sampler
-    from svd_core.sampler import set_unet_chunking
+    from svd_core.session import set_unet_chunking
 
     sampler = Sampler(tiny_checkpoint, device="cpu", dtype=torch.float64)
     base = sampler.default_params(**SMALL)

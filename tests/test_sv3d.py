@@ -19,7 +19,7 @@ from svd_core.camera import camera_path, dynamic_loop, model_angles, resolve
 from svd_core.checkpoints import detect_family, detect_layout
 from svd_core.convert import infer_architecture, is_unused
 from svd_core.loader import empty_modules, plan_load
-from svd_core.sampler import Sampler, to_uint8
+from svd_core.session import Sampler, to_uint8
 from svd_core.sv3d import SV3DUNet, camera_ids
 
 from .conftest import FIXTURES, regenerate

@@ -23,7 +23,7 @@ from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
 from .metrics import Likeness, measure_frames
 from .params import SamplingParams
-from .training import training_warnings
+from .conditioning import training_warnings
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}

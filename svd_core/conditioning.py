@@ -1,4 +1,4 @@
-"""What each checkpoint was trained on, warnings when a run leaves it, and the one fps vocabulary.
+"""What each checkpoint was trained on (its conditioning), warnings when a run leaves it, and the one fps vocabulary.
 
 A warning never blocks: every value inside params.RANGES samples. Sources for each bound are in docs/metrics.md.
 """
