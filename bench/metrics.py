@@ -1,4 +1,4 @@
-"""What measuring a run costs (issue 10): the metrics on the tiny model against its sampling time, the optical
+"""What measuring a run costs: the metrics on the tiny model against its sampling time, the optical
 flow part on frames of the real model's size (25 x 576x1024), and optionally the CLIP likeness part with a
 random-weight ViT-H of the real image encoder's shape.
 

@@ -1,4 +1,4 @@
-"""Wall time of one sweep on 1 process against N processes under `accelerate launch` (issue 13).
+"""Wall time of one sweep on 1 process against N processes under `accelerate launch`.
 
 Runs the same CLI sweep three ways, each timed as a whole command (interpreter start, model load, sampling,
 saving: what a user waits for): one process with torch's default threads; one process with 1 thread; N processes

@@ -20,7 +20,6 @@ NOISE_AUG_LOG_MEAN, NOISE_AUG_LOG_STD = -3.0, 0.5
 NOISE_AUG_TRAINED = (round(math.exp(NOISE_AUG_LOG_MEAN - 2 * NOISE_AUG_LOG_STD), 3),
                      round(math.exp(NOISE_AUG_LOG_MEAN + 2 * NOISE_AUG_LOG_STD), 3))  # (0.018, 0.135)
 TRAINED_SIZES = ((1024, 576), (576, 1024))  # SVD / SVD-XT finetuning resolution, either orientation
-TRAINED_SIZES_BY_VARIANT: dict[str, tuple[tuple[int, int], ...]] = {}  # a variant trained on other sizes
 SV3D_SIZE = (576, 576)
 SV3D_COND_AUG = 1e-5  # hard-coded in both of Stability's SV3D scripts
 
@@ -72,10 +71,9 @@ def training_warnings(params: SamplingParams, variant: Variant | str) -> list[st
         out.append(f"noise_aug_strength {params.noise_aug_strength:g} is outside the training spread {lo:g}-{hi:g} "
                    f"(central 95 % of log-normal(-3.0, 0.5), SVD paper app. D)")
     if not is_untrained(v):
-        sizes = TRAINED_SIZES_BY_VARIANT.get(v.name, TRAINED_SIZES)
-        if (params.width, params.height) not in sizes:
+        if (params.width, params.height) not in TRAINED_SIZES:
             out.append(f"{params.width}x{params.height} is not a trained size ("
-                       + " or ".join(f"{w}x{h}" for w, h in sizes) + ")")
+                       + " or ".join(f"{w}x{h}" for w, h in TRAINED_SIZES) + ")")
         if params.num_frames != v.num_frames:
             out.append(f"{params.num_frames} frames: {v.name} was trained on {v.num_frames}")
     return out

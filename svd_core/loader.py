@@ -78,12 +78,16 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SGM_GROUPNORM_EPS = 1e-5  # sgm's ResBlock GroupNorm; diffusers uses 1e-6 in some SpatioTemporalResBlocks
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+def available_devices() -> list[str]:
+    """The device types this machine can sample on, best first: cuda, mps, cpu."""
+    out = ["cuda"] if torch.cuda.is_available() else []
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        out.append("mps")
+    return out + ["cpu"]
+
+
+def default_device() -> torch.device:
+    return torch.device(available_devices()[0])
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -19,7 +19,7 @@ from svd_core.samplers import discretize, guidance_scale, guidance_scales, list_
 
 from .conftest import FIXTURES, REFERENCE_SETS
 
-# Bounds of issue 11 (float32, CPU)
+# Agreement with Stability's samplers (float32, CPU)
 REL_LATENTS = 5e-5
 ABS_FRAMES = 1e-4
 
