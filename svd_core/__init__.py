@@ -20,6 +20,7 @@ from .checkpoints import (
     scan_checkpoints,
     scan_hf_cache,
 )
+from .conditioning import describe_fps, fps_vocabulary, is_untrained, training_warnings
 from .errors import (
     Cancelled,
     CheckpointError,
@@ -32,34 +33,33 @@ from .errors import (
     SweepFailed,
 )
 from .export import (
-                     contact_sheet,
-                     export_frames,
-                     grid_frames,
-                     grid_layout,
-                     to_frames_zip,
-                     to_gif,
-                     to_mp4,
-                     to_webp,
+    contact_sheet,
+    export_frames,
+    grid_frames,
+    grid_layout,
+    to_frames_zip,
+    to_gif,
+    to_mp4,
+    to_webp,
 )
 from .hub import discard_partial, download, downloadable, partial_downloads
 from .images import ImageSpec, PreparedImage, prepare_image
 from .params import ANGLES, CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
 from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
 from .sweep import (
-                    Cell,
-                    CellFailure,
-                    SweepResult,
-                    grid_cells,
-                    metric_rows,
-                    parse_seeds,
-                    parse_values,
-                    parse_vary,
-                    response_png,
-                    response_table,
-                    run_sweep,
+    Cell,
+    CellFailure,
+    SweepResult,
+    grid_cells,
+    metric_rows,
+    parse_seeds,
+    parse_values,
+    parse_vary,
+    response_png,
+    response_table,
+    run_sweep,
 )
 from .tiny import make_tiny
-from .conditioning import describe_fps, fps_vocabulary, is_untrained, training_warnings
 
 _LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "session", "Sampler": "session", "SampleResult": "session",
          "guidance_scales": "samplers", "list_samplers": "samplers", "list_discretizations": "samplers",

@@ -334,8 +334,8 @@ def cmd_sample(args) -> int:
 
 
 def _print_metrics(result, info) -> None:
-    from .metrics import summary_line
     from .conditioning import describe_fps, is_untrained
+    from .metrics import summary_line
 
     print(summary_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
     fps = f"playback fps {result.params.video_fps} (SV3D has no fps input)" if info.variant.is_sv3d else \

@@ -294,10 +294,10 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
     """Sample `values` of `knob` (default COARSE) on `seeds` (default 3 from base.seed) at `steps` (default the
     settings'), fit, confirm one run at the value found (base's seed and steps), save as a sweep folder.
     on_progress(cell, cells, step, steps): the confirming run is the last cell."""
+    from .conditioning import is_untrained
     from .errors import Cancelled
     from .metrics import scalar_metrics
     from .sweep import run_sweep, save_sweep
-    from .conditioning import is_untrained
 
     variant = sampler.info.variant
     seeds = list(seeds or [base.seed + i for i in range(3)])

@@ -327,8 +327,8 @@ def trajectory_record(result) -> dict:
 
 def instrument_record(result) -> dict:
     """What issue 10 adds to run.json: the metrics, the three fps numbers, the sampled image's pixel hash."""
-    from .provenance import image_sha256
     from .conditioning import fps_vocabulary
+    from .provenance import image_sha256
 
     out = {"metrics": dict(getattr(result, "metrics", {}) or {}), "fps": fps_vocabulary(result.params),
            "input_pixels_sha256": image_sha256(result.image.image)}

@@ -18,12 +18,12 @@ import torch
 from . import memory, pipeline
 from .checkpoints import CheckpointInfo, file_sha256, inspect_checkpoint
 from .compute import CompileWatch, ComputeOptions, PinnedOffload, attention_context, pinning_fits, prepare_modules
+from .conditioning import training_warnings
 from .errors import Cancelled, NotFinite, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
 from .metrics import Likeness, measure_frames
 from .params import SamplingParams
-from .conditioning import training_warnings
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}

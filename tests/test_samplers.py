@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from svd_core import Cancelled, SamplingParams, list_runs, parse_vary, save_run
 from svd_core import pipeline as svd_pipeline
-from svd_core.session import to_uint8
 from svd_core.samplers import discretize, guidance_scale, guidance_scales, list_samplers
+from svd_core.session import to_uint8
 
 from .conftest import FIXTURES, REFERENCE_SETS
 
