@@ -32,16 +32,7 @@ from .errors import (
     SVDError,
     SweepFailed,
 )
-from .export import (
-    contact_sheet,
-    export_frames,
-    grid_frames,
-    grid_layout,
-    to_frames_zip,
-    to_gif,
-    to_mp4,
-    to_webp,
-)
+from .grid import contact_sheet, grid_frames, grid_layout
 from .hub import discard_partial, download, downloadable, partial_downloads
 from .images import ImageSpec, PreparedImage, prepare_image
 from .params import ANGLES, CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
@@ -60,13 +51,14 @@ from .sweep import (
     run_sweep,
 )
 from .tiny import make_tiny
+from .video import VideoError, export_frames, read_video, to_frames_zip, to_gif, to_mp4, to_webp
 
 _LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "session", "Sampler": "session", "SampleResult": "session",
          "guidance_scales": "samplers", "list_samplers": "samplers", "list_discretizations": "samplers",
          "list_guiders": "samplers", "applicable_knobs": "samplers",
          # OpenCV loads on first use
-         "Likeness": "metrics", "VideoError": "metrics", "measure_file": "metrics", "measure_frames": "metrics",
-         "read_video": "metrics", "scalar_metrics": "metrics", "summary_line": "metrics",
+         "Likeness": "metrics", "measure_file": "metrics", "measure_frames": "metrics", "scalar_metrics": "metrics",
+         "summary_line": "metrics",
          "read_video_record": "provenance", "SV3DUNet": "sv3d"}
 
 

@@ -287,8 +287,8 @@ def _progress(desc):
 
 
 def cmd_sample(args) -> int:
-    from .export import EXPORTERS
     from .runs import save_run
+    from .video import EXPORTERS
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in EXPORTERS]
@@ -468,25 +468,11 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def _zip_frames(path):
-    import io
-    import zipfile
-
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n)), formats=["PNG"]).convert("RGB"))
-                             for n in sorted(z.namelist())])
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable frames zip ({e})") from None
-
-
 def cmd_measure(args) -> int:
     from pathlib import Path
 
-    from .metrics import Likeness, measure_frames, read_video
+    from .metrics import Likeness, measure_frames
+    from .video import read_frames_zip, read_video
 
     path = Path(args.file)
     image, fps, time_base = args.image, args.fps, "file"
@@ -495,7 +481,7 @@ def cmd_measure(args) -> int:
 
         run = load_run(path)
         if (path / "frames.zip").is_file():  # lossless, when the run kept it
-            frames = _zip_frames(path / "frames.zip")
+            frames = read_frames_zip(path / "frames.zip")
         else:
             video = next((path / n for n in ("video.mp4", "video.webm", "video.webp", "video.gif")
                           if (path / n).is_file()), None)

@@ -8,14 +8,12 @@ the paper does not publish.
 
 from __future__ import annotations
 
-import io
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import SVDError
+from .video import read_video
 
 # OpenCV's own example values (samples/python/opt_flow.py); the paper does not publish its Farneback settings.
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
@@ -24,10 +22,6 @@ SCORE_SHORT_SIDE = 16  # ... and resizes flow maps to a short side of 16 px befo
 FLOW_SHORT_SIDE = 288  # flows are computed on frames at most this short side (half of 576): 5x cheaper at
 # 576x1024; vectors are scaled back, so every figure is in pixels of the video's own resolution
 TIME_BASES = ("conditioning", "file")
-
-
-class VideoError(SVDError):
-    """A video file cannot be read."""
 
 
 # ---------------------------------------------------------------------------------------------- optical flow
@@ -185,66 +179,6 @@ class Likeness:
         """`image`: the conditioning image as sampled (PIL or uint8 (H, W, 3))."""
         ref = self.embed(np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)[None])
         return (self.embed(np.asarray(frames)) @ ref[0]).tolist()
-
-
-# ----------------------------------------------------------------------------------------------- reading files
-
-def read_video(source) -> tuple[np.ndarray, float]:
-    """Frames (uint8 (F, H, W, 3)) and frame rate of a video file (mp4, WebM, GIF, animated WebP, ...) or bytes.
-    Raises VideoError with one line naming the file."""
-    if isinstance(source, (bytes, bytearray)):
-        data, name, path = bytes(source), "the uploaded video", None
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise VideoError(f"{name}: no such file")
-        with open(path, "rb") as f:
-            data = f.read(16)
-    if data[:6] in (b"GIF87a", b"GIF89a") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return _read_pillow(path.read_bytes() if path else data, name)
-    return _read_ffmpeg(path, data, name)
-
-
-def _read_pillow(data: bytes, name: str) -> tuple[np.ndarray, float]:
-    from PIL import Image, ImageSequence, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data), formats=["GIF", "WEBP"])  # what the magic said: no other decoder
-        frames, durations = [], []
-        for f in ImageSequence.Iterator(img):
-            frames.append(np.asarray(f.convert("RGB")))
-            durations.append(f.info.get("duration") or 100)
-    except (UnidentifiedImageError, OSError, ValueError, EOFError) as e:
-        raise VideoError(f"{name} is not a readable video ({e})") from None
-    if len(frames) < 2:
-        raise VideoError(f"{name} has {len(frames)} frame(s): a video needs at least 2")
-    return np.stack(frames), 1000.0 / float(np.mean(durations))
-
-
-def _read_ffmpeg(path: Path | None, data: bytes, name: str) -> tuple[np.ndarray, float]:
-    import tempfile
-
-    import imageio_ffmpeg
-
-    with tempfile.NamedTemporaryFile(suffix=".video") as tmp:
-        if path is None:  # bytes: ffmpeg reads a file
-            tmp.write(data)
-            tmp.flush()
-        try:
-            gen = imageio_ffmpeg.read_frames(str(path or tmp.name), pix_fmt="rgb24")
-            meta = gen.__next__()
-            w, h = meta["size"]
-            frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in gen]
-        except (RuntimeError, OSError, KeyError, ValueError, StopIteration) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VideoError(f"{name} is not a readable video ({first[:160]})") from None
-    fps = float(meta.get("fps") or 0)
-    if len(frames) < 2:
-        raise VideoError(f"{name} has {len(frames)} frame(s): a video needs at least 2")
-    if not fps > 0:
-        raise VideoError(f"{name} has no frame rate in its header")
-    return np.stack(frames), fps
 
 
 def measure_file(source, likeness: Likeness | None = None, image=None) -> dict:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .metrics import VideoError
+from .video import UPLOADED, VideoError, read_tags
 
 RECORD_KEY = "svd_studio"  # marks our JSON inside the comment tag; its value is the record format's version
 RECORD_VERSION = 1
@@ -34,60 +32,11 @@ def video_record(record: dict) -> dict:
             "save_trajectory": bool(record.get("save_trajectory"))}
 
 
-def metadata_args(record: dict | None) -> list[str]:
-    """ffmpeg output arguments that embed `record`."""
-    if not record:
-        return []
-    from .runs import finite  # strict JSON: a NaN metric is null, as in run.json
-
-    return ["-metadata", "comment=" + json.dumps(finite(record), separators=(",", ":"), sort_keys=True,
-                                                 allow_nan=False)]
-
-
-def _unescape(value: str) -> str:
-    out, it = [], iter(value)
-    for ch in it:
-        out.append(next(it, "") if ch == "\\" else ch)
-    return "".join(out)
-
-
-def _tags(path: Path) -> dict[str, str]:
-    import imageio_ffmpeg
-
-    r = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
-                       capture_output=True, timeout=60)
-    if r.returncode != 0:
-        err = r.stderr.decode(errors="replace").strip().splitlines()
-        raise VideoError(f"{path.name} is not a readable video ({(err[-1] if err else 'ffmpeg failed')[:160]})")
-    tags = {}
-    for line in r.stdout.decode(errors="replace").splitlines()[1:]:
-        if line.startswith("[") or line.startswith(";"):  # a stream/chapter section: the global tags are done
-            break
-        key, sep, value = line.partition("=")
-        if sep:
-            tags[key.lower()] = _unescape(value)
-    return tags
-
-
 def read_video_record(source) -> dict:
     """The run record embedded in one of our mp4s (a path or the file's bytes). Raises VideoError naming the
     file when it is unreadable or carries no record."""
-    if isinstance(source, (bytes, bytearray)):
-        with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
-            tmp.write(source)
-            tmp.flush()
-            return _record_from(Path(tmp.name), "the uploaded video")
-    path = Path(source)
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    return _record_from(path, path.name)
-
-
-def _record_from(path: Path, name: str) -> dict:
-    try:
-        tags = _tags(path)
-    except VideoError as e:
-        raise VideoError(str(e).replace(path.name, name, 1)) from None
+    tags = read_tags(source)
+    name = UPLOADED if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name
     try:
         record = json.loads(tags.get("comment", ""))
     except json.JSONDecodeError:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export
 from .checkpoints import CheckpointInfo, file_sha256
 from .errors import Cancelled, RecordError
 from .params import SamplingParams
+from .video import export_frames, to_mp4, to_png
 
 
 def output_dir() -> Path:
@@ -268,7 +268,7 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
         tail = f"-{k}" if k else ""  # num_videos: video.mp4 is seed, video-1.mp4 seed + 1, ...
         files.update({(f"frames{tail}.zip" if fmt == "zip" else f"video{tail}.{fmt}"): (frames, fmt, k)
                       for fmt in formats})
-    still = {"input.png": export.to_png(np.asarray(result.image.image)), "poster.png": export.to_png(result.frames[0])}
+    still = {"input.png": to_png(np.asarray(result.image.image)), "poster.png": to_png(result.frames[0])}
     still.update(trajectory_files(result))
     if source is not None:
         suffix = Path(source[0]).suffix.lower()
@@ -285,7 +285,7 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
         return video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}})
 
     def contents(tmp: Path) -> dict[str, bytes]:
-        out = {name: export.export_frames(frames, fmt, fps, metadata=embedded(k), workdir=tmp)
+        out = {name: export_frames(frames, fmt, fps, metadata=embedded(k), workdir=tmp)
                for name, (frames, fmt, k) in files.items()}
         return {**out, **still, RUN_FILE: record_bytes(record)}
     return stage_folder(folder, contents), folder
@@ -307,7 +307,7 @@ def trajectory_files(result) -> dict[str, bytes]:
     out = {}
     for k, traj in enumerate(getattr(result, "trajectories", None) or []):
         video, stats, table = _trajectory_names(k)
-        out[video] = export.to_mp4(traj.frames(), TRAJECTORY_FPS)
+        out[video] = to_mp4(traj.frames(), TRAJECTORY_FPS)
         out[stats] = json.dumps(traj.stats(), indent=1).encode()
         out[table] = stats_csv(traj.stats())
     return out

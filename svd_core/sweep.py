@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export
+from . import video
 from .errors import Cancelled, ProcessLost, SweepFailed
+from .grid import contact_sheet, grid_frames
 from .params import ANGLES, CHOICES, GUIDER_LISTS, METRIC_LABELS, RANGES, SamplingParams, field_names
 from .runs import (
     SWEEP_PENDING,
@@ -204,7 +205,7 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
                            processes, should_stop) if results else []
         raise SweepFailed(_failure_line(failures, len(cells), paths), failures, paths)
     fps = results[0][1].params.video_fps
-    grid = export.grid_frames([r.frames for _, r in results], [label for label, _ in results], coords=coords,
+    grid = grid_frames([r.frames for _, r in results], [label for label, _ in results], coords=coords,
                               caption=f"every cell plays at {fps} fps")
     if not save:
         return SweepResult(results, grid, coords=coords, processes=processes)
@@ -434,15 +435,15 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged, **pending)
         _stage_cells(extra_runs or [], checkpoint, out_dir, sweep_id, [], [], staged, **pending)
         labels = [label for label, _ in results]
-        sheet = export.contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
+        sheet = contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
         first = results[0][1]
         rows = metric_rows(results, coords)
         title = checkpoint.name + (" (untrained demo model: metrics are meaningless)"
                                    if is_untrained(checkpoint.variant) else "")
         files = {
-            "contact_sheet.png": export.to_png(np.asarray(sheet)),
-            "poster.png": export.to_png(grid[0]),
-            "input.png": export.to_png(np.asarray(first.image.image)),
+            "contact_sheet.png": video.to_png(np.asarray(sheet)),
+            "poster.png": video.to_png(grid[0]),
+            "input.png": video.to_png(np.asarray(first.image.image)),
             "metrics.csv": to_csv(rows),
             "response.png": response_png(rows, title),
         }
@@ -469,7 +470,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         record["files"] = sorted([*files, "grid.mp4"])
 
         def contents(tmp: Path) -> dict[str, bytes]:
-            return {"grid.mp4": export.to_mp4(grid, first.params.video_fps, workdir=tmp,
+            return {"grid.mp4": video.to_mp4(grid, first.params.video_fps, workdir=tmp,
                                               metadata=grid_record(record, sweep_id)), **files,
                     "run.json": record_bytes(record)}
         staged.append((stage_folder(out_dir / sweep_id, contents), out_dir / sweep_id))

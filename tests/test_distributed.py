@@ -13,7 +13,7 @@ import pytest
 
 from svd_core import SamplingParams, grid_cells, list_runs
 from svd_core.distributed import assign, cell_cost
-from svd_core.metrics import read_video
+from svd_core.video import read_video
 
 ROOT = Path(__file__).resolve().parent.parent
 # 4 cells: two values on two seeds (23, 24); tiny sizes so a launch takes seconds

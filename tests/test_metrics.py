@@ -33,7 +33,7 @@ from svd_core import (
     to_mp4,
     training_warnings,
 )
-from svd_core.export import BG, _font, _text_w, plan_grid
+from svd_core.grid import BG, _font, _text_w, plan_grid
 from svd_core.metrics import Likeness, score_indices
 
 SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4)
@@ -375,7 +375,7 @@ def test_wrapped_one_knob_grid_labels_each_tile():
     assert (layout.n_rows, layout.n_cols) == (2, 4) and layout.tile_labels[5] == "motion_bucket_id=500"
     plan = plan_grid(layout, 64, 48)
     img = Image.new("RGB", (plan.width, plan.height), BG)
-    from svd_core.export import _draw_texts
+    from svd_core.grid import _draw_texts
 
     _draw_texts(img, plan.texts)
     _boxes_hold_all_text(np.asarray(img), plan)

@@ -11,7 +11,7 @@ import torch
 
 from svd_core import load_run, save_run
 from svd_core import pipeline as svd_pipeline
-from svd_core.metrics import read_video
+from svd_core.video import read_video
 from svd_core.preview import frame_grid, latent_rgb, preview_image
 from svd_core.samplers import discretize, list_samplers
 

@@ -383,7 +383,7 @@ def test_parse_vary_and_cells(base):
 
 
 def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
-    from svd_core.export import grid_layout, plan_grid
+    from svd_core.grid import grid_layout, plan_grid
 
     cells = grid_cells(base, {"motion_bucket_id": [0, 127, 255]})
     progress = []
@@ -454,7 +454,7 @@ def test_two_knob_sweep_response_and_layout(tiny_sampler, base, input_png, tmp_p
 
 def test_sweep_with_a_failing_cell_keeps_the_rest_and_no_sweep(tiny_sampler, base, input_png, tmp_path,
                                                                 monkeypatch):
-    from svd_core import export
+    from svd_core import video
     from svd_core.errors import SweepFailed
 
     cells = grid_cells(base, {"motion_bucket_id": [0, 127, 255]})
@@ -478,13 +478,13 @@ def test_sweep_with_a_failing_cell_keeps_the_rest_and_no_sweep(tiny_sampler, bas
     for r in runs:  # out of the way for the next part
         delete_run(r.path, tmp_path)
     monkeypatch.setattr(tiny_sampler, "generate", real)
-    real_mp4 = export.to_mp4
+    real_mp4 = video.to_mp4
 
     def grid_write_fails(frames, fps, *a, **k):  # cells are staged by then; the grid is the last video
         if frames.shape[1] > 64:
             raise OSError("disk full")
         return real_mp4(frames, fps, *a, **k)
-    monkeypatch.setattr(export, "to_mp4", grid_write_fails)
+    monkeypatch.setattr(video, "to_mp4", grid_write_fails)
     with pytest.raises(OSError, match="disk full"):
         run_sweep(tiny_sampler, input_png, cells, out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -1,108 +1,20 @@
-"""Frames -> files. Pure functions: frames in (uint8 array (F, H, W, 3)), bytes out.
+"""Side-by-side grids and contact sheets of several videos (frames: uint8 arrays (F, H, W, 3)).
 
-mp4 is H.264, yuv420p, +faststart through imageio-ffmpeg's bundled ffmpeg: it plays in Chromium, Firefox and
-Safari. Odd sizes are padded to even (yuv420p needs it), never resized.
+A comparison is laid out as a real grid: the first varied knob across (columns), the second down (rows), seeds
+as a further row axis; axis headings name the knobs, row and column labels give the values. Labels are fitted:
+measured with PIL, wrapped and shrunk, never cut. `plan_grid` is pure geometry (tested); `grid_frames` and
+`contact_sheet` draw it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-import tempfile
-import zipfile
 from dataclasses import dataclass
 
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-
-def _check(frames) -> np.ndarray:
-    a = np.asarray(frames)
-    if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8 or len(a) == 0:
-        raise ValueError(f"frames must be a non-empty uint8 array (F, H, W, 3), got {a.dtype} {a.shape}")
-    return a
-
-
-def _even(a: np.ndarray) -> np.ndarray:
-    pad_h, pad_w = a.shape[1] % 2, a.shape[2] % 2
-    return np.pad(a, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else a
-
-
-def to_mp4(frames, fps: float, crf: int = 18, metadata: dict | None = None, workdir=None) -> bytes:
-    """`metadata`: a run record to embed as the file's comment tag (svd_core.provenance reads it back).
-    `workdir`: where ffmpeg's scratch file goes (a run's own temporary folder, removed with it after a kill);
-    default the system's temporary folder."""
-    from .provenance import metadata_args
-
-    a = _even(_check(frames))
-    fd, path = tempfile.mkstemp(suffix=".mp4", dir=workdir)
-    os.close(fd)
-    try:
-        writer = imageio_ffmpeg.write_frames(
-            path, (a.shape[2], a.shape[1]), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(crf), "-movflags", "+faststart", "-preset", "medium",
-                           *metadata_args(metadata)])
-        writer.send(None)
-        for frame in a:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-        with open(path, "rb") as f:
-            return f.read()
-    finally:
-        os.unlink(path)
-
-
-def to_gif(frames, fps: float) -> bytes:
-    imgs = [Image.fromarray(f) for f in _check(frames)]
-    buf = io.BytesIO()
-    imgs[0].save(buf, "GIF", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0,
-                 optimize=False, disposal=2)
-    return buf.getvalue()
-
-
-def to_webp(frames, fps: float, quality: int = 90) -> bytes:
-    imgs = [Image.fromarray(f) for f in _check(frames)]
-    buf = io.BytesIO()
-    imgs[0].save(buf, "WEBP", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0,
-                 quality=quality)
-    return buf.getvalue()
-
-
-def to_png(frame) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(frame)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def to_frames_zip(frames) -> bytes:
-    a = _check(frames)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for i, frame in enumerate(a):
-            z.writestr(f"frame_{i:04d}.png", to_png(frame))
-    return buf.getvalue()
-
-
-EXPORTERS = {"mp4": to_mp4, "gif": to_gif, "webp": to_webp, "zip": lambda frames, fps: to_frames_zip(frames)}
-
-
-def export_frames(frames, fmt: str, fps: float, metadata: dict | None = None, workdir=None) -> bytes:
-    """`metadata` (a run record) is embedded where the format has a place for it (mp4); `workdir`: see to_mp4."""
-    if fmt not in EXPORTERS:
-        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(EXPORTERS)}")
-    if fmt == "mp4":
-        return to_mp4(frames, fps, metadata=metadata, workdir=workdir)
-    return EXPORTERS[fmt](frames, fps)
-
-
-# --------------------------------------------------------------------------------------- grids for comparisons
-# A comparison is laid out as a real grid: the first varied knob across (columns), the second down (rows), seeds
-# as a further row axis; axis headings name the knobs, row and column labels give the values. Labels are fitted:
-# measured with PIL, wrapped and shrunk, never cut. `plan_grid` is pure geometry (tested); `grid_frames` and
-# `contact_sheet` draw it.
+from .video import check_frames
 
 MAX_COLS_1D = 6  # one knob: up to this many values in one row, more wrap (each tile then carries its label)
 MIN_FONT = 8
@@ -325,7 +237,7 @@ def grid_frames(videos, labels, cols: int | None = None, gap: int = 4, coords: l
     """Side-by-side video laid out by `grid_layout` (`coords`: what differs per video; without them, rows of
     labelled tiles, `cols` across). Tiles are letterboxed to a common size; shorter videos hold their last
     frame. `caption`: a line under the grid (e.g. the common frame rate)."""
-    videos = [_check(v) for v in videos]
+    videos = [check_frames(v) for v in videos]
     if len(labels) != len(videos):
         raise ValueError(f"{len(videos)} videos but {len(labels)} labels")
     layout = grid_layout(len(videos), labels, coords)
@@ -350,7 +262,7 @@ def grid_frames(videos, labels, cols: int | None = None, gap: int = 4, coords: l
 def contact_sheet(videos, labels, max_frames: int = 8, coords: list[dict] | None = None) -> Image.Image:
     """One row per video, up to `max_frames` evenly spaced frames across; a label column on the left says what
     differs (each knob and seed on its own line), a heading row gives the frame numbers."""
-    videos = [_check(v) for v in videos]
+    videos = [check_frames(v) for v in videos]
     tw, th = _tile_size(videos)
     k = min(max_frames, max(len(v) for v in videos))
     items = [[f"{n}={_fmt(v)}" for n, v in c.items()] for c in coords] if coords else [[t] for t in labels]
