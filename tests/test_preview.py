@@ -11,9 +11,9 @@ import torch
 
 from svd_core import load_run, save_run
 from svd_core import pipeline as svd_pipeline
-from svd_core.video import read_video
 from svd_core.preview import frame_grid, latent_rgb, preview_image
 from svd_core.samplers import discretize, list_samplers
+from svd_core.video import read_video
 
 # ComfyUI, comfy/latent_formats.py, class SD15: latent_rgb_factors (rows: latent channels 0-3; columns: R, G, B)
 COMFY_SD15 = [[0.3512, 0.2297, 0.3227],
