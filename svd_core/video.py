@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -159,9 +160,10 @@ def _not_a_video(name: str) -> VideoError:
                       "animated WebP)")
 
 
-def _unreadable(name: str, e: Exception) -> VideoError:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return VideoError(f"{name} is not a readable video ({text[:160]})")
+def _unreadable(name: str, e: Exception, what: str = "video") -> VideoError:
+    text = str(getattr(e, "strerror", None) or e).strip()  # FFmpeg's errors: the message without its number
+    text = text.splitlines()[0] if text else type(e).__name__
+    return VideoError(f"{name} is not a readable {what} ({text[:160]})")
 
 
 def _check_size(name: str, width: int, height: int) -> None:
@@ -213,24 +215,38 @@ def _read_pillow(src, kind: str, name: str) -> tuple[np.ndarray, float]:
     return _enough(frames, name), 1000.0 / float(np.mean(durations))
 
 
-def _open_av(src, kind: str, name: str):
+@contextmanager
+def _container(src, kind: str, name: str):
+    """The PyAV container of `src` (a path, opened here as a plain file: its name is never parsed as an FFmpeg
+    URL, or a BytesIO) with the demuxer `kind`."""
     import av
 
+    f = open(src, "rb") if isinstance(src, Path) else src  # closed below, not by PyAV
     try:
-        return av.open(str(src) if isinstance(src, Path) else src, format=kind)
-    except (av.FFmpegError, OSError, ValueError, EOFError) as e:
-        raise _unreadable(name, e) from None
+        try:
+            container = av.open(f, format=kind, metadata_errors="replace")
+        except (av.FFmpegError, OSError, ValueError, EOFError) as e:
+            raise _unreadable(name, e) from None
+        with container:
+            yield container
+    finally:
+        if f is not src:
+            f.close()
 
 
 def _read_av(src, kind: str, name: str) -> tuple[np.ndarray, float]:
     import av
 
     frames = []
-    with _open_av(src, kind, name) as container:
+    with _container(src, kind, name) as container:
         if not container.streams.video:
             raise VideoError(f"{name} holds no video stream")
         stream = container.streams.video[0]
-        _check_size(name, stream.codec_context.width, stream.codec_context.height)
+        if stream.codec_context is None:
+            raise VideoError(f"{name} is not a readable video (no decoder for its video stream)")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width > MAX_SIDE or height > MAX_SIDE:  # what the header says, before a frame is decoded
+            _check_size(name, width, height)
         try:
             for frame in container.decode(stream):
                 _check_size(name, frame.width, frame.height)
@@ -254,7 +270,7 @@ def read_tags(source) -> dict[str, str]:
     if kind not in ("mov", "matroska", "avi"):
         raise _not_a_video(name) if kind is None else VideoError(f"{name} is a {kind.upper()}: only mp4s carry "
                                                                  "an SVD Studio record")
-    with _open_av(src, kind, name) as container:
+    with _container(src, kind, name) as container:
         return {k.lower(): v for k, v in container.metadata.items()}
 
 
@@ -271,6 +287,5 @@ def read_frames_zip(path) -> np.ndarray:
                     _check_size(f"{path} ({info.filename})", *img.size)
                     _add_frame(frames, np.asarray(img.convert("RGB")), str(path))
     except (zipfile.BadZipFile, Image.DecompressionBombError, OSError, ValueError, EOFError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VideoError(f"{path} is not a readable frames zip ({text[:160]})") from None
+        raise _unreadable(str(path), e, "frames zip") from None
     return _enough(frames, str(path))

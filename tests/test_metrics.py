@@ -1,5 +1,5 @@
 """The instrument: metrics on synthetic videos of known motion, likeness with the tiny model's encoder, training
-warnings, the fps vocabulary, mp4s that carry their record, the grid layout, `measure` on good and broken files."""
+warnings, the fps vocabulary, mp4s that carry their record, the grid layout, `measure` on videos and run folders."""
 
 import io
 import itertools
@@ -18,7 +18,6 @@ from PIL import Image
 
 from svd_core import (
     SamplingParams,
-    VideoError,
     describe_fps,
     fps_vocabulary,
     get_variant,
@@ -228,15 +227,6 @@ def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path
     assert r.returncode == 0 and "not the image this run was sampled from" in r.stderr
 
 
-def test_foreign_and_broken_videos_have_no_record(tmp_path):
-    plain = tmp_path / "plain.mp4"
-    plain.write_bytes(to_mp4(shifted(1, 3), 7))
-    with pytest.raises(VideoError, match="plain.mp4 carries no SVD Studio record"):
-        read_video_record(plain)
-    with pytest.raises(VideoError, match="the uploaded video is not a readable video"):
-        read_video_record(b"not a video at all")
-
-
 # ---------------------------------------------------------------------------------------------------- measure
 
 def _webm(frames, fps, path):
@@ -273,31 +263,6 @@ def test_measure_cli_run_folder_with_likeness(tiny_checkpoint, tiny_sampler, inp
     m = json.loads(r.stdout)
     assert m["time_base"] == {**m["time_base"], "kind": "conditioning", "fps": 4.0}
     assert len(m["likeness"]["per_frame"]) == 4 and -1 <= m["likeness"]["mean"] <= 1
-
-
-@pytest.mark.parametrize("name, data", [
-    ("garbage.mp4", b"\x00\x01 not a video " * 50),
-    ("empty.webm", b""),
-    ("text.gif", b"GIF89a but nothing else"),
-    ("one_frame.gif", None),
-    ("truncated.mp4", "trunc"),
-])
-def test_measure_cli_broken_files_one_line(tmp_path, name, data):
-    path = tmp_path / name
-    if data is None:
-        Image.new("RGB", (8, 8)).save(path, "GIF")
-    elif data == "trunc":
-        path.write_bytes(to_mp4(shifted(1, 8), 7)[:600])
-    else:
-        path.write_bytes(data)
-    r = _cli("measure", str(path))
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and name in lines[0] and "Traceback" not in r.stderr, r.stderr
-
-
-def test_measure_cli_missing_file(tmp_path):
-    r = _cli("measure", str(tmp_path / "nope.mp4"))
-    assert r.returncode == 2 and "nope.mp4: no such file" in r.stderr
 
 
 # --------------------------------------------------------------------------------------------------- the grid

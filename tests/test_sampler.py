@@ -1,4 +1,4 @@
-"""Sampler, params, image preparation, export, run folders, sweeps and the CLI on the tiny model (CPU)."""
+"""Sampler, params, image preparation, run folders, sweeps and the CLI on the tiny model (CPU)."""
 
 import dataclasses
 import io
@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import zipfile
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -19,7 +18,6 @@ from svd_core import (
     Cancelled,
     ImageError,
     SamplingParams,
-    export_frames,
     grid_cells,
     list_runs,
     load_run,
@@ -27,7 +25,6 @@ from svd_core import (
     prepare_image,
     run_sweep,
     save_run,
-    to_mp4,
 )
 from svd_core.images import ImageSpec
 from svd_core.runs import delete_run
@@ -271,35 +268,6 @@ def test_too_small_and_bomb():
 def test_missing_file(tmp_path):
     with pytest.raises(ImageError, match="does not exist"):
         prepare_image(tmp_path / "nope.png", 64, 64, spec=SPEC)
-
-
-# ---------------------------------------------------------------------------------------------- export
-
-def _frames(n=5, h=48, w=64):
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8)
-
-
-def test_mp4_is_h264_yuv420p_with_all_frames(tmp_path):
-    path = tmp_path / "v.mp4"
-    path.write_bytes(to_mp4(_frames(7, 50, 66), fps=7))  # odd-ish sizes are padded to even
-    meta = next(imageio_ffmpeg.read_frames(str(path)))
-    assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p") and meta["size"] == (66, 50)
-    assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == 7
-    data = path.read_bytes()
-    assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while downloading
-
-
-def test_gif_webp_zip():
-    f = _frames(4)
-    gif = Image.open(io.BytesIO(export_frames(f, "gif", 8)))
-    assert gif.n_frames == 4
-    webp = Image.open(io.BytesIO(export_frames(f, "webp", 8)))
-    assert webp.n_frames == 4
-    with zipfile.ZipFile(io.BytesIO(export_frames(f, "zip", 8))) as z:
-        assert len(z.namelist()) == 4
-    with pytest.raises(ValueError, match="valid: mp4, gif, webp, zip"):
-        export_frames(f, "avi", 8)
 
 
 # ------------------------------------------------------------------------------------------- run folders

@@ -1,0 +1,224 @@
+"""svd_core.video: frames to mp4/GIF/WebP/zip and back, the record in an mp4's comment tag, and every way a
+stranger's file can fail to be a video: one VideoError line naming the file, no external program started."""
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from svd_core import VideoError, export_frames, read_video, read_video_record, to_gif, to_mp4, to_webp
+from svd_core import video as svd_video
+from svd_core.video import read_frames_zip, read_tags, to_frames_zip
+
+
+def _frames(n=5, h=48, w=64):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8)
+
+
+def _smooth(n=6, h=48, w=64):
+    """Frames an encoder keeps close: a gradient that brightens frame by frame."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([np.stack([x * 3 % 256, y * 4 % 256, np.full_like(x, 20 * t)], -1) for t in range(n)]
+                    ).astype(np.uint8)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "svd_core", *map(str, args)], capture_output=True, text=True,
+                          env=os.environ, timeout=300)
+
+
+@pytest.fixture
+def no_subprocess(monkeypatch):
+    """Call it once the test's own files are written: from then on every subprocess start is recorded and
+    refused (reading a stranger's file runs no program); it returns the record."""
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args[:1])
+        raise AssertionError("subprocess.Popen was reached")
+
+    def arm():
+        monkeypatch.setattr(subprocess, "Popen", refuse)
+        return calls
+    return arm
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+def test_mp4_is_h264_yuv420p_with_all_frames(tmp_path):
+    path = tmp_path / "v.mp4"
+    path.write_bytes(to_mp4(_frames(7, 50, 66), fps=7))  # odd-ish sizes are padded to even
+    meta = next(imageio_ffmpeg.read_frames(str(path)))
+    assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p") and meta["size"] == (66, 50)
+    assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == 7
+    data = path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while downloading
+
+
+def test_gif_webp_zip():
+    f = _frames(4)
+    gif = Image.open(io.BytesIO(export_frames(f, "gif", 8)))
+    assert gif.n_frames == 4
+    webp = Image.open(io.BytesIO(export_frames(f, "webp", 8)))
+    assert webp.n_frames == 4
+    with zipfile.ZipFile(io.BytesIO(export_frames(f, "zip", 8))) as z:
+        assert len(z.namelist()) == 4
+    with pytest.raises(ValueError, match="valid: mp4, gif, webp, zip"):
+        export_frames(f, "avi", 8)
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+@pytest.mark.parametrize("fps", [7, 7.5, 24])
+def test_mp4_reads_back_from_path_and_bytes(tmp_path, fps, no_subprocess):
+    frames = _smooth()
+    path = tmp_path / "v.mp4"
+    path.write_bytes(to_mp4(frames, fps))
+    calls = no_subprocess()
+    for source in (path, str(path), path.read_bytes()):
+        got, got_fps = read_video(source)
+        assert got.shape == frames.shape and got.dtype == np.uint8 and got_fps == fps
+        assert np.abs(got.astype(int) - frames).mean() < 3  # H.264 at crf 18: close, not identical
+    assert calls == []  # decoded in-process
+
+
+def test_gif_webp_and_zip_read_back(tmp_path):
+    frames = _smooth(4)
+    for name, data, fps in (("v.gif", to_gif(frames, 10), 10.0), ("v.webp", to_webp(frames, 5), 5.0)):
+        (tmp_path / name).write_bytes(data)
+        got, got_fps = read_video(tmp_path / name)
+        assert got.shape == frames.shape and got_fps == pytest.approx(fps, rel=0.02), name
+    (tmp_path / "frames.zip").write_bytes(to_frames_zip(frames))
+    assert np.array_equal(read_frames_zip(tmp_path / "frames.zip"), frames)  # PNG: lossless
+
+
+def test_record_tag_round_trips_any_text(tmp_path, no_subprocess):
+    """The comment carries strict JSON; characters FFmpeg's metadata syntax escapes come back unchanged."""
+    record = {"svd_studio": 1, "note": "a=b; #c \\ d\nline two · é ✓", "metric": float("nan")}
+    path = tmp_path / "v.mp4"
+    path.write_bytes(to_mp4(_frames(2, 16, 16), 8, metadata=record))
+    calls = no_subprocess()
+    for source in (path, path.read_bytes()):
+        assert json.loads(read_tags(source)["comment"]) == {**record, "metric": None}
+    assert calls == []
+
+
+def test_foreign_and_broken_videos_have_no_record(tmp_path):
+    plain = tmp_path / "plain.mp4"
+    plain.write_bytes(to_mp4(_smooth(3), 7))
+    with pytest.raises(VideoError, match="plain.mp4 carries no SVD Studio record"):
+        read_video_record(plain)
+    with pytest.raises(VideoError, match="the uploaded video is not a readable video"):
+        read_video_record(b"not a video at all")
+    gif = tmp_path / "clip.gif"
+    gif.write_bytes(to_gif(_smooth(3), 7))
+    with pytest.raises(VideoError, match="clip.gif is a GIF: only mp4s carry an SVD Studio record"):
+        read_video_record(gif)
+
+
+# ---------------------------------------------------------------------------------------- hostile files
+
+def _gif_header_only(w, h) -> bytes:
+    """A GIF whose screen descriptor claims w x h, with one 1x1 image."""
+    return (b"GIF89a" + struct.pack("<HHBBB", w, h, 0, 0, 0) + b",\0\0\0\0\1\0\1\0\0" + b"\2\2\x4c\x01\0" + b";")
+
+
+def _big_mkv(path, w, h):
+    import av
+
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("ffv1", rate=4)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for _ in range(2):
+            frame = av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24").reformat(
+                format="yuv420p")
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+
+
+HOSTILE = {
+    "garbage.mp4": lambda: b"\x00\x01 not a video " * 50,
+    "text.mp4": lambda: b"just some text, named like a video\n" * 20,
+    "empty.webm": lambda: b"",
+    "text.gif": lambda: b"GIF89a but nothing else",
+    "one_frame.gif": lambda: (lambda b: (Image.new("RGB", (8, 8)).save(b, "GIF"), b.getvalue())[1])(io.BytesIO()),
+    "bomb.gif": lambda: _gif_header_only(65535, 65535),
+    "wide.gif": lambda: to_gif(np.zeros((2, 2, svd_video.MAX_SIDE + 8, 3), np.uint8), 8),
+    "playlist.mp4": lambda: b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+    "concat.mp4": lambda: b"ffconcat version 1.0\nfile /etc/passwd\n",
+    "truncated.mp4": lambda: to_mp4(_frames(8), 7)[:600],
+    "half.mp4": lambda: (lambda d: d[:len(d) // 2])(to_mp4(_frames(8), 7)),
+    "tail_cut.mp4": lambda: (lambda d: d[:-100])(to_mp4(_frames(8), 7)),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_hostile_videos_are_one_video_error(tmp_path, name, as_bytes, no_subprocess):
+    data = HOSTILE[name]()
+    path = tmp_path / name
+    path.write_bytes(data)
+    calls = no_subprocess()
+    with pytest.raises(VideoError) as e:
+        read_video(data if as_bytes else path)
+    message = str(e.value)
+    assert "\n" not in message and (svd_video.UPLOADED if as_bytes else name) in message, message
+    if name.endswith(".mp4"):
+        with pytest.raises(VideoError) as e:
+            read_video_record(data if as_bytes else path)
+        assert "\n" not in str(e.value) and (svd_video.UPLOADED if as_bytes else name) in str(e.value)
+    assert calls == []
+
+
+def test_huge_frames_are_refused_from_the_header(tmp_path):
+    path = tmp_path / "wide.mkv"
+    _big_mkv(path, svd_video.MAX_SIDE + 16, 16)
+    with pytest.raises(VideoError, match=rf"wide.mkv says its frames are {svd_video.MAX_SIDE + 16}x16"):
+        read_video(path)
+
+
+def test_a_video_too_long_for_memory_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "long.mp4"
+    path.write_bytes(to_mp4(_frames(8, 16, 16), 8))
+    monkeypatch.setattr(svd_video, "MAX_BYTES", 16 * 16 * 3 * 5)
+    with pytest.raises(VideoError, match="long.mp4 is too long to hold in memory"):
+        read_video(path)
+
+
+def test_broken_frames_zips(tmp_path, no_subprocess):
+    calls = no_subprocess()
+    bad = tmp_path / "frames.zip"
+    bad.write_bytes(b"PK\3\4 not really")
+    with pytest.raises(VideoError, match="frames.zip is not a readable frames zip"):
+        read_frames_zip(bad)
+    eps = tmp_path / "eps.zip"
+    with zipfile.ZipFile(eps, "w") as z:
+        z.writestr("frame_0000.png", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+        z.writestr("frame_0001.png", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    with pytest.raises(VideoError, match="eps.zip is not a readable frames zip"):
+        read_frames_zip(eps)
+    assert calls == []
+
+
+@pytest.mark.parametrize("name", ["garbage.mp4", "empty.webm", "text.gif", "one_frame.gif", "truncated.mp4",
+                                  "bomb.gif", "playlist.mp4"])
+def test_measure_cli_broken_files_one_line(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(HOSTILE[name]())
+    r = _cli("measure", path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and name in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_measure_cli_missing_file(tmp_path):
+    r = _cli("measure", tmp_path / "nope.mp4")
+    assert r.returncode == 2 and "nope.mp4: no such file" in r.stderr
