@@ -152,7 +152,8 @@ HOSTILE = {
     "text.gif": lambda: b"GIF89a but nothing else",
     "one_frame.gif": lambda: (lambda b: (Image.new("RGB", (8, 8)).save(b, "GIF"), b.getvalue())[1])(io.BytesIO()),
     "bomb.gif": lambda: _gif_header_only(65535, 65535),
-    "wide.gif": lambda: to_gif(np.zeros((2, 2, svd_video.MAX_SIDE + 8, 3), np.uint8), 8),
+    "wide.gif": lambda: to_gif(np.arange(2, dtype=np.uint8)[:, None, None, None].repeat(2, 1).repeat(
+        svd_video.MAX_SIDE + 8, 2).repeat(3, 3) * 200, 8),
     "playlist.mp4": lambda: b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
     "concat.mp4": lambda: b"ffconcat version 1.0\nfile /etc/passwd\n",
     "truncated.mp4": lambda: to_mp4(_frames(8), 7)[:600],
@@ -222,3 +223,13 @@ def test_measure_cli_broken_files_one_line(tmp_path, name):
 def test_measure_cli_missing_file(tmp_path):
     r = _cli("measure", tmp_path / "nope.mp4")
     assert r.returncode == 2 and "nope.mp4: no such file" in r.stderr
+
+
+def test_a_comment_that_is_not_utf8_is_read_not_a_crash(tmp_path):
+    data = to_mp4(_frames(2, 16, 16), 8, metadata={"svd_studio": 1, "note": "XYZ"})
+    assert data.count(b"XYZ") == 1
+    path = tmp_path / "latin.mp4"
+    path.write_bytes(data.replace(b"XYZ", b"X\xffZ"))  # same length: the file stays well-formed
+    assert json.loads(read_tags(path)["comment"])["note"] == "X\ufffdZ"
+    with pytest.raises(ValueError, match="latin.mp4 is not a run record"):  # one line, as any malformed record
+        read_video_record(path)
