@@ -22,7 +22,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import SVDError
 
@@ -201,8 +201,6 @@ def read_video(source) -> tuple[np.ndarray, float]:
 
 
 def _read_pillow(src, kind: str, name: str) -> tuple[np.ndarray, float]:
-    from PIL import ImageSequence, UnidentifiedImageError
-
     frames, durations = [], []
     try:
         with Image.open(src, formats=[kind.upper()]) as img:  # what the magic said: no other decoder
@@ -247,6 +245,7 @@ def _read_av(src, kind: str, name: str) -> tuple[np.ndarray, float]:
         width, height = stream.codec_context.width, stream.codec_context.height
         if width > MAX_SIDE or height > MAX_SIDE:  # what the header says, before a frame is decoded
             _check_size(name, width, height)
+        stream.thread_type = "AUTO"  # frame and slice threads: a long 1080p clip decodes on every core
         try:
             for frame in container.decode(stream):
                 _check_size(name, frame.width, frame.height)
@@ -267,9 +266,10 @@ def read_tags(source) -> dict[str, str]:
     bytes, read in-process. Raises VideoError naming the file when it is not a readable video."""
     src, name, head = _source(source)
     kind = _kind(head)
-    if kind not in ("mov", "matroska", "avi"):
-        raise _not_a_video(name) if kind is None else VideoError(f"{name} is a {kind.upper()}: only mp4s carry "
-                                                                 "an SVD Studio record")
+    if kind is None:
+        raise _not_a_video(name)
+    if kind in ("gif", "webp"):
+        return {}  # we write no tags into these
     with _container(src, kind, name) as container:
         return {k.lower(): v for k, v in container.metadata.items()}
 

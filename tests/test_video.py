@@ -121,7 +121,7 @@ def test_foreign_and_broken_videos_have_no_record(tmp_path):
         read_video_record(b"not a video at all")
     gif = tmp_path / "clip.gif"
     gif.write_bytes(to_gif(_smooth(3), 7))
-    with pytest.raises(VideoError, match="clip.gif is a GIF: only mp4s carry an SVD Studio record"):
+    with pytest.raises(VideoError, match="clip.gif carries no SVD Studio record"):
         read_video_record(gif)
 
 
