@@ -66,32 +66,7 @@ def sidebar() -> None:
 
 
 DEFAULT_BY = "the server (default)"
-# The sidebar follows the server without a reload: a small component fetches the server's status file (the one
-# the video guard reads, app/results.py) every SIDEBAR_MS and reruns the sidebar's fragment only when its
-# "version" moved (a run queued, started or ended; the model chosen or loaded): no rerun while nothing changes,
-# none at each step. Its fetches are marked (?sidebar) to tell them from the guard's. Without static serving a
-# fragment polls every SIDEBAR_POLL_S while runs are active.
-SIDEBAR_MS, SIDEBAR_POLL_S = 2000, 2.0
-_WATCH_JS = """
-export default function(component) {
-  const { data, setTriggerValue } = component;
-  let stopped = false, timer = null;
-  const tick = async () => {
-    if (stopped) return;
-    try {
-      const r = await fetch(data.url + '?sidebar=1&t=' + Date.now(), {cache: 'no-store'});
-      if (r.ok) {
-        const s = await r.json();
-        if (s.version !== data.version) { stopped = true; setTriggerValue('changed', s.version); return; }
-      }
-    } catch (e) {}
-    if (!stopped) timer = setTimeout(tick, data.every_ms);
-  };
-  timer = setTimeout(tick, data.every_ms);
-  return () => { stopped = true; clearTimeout(timer); };
-}
-"""
-_watch_server = st.components.v2.component("svd_server_watch", js=_WATCH_JS)
+SIDEBAR_POLL_S = 2.0  # the sidebar's pace following the server's model and queue (other tabs' runs)
 
 
 def who(by: str) -> str:
@@ -100,25 +75,16 @@ def who(by: str) -> str:
 
 
 def model_panel(by_path: dict) -> None:
-    """The server's model and queue, kept current (see SIDEBAR_MS): a fragment, so that following the
+    """The server's model and queue, kept current: a fragment rerun every SIDEBAR_POLL_S, so that following the
     server reruns the sidebar only; a model changed meanwhile (here or in another tab) reruns the page too."""
-    from app.results import SERVER_STATUS, static_progress
-
     server = get_server()
-    watch = static_progress()
-    active = server.jobs()
 
-    @st.fragment(run_every=SIDEBAR_POLL_S if active and not watch else None)
+    @st.fragment(run_every=SIDEBAR_POLL_S)
     def panel():
         if server.choice != S.get("page_model"):  # the page's knobs and sampler belong to the model
             st.rerun(scope="app")
-        version = server.version
         jobs = server.jobs()
         choice = server.choice
-        if watch:
-            _watch_server(data={"url": f"app/static/jobs/{SERVER_STATUS.name}", "version": version,
-                                "every_ms": SIDEBAR_MS},
-                          key=f"server-watch-{version}", on_changed_change=lambda: None)
         if choice.path not in by_path:  # its file went away while runs still use it
             st.warning(f"{choice.name} is no longer in checkpoints/; it stays loaded until its runs finish.",
                        icon=":material/warning:")

@@ -11,13 +11,14 @@ import streamlit as st
 from app import state
 from app.jobs import Job
 from app.resources import clear_checkpoints
+from app.widgets.progress import consume_job, job_panel, show_error
 from svd_core import get_variant
 
-POLL_S = 1.0
+CANCELLED = "Download cancelled: the part already fetched is kept (hidden) and resumes next time."
 
 
 class Download(Job):
-    """A Job whose progress is bytes."""
+    """A Job whose progress is bytes. Not a model run: it runs on a thread of its own, not the model server's."""
 
     def __init__(self, variant: str, work):
         super().__init__("download", work, owner=state.session_id(), label=variant)
@@ -43,6 +44,13 @@ class Download(Job):
                 f" · {speed / 1e6:.1f} MB/s · about {left:.0f} s left"
         return t
 
+    @property
+    def fraction(self) -> float:
+        return self.done_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    def progress_text(self, ahead: int = 0) -> str:
+        return f"Downloading {self.label}: " + (self.text() if self.total_bytes else "asking the hub…")
+
 
 def _start(variant: str, token_key: str) -> None:
     from svd_core.hub import download
@@ -57,7 +65,7 @@ def _start(variant: str, token_key: str) -> None:
         path = download(variant, token=token, on_progress=job.on_bytes, should_stop=job.should_stop)
         clear_checkpoints()
         return {"path": path}
-    slot.job, slot.error, slot.result = Download(variant, work).start(), None, None
+    slot.job, slot.error, slot.result = Download(variant, work).start_thread(), None, None
 
 
 S = st.session_state
@@ -67,18 +75,9 @@ def download_panel(key: str) -> None:
     """Pick a release, optionally a token, download; progress while it runs; the outcome after."""
     from svd_core.hub import downloadable
 
+    consume_job("download", CANCELLED)
     slot = state.slot("download")
     job = slot.job
-    if job is not None and job.finished:
-        slot.job = None
-        if job.status == "done":
-            slot.result = job.result
-        elif job.status == "cancelled":
-            slot.error = ("info", "Download cancelled: the part already fetched is kept (hidden) and resumes next "
-                                  "time.")
-        else:
-            slot.error = ("error", job.error)
-        job = None
     names = downloadable()
     c1, c2 = st.columns([1, 1])
     with c1:
@@ -95,19 +94,8 @@ def download_panel(key: str) -> None:
     st.button("Download", type="primary", on_click=_start, args=(variant, f"{key}_token"), disabled=job is not None,
               key=f"{key}_go")
     if job is not None:
-
-        @st.fragment(run_every=POLL_S)
-        def progress():
-            if job.finished:
-                st.rerun()
-            frac = job.done_bytes / job.total_bytes if job.total_bytes else 0.0
-            st.progress(frac, text=f"Downloading {job.label}: " + (job.text() if job.total_bytes else
-                                                                   "asking the hub…"))
-            st.button("Cancel download", on_click=job.cancel, key=f"{key}_cancel",
-                      disabled=job.cancel_event.is_set())
-        progress()
+        job_panel(job, cancel_label="Cancel download")
     if slot.result:
         st.success(f"{slot.result['path'].name} is complete and verified (sha256): pick it in the sidebar.",
                    icon=":material/check_circle:")
-    if slot.error:
-        (st.info if slot.error[0] == "info" else st.error)(slot.error[1], icon=":material/info:")
+    show_error("download")

@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:  # this checkout's `app` package and svd_core, ins
 import streamlit as st  # noqa: E402
 
 from app.controls import sidebar  # noqa: E402
-from app.results import consume_job, video_guard  # noqa: E402
+from app.widgets.progress import consume_job  # noqa: E402
 
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
 VIEWS = ROOT / "app" / "views"
@@ -27,6 +27,4 @@ nav = st.navigation(pages)
 for slot in ("gen", "cmp"):  # a finished background job hands its result to session state, on any page
     consume_job(slot)
 sidebar()
-with st.sidebar:
-    video_guard()  # pauses this page's videos while the CPU samples
 nav.run()

@@ -24,15 +24,8 @@ def _make_sampler(choice: ModelChoice) -> Sampler:
 def get_server() -> ModelServer:
     """The one ModelServer of this process, shared by all sessions. Made once at start: temporary run folders
     a killed server left behind are removed then."""
-    from app.results import SERVER_STATUS, clean_progress_files, static_progress
-
     clean_stale_temp()
-    clean_progress_files()
-    server = ModelServer(_make_sampler)
-    if static_progress():
-        server.status_file = SERVER_STATUS
-        server.publish()
-    return server
+    return ModelServer(_make_sampler)
 
 
 @st.cache_data(ttl=3, show_spinner=False)

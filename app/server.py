@@ -4,19 +4,20 @@ queued on it. No Streamlit here (resources.py caches one ModelServer per process
 - The model's settings (checkpoint, device, memory mode) belong to the server, not to whichever session reran
   last: a session asks to change them with `select`, which is refused while any job is queued or running, and
   the old pipeline is released before the new one loads, so two never sit on one device.
-- Every run of every session goes through the one Sampler's FIFO queue; `jobs()` lists them for every session to
-  see. A job whose tab was closed runs to the end and its result stays in History.
+- One worker thread runs every job of every session, one at a time, in the order they were submitted (a
+  `queue.Queue`); `jobs()` lists them for every session to see. A job carries the model its page was drawn for:
+  one submitted for another model than the server's (the model changed in another tab) is refused, at `submit`
+  and again when its turn comes. A job whose tab was closed runs to the end and its result stays in History.
 """
 
 from __future__ import annotations
 
 import gc
+import queue
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from app.jobs import write_json
 from svd_core import SVDError
 
 
@@ -32,11 +33,17 @@ class ModelChoice:
         return self.path.rsplit("/", 1)[-1]
 
 
-PROGRESS_KEEP_S = 30.0  # an ended job's progress file stays this long for its page's last fetch, then goes
-
-
 class Busy(SVDError):
     """The model cannot change now: runs are queued or running on it."""
+
+
+class ModelChanged(SVDError):
+    """A job was submitted for a model that is not the server's (it changed in another tab)."""
+
+
+def model_changed(choice: ModelChoice | None) -> str:
+    return (f"The model is now {choice.name if choice else 'none'} (changed in another tab): check the settings "
+            "and press again.")
 
 
 class ModelServer:
@@ -50,11 +57,10 @@ class ModelServer:
         self._sampler = None
         self._loaded_for: ModelChoice | None = None
         self.load_error = ""
-        self._jobs: list = []
+        self._jobs: list = []  # queued and running, in submission order: the worker's order
+        self._queue: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
         self.decode_seconds_per_megapixel_frame: float | None = None  # learnt from finished runs, for estimates
-        self.status_file: Path | None = None  # where publish() writes whether runs are active, for pages to fetch
-        self.version = 0  # counts changes of the model or the queue (publish() notices them): the sidebar follows it
-        self._seen: tuple | None = None
 
     # ---------------------------------------------------------------------------------------------- model
     def select(self, choice: ModelChoice, by: str = "") -> None:
@@ -69,7 +75,6 @@ class ModelServer:
             self.choice, self.changed_by, self.changed_at = choice, by, time.time()
             self.load_error = ""
             self._release()
-        self.publish()
 
     def _release(self) -> None:
         if self._sampler is None:
@@ -114,40 +119,68 @@ class ModelServer:
                     gc.collect()
                     raise SVDError("the model was changed while it loaded: try again")
                 self._sampler, self._loaded_for = sampler, choice
-            self.publish()
             return sampler
 
     # ----------------------------------------------------------------------------------------------- jobs
     def submit(self, job) -> None:
-        """Register and start a job; it leaves the list when it finishes."""
+        """Queue a model run: the worker calls `job.run(sampler)` when its turn comes. Raises ModelChanged (one
+        line) when `job.model` is not the server's model."""
         with self._lock:
+            if job.model != self.choice:
+                raise ModelChanged(model_changed(self.choice))
             self._jobs.append(job)
-        job.on_finish = self._finished
-        job.on_publish = lambda _job: self.publish()  # each step: the running job's time left moves
-        self.publish()
-        job.start()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name="svd-worker", daemon=True)
+                self._worker.start()
+            self._queue.put(job)
 
-    def _finished(self, job) -> None:
+    def _serve(self) -> None:
+        """The worker: one job at a time, in submission order, each on the model it was submitted for."""
+        while True:
+            job = self._queue.get()
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    if job in self._jobs:
+                        self._jobs.remove(job)
+
+    def _run(self, job) -> None:
         with self._lock:
-            if job in self._jobs:
+            if job.finished:  # cancelled while queued
+                return
+            if job.model != self.choice:  # select refuses while jobs are queued: checked again all the same
+                job.refuse(model_changed(self.choice))
+                return
+            job.status = "running"
+        try:
+            sampler = self.sampler()
+        except (SVDError, ValueError) as e:
+            job.refuse(f"Cannot load {job.model.name}: {e}")
+            return
+        job.run(sampler)
+        if job.decode_rate:
+            self.decode_seconds_per_megapixel_frame = job.decode_rate
+
+    def cancel(self, job) -> None:
+        """Cancel a job: a queued one leaves the queue at once and never runs; a running one stops at its next
+        check."""
+        job.cancel()
+        with self._lock:
+            if job.status == "queued" and job in self._jobs:
                 self._jobs.remove(job)
-            seconds = getattr(job, "decode_rate", None)
-            if seconds:
-                self.decode_seconds_per_megapixel_frame = seconds
-        self.publish()
-        progress = getattr(job, "progress_file", None)
-        if progress is not None:  # its tab may be closed: nobody else would remove it (a page finds it gone)
-            def remove():
-                job.done_event.wait(60)  # after the job's last write of it
-                progress.unlink(missing_ok=True)
-            timer = threading.Timer(PROGRESS_KEEP_S, remove)
-            timer.daemon = True
-            timer.start()
+                job.status = "cancelled"
+                job.done_event.set()
 
     def jobs(self) -> list:
-        """Active jobs in submission order (running first in practice, then the queue)."""
+        """Queued and running jobs in submission order: the running one first, then the queue."""
         with self._lock:
             return [j for j in self._jobs if not j.finished]
+
+    def position(self, job) -> int:
+        """How many jobs run before `job` (0: it runs now, or next)."""
+        with self._lock:
+            return self._jobs.index(job) if job in self._jobs else 0
 
     def device_type(self) -> str:
         """'cpu', 'cuda', 'mps' of the loaded model, or of the chosen device; '' while unknown (best available,
@@ -156,23 +189,3 @@ class ModelServer:
         if sampler is not None:
             return sampler.device.type
         return self.choice.device.split(":")[0] if self.choice is not None else ""
-
-    def publish(self) -> None:
-        """Write {"active": runs queued or running, "device": device_type()} to status_file, for every page to
-        fetch without a rerun (the pages' video guard: app/results.py), with "busy_for_s": the running job's
-        estimated time left, when known (the server is busy at least that long, unless it is cancelled; queued
-        runs come after it), and "version": it moves when the model or the queue changes (a run queued, started or
-        ended; the model chosen or loaded), not at each step. Rewritten when runs start or end and at each step of
-        a run."""
-        with self._lock:  # one writer at a time: they share the temporary file
-            jobs = self.jobs()
-            seen = (self.choice, self.loaded, self.load_error, tuple((id(j), j.status) for j in jobs))
-            if seen != self._seen:
-                self._seen, self.version = seen, self.version + 1
-            if self.status_file is not None:
-                data = {"active": len(jobs), "device": self.device_type(), "version": self.version}
-                running = next((j for j in jobs if j.status == "running"), None)
-                left = running.seconds_left() if running is not None else None
-                if left is not None:
-                    data["busy_for_s"] = round(left, 1)
-                write_json(self.status_file, data)

@@ -7,7 +7,8 @@ import streamlit as st
 
 from app import charts, state
 from app.controls import image_uploader, prepare, ranged, require_sampler
-from app.results import gone, picture, run_section, show_video, start_job, trajectory_steps
+from app.widgets.progress import run_section, start_job
+from app.widgets.result import gone, picture, show_video, trajectory_steps
 from svd_core import (
     SamplingParams,
     SVDError,
@@ -264,12 +265,11 @@ def start_calibration(sampler, upload, base, spec):
         return
     cells = spec["cells"]
 
-    def work(job):
+    def work(job, sampler):
         def progress(idx, n, i, steps):
             job.on_cell(idx, n, i, steps, cells[idx][0] if idx < len(cells) else "confirming run")
         res = run_calibration(sampler, upload.data, base, spec["knob"], spec["target"], spec["values"],
-                              spec["seeds"], spec["steps"], on_progress=progress, should_stop=job.should_stop,
-                              on_queue=job.on_queue)
+                              spec["seeds"], spec["steps"], on_progress=progress, should_stop=job.should_stop)
         return {"path": res.path, "calibration": res.summary(), "verdict": res.fit.verdict,
                 "confirm": res.confirm_path,
                 "cells": [(label, path, params) for (label, params), path in zip(cells, res.run_paths)]}
@@ -284,11 +284,11 @@ def start(sampler, upload, cells):
 
     trajectory = bool(S.get("cmp_trajectory"))
 
-    def work(job):
+    def work(job, sampler):
         def progress(idx, n, i, steps):
             job.on_cell(idx, n, i, steps, cells[idx][0])
         res = run_sweep(sampler, upload.data, cells, on_progress=progress, should_stop=job.should_stop,
-                        on_queue=job.on_queue, trajectory=trajectory)
+                        trajectory=trajectory)
         return {"path": res.path, "cells": [(label, p, r.params) for (label, r), p in zip(res.cells, res.run_paths)]}
     p = cells[0][1]
     start_job("cmp", "compare", work, label=f"{len(cells)} cells",

@@ -12,7 +12,9 @@ from app.controls import (
     prepare,
     require_sampler,
 )
-from app.results import downloads, gone, record_decode_rate, run_section, show_metrics, show_video, start_job
+from app.jobs import record_decode_rate
+from app.widgets.progress import run_section, start_job
+from app.widgets.result import downloads, gone, show_metrics, show_video
 from svd_core import SVDError, is_untrained, save_run
 
 sampler = require_sampler()
@@ -46,10 +48,9 @@ def start(sampler, prepared, params, upload):
 
     trajectory = state.save_trajectory()
 
-    def work(job):
+    def work(job, sampler):
         result = sampler.generate(prepared, params, on_step=job.on_step, should_stop=job.should_stop,
-                                  on_queue=job.on_queue, on_phase=job.on_phase,
-                                  on_preview=job.on_preview if job.preview_dir is not None else None,
+                                  on_phase=job.on_phase, on_preview=job.on_preview if job.watch else None,
                                   trajectory=trajectory)
         record_decode_rate(job, result)
         job.on_phase("saving")

@@ -6,7 +6,7 @@ import streamlit as st
 from app import state
 from app.camera import camera_words
 from app.resources import checkpoints
-from app.results import picture, trajectory_steps, trajectory_view
+from app.widgets.result import picture, trajectory_steps, trajectory_view
 from svd_core import SamplingParams, SVDError, delete_run, get_variant, load_run, read_video_record
 from svd_core.params import label
 from svd_core.runs import scan_runs
