@@ -6,15 +6,15 @@ Playwright and prints:
   (b) one tab: click "Generate video" -> the result video playing, and what that run took inside the server
       (its run.json); the page's fixed cost is click-to-playing minus the run's own total for 1-step runs (the
       median of three): saving the run (mp4 encode), the rerun that shows it, the video's download by the
-      browser, and the progress bar's fetch latency,
+      browser, and the progress panel's polling latency,
   (b') the same run with its tab closed right after the click (no page, no browser drawing),
   (c) three tabs clicking at once: time until all three play,
 all for the same parameters (--steps, the demo's other defaults). Nothing here asserts a time.
 
 `--previews` measures the live preview's cost instead, in --repeat interleaved rounds of four runs in a rotating
-order: `Sampler.generate` without and with an on_preview that writes each step's preview PNG (what a watching
-page's job does), and one watched tab with Generate's "Live preview" on and off (the run's own denoise time from
-its run.json, the browser fetching and drawing the previews meanwhile).
+order: `Sampler.generate` without and with the on_preview of a watched page's job (the preview image kept in
+memory, at its pace), and one watched tab with Generate's "Live preview" on and off (the run's own denoise time
+from its run.json, the page drawing the previews meanwhile).
 
 The machine these run on is noisy (the same command moves by 10-20 % from one minute to the next), so the
 figures are taken in --repeat interleaved rounds, each round one (a), (b), (b') and (c) in a rotating order, and
@@ -147,11 +147,8 @@ def ready_tab(browser, url: str, steps: int, preview: bool = True):
 
 # The watcher runs inside each page and costs nothing until a <video> appears: a MutationObserver arms each new
 # video, whose own timeupdate events stamp the wall clock once it plays. The harness reads the stamp once a
-# second. (It used to ask the page over Playwright 20 times a second, then to poll it with a 50 ms timer: the
-# first cost headless Chromium ~0.9 s of CPU during a 6 s run on 2 cores and the run itself ~0.8 s, the second
-# still ~1 s of CPU. A user's browser does neither.) Videos play by themselves (the page's video guard starts
-# them; the harness never presses play): a tab whose result the guard holds paused while other tabs' runs sample
-# counts as playing when the guard lets it play.
+# second: asking the page over Playwright, or polling it with a timer, costs the browser CPU that a user's browser
+# does not spend. Videos play by themselves (muted autoplay); the harness never presses play.
 WATCH = """() => { window.__playing_at = null;
     const arm = (v) => {
         if (v.__armed) return;
@@ -226,9 +223,9 @@ def _med(xs) -> float:
 
 def previews_rounds(lib: Library, browser, url: str, out: Path, steps: int, repeat: int) -> None:
     """The live preview's cost: library and app runs with previews off and on, interleaved (see the docstring)."""
-    from svd_core.preview import PngFile
+    from app.jobs import Job
 
-    writer = PngFile(out.parent / "preview.png")
+    watched = Job("generate", lambda job, sampler: {}, watch=True)  # its on_preview: what a watched run does
     rows = []
     for r in range(repeat):
         row = {}
@@ -236,7 +233,7 @@ def previews_rounds(lib: Library, browser, url: str, out: Path, steps: int, repe
         order = order[r % 4:] + order[:r % 4]
         for what in order:
             if what.startswith("lib"):
-                row[what] = lib.denoise_time(writer if what == "lib_on" else None)
+                row[what] = lib.denoise_time(watched.on_preview if what == "lib_on" else None)
             else:
                 tab = ready_tab(browser, url, steps, preview=what == "app_on")
                 row[what + "_playing"] = click_to_playing([tab])[1][0]
@@ -247,7 +244,6 @@ def previews_rounds(lib: Library, browser, url: str, out: Path, steps: int, repe
               f"{row['lib_on']:.2f} s ({row['lib_on'] / row['lib_off']:.3f}x); app tab off {row['app_off']:.2f} s, "
               f"on {row['app_on']:.2f} s ({row['app_on'] / row['app_off']:.3f}x); click to playing off "
               f"{row['app_off_playing']:.2f} s, on {row['app_on_playing']:.2f} s", flush=True)
-    writer.close()
     for name, off, on in (("library", "lib_off", "lib_on"), ("app, one watched tab", "app_off", "app_on")):
         print(f"{name}: denoise with previews off {_med(r[off] for r in rows):.2f} s, on "
               f"{_med(r[on] for r in rows):.2f} s; on/off per round {', '.join(f'{r[on] / r[off]:.3f}' for r in rows)}"
