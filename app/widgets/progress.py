@@ -3,7 +3,8 @@ hand its result or error to the page's slot, show the error.
 
 The progress panel is a fragment that reruns every POLL_S while its job is queued or running and reads the Job
 (and the server's queue for its place) in memory; when the job has ended it asks for one rerun of the page, which
-moves the outcome into the slot (consume_job) and draws the result.
+moves the outcome into the slot (consume_job) and draws the result once: Streamlit autoplays a video when its
+element first mounts, which a result drawn by a fragment rerun and then again by the page's next run can miss.
 """
 
 from __future__ import annotations
