@@ -36,6 +36,7 @@ from .grid import contact_sheet, grid_frames, grid_layout
 from .hub import discard_partial, download, downloadable, partial_downloads
 from .images import ImageSpec, PreparedImage, prepare_image
 from .params import ANGLES, CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
+from .record import ModelSpec, RunRecord, RunRequest, summary_line
 from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
 from .sweep import (
     Cell,
@@ -58,7 +59,7 @@ _LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "session", "Sampler": "sessi
          "list_guiders": "samplers", "applicable_knobs": "samplers",
          # OpenCV loads on first use
          "Likeness": "metrics", "measure_file": "metrics", "measure_frames": "metrics", "scalar_metrics": "metrics",
-         "summary_line": "metrics",
+         "metrics_line": "metrics",
          "read_video_record": "provenance", "SV3DUNet": "sv3d"}
 
 
@@ -86,6 +87,7 @@ __all__ = [
     "Cell", "Likeness", "VideoError", "clean_stale_temp", "describe_fps", "fps_vocabulary", "grid_layout",
     "is_untrained", "measure_file", "measure_frames", "metric_rows", "parse_seeds", "parse_values", "read_video",
     "read_video_record", "response_png", "response_table", "scalar_metrics", "summary_line", "training_warnings",
+    "metrics_line", "ModelSpec", "RunRecord", "RunRequest",
     # SV3D (issue 14)
     "ANGLES", "SV3DUNet", "camera_path", "get_camera_path", "list_camera_paths",
     # sweeps over several processes (issue 13)

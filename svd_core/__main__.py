@@ -35,9 +35,10 @@ def _param_flags(p: argparse.ArgumentParser) -> None:
     c.add_argument("--path-seed", type=int, default=0, metavar="N", help="seed of the dynamic path (default 0)")
     c.add_argument("--elevations", metavar="E1,E2,...", help="one elevation per frame")
     c.add_argument("--azimuths", metavar="A1,A2,...", help="one azimuth per frame")
-    c.add_argument("--remove-background", action="store_true", help="cut the object out onto white first (needs "
-                   "the optional rembg package and its weights on disk; an image with transparency goes on white "
-                   "anyway)")
+    c.add_argument("--remove-background", action=argparse.BooleanOptionalAction, default=None,
+                   help="cut the object out onto white first (needs the optional rembg package and its weights on "
+                        "disk; an image with transparency goes on white anyway) (default: off; with --from: as that "
+                        "run did)")
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -139,7 +140,7 @@ def _trajectory_flag(p: argparse.ArgumentParser) -> None:
 def _save_trajectory(args) -> bool:
     if args.save_trajectory is not None:
         return args.save_trajectory
-    return bool(getattr(args, "from_record", None) and args.from_record.get("save_trajectory"))
+    return bool(getattr(args, "from_record", None) and args.from_record.request.save_trajectory)
 
 
 def _pick_checkpoint(arg):
@@ -165,10 +166,13 @@ def _checked_inputs(args):
     overrides = {k: getattr(args, k) for k in [*RANGES, *CHOICES] if getattr(args, k) is not None}
     overrides.update({k: parse_values(k, getattr(args, k)) for k in GUIDER_LISTS if getattr(args, k) is not None})
     if record is not None:
-        params = SamplingParams.from_dict({**record["params"], **overrides})
+        params = record.params.replace(**overrides)
         _check_same_checkpoint(record, info)
+        if args.remove_background is None:
+            args.remove_background = record.request.remove_bg
     else:
         params = SamplingParams.for_variant(info.variant, **overrides)
+    args.remove_background = bool(args.remove_background)
     params = _with_camera(args, params)
     if args.image is None:
         raise ValueError("give the conditioning image (or --from a run.json whose folder holds input.png)")
@@ -205,8 +209,8 @@ def _with_camera(args, params):
     return params.replace(**changes) if changes else params
 
 
-def _from_record(args) -> dict:
-    """The record of `--from` (an mp4 of ours or a run.json); fills in the image and checkpoint when it can."""
+def _from_record(args):
+    """The RunRecord of `--from` (an mp4 of ours or a run.json); fills in the image and checkpoint when it can."""
     from pathlib import Path
 
     from .checkpoints import list_checkpoints
@@ -216,25 +220,19 @@ def _from_record(args) -> dict:
     if src.is_dir():
         src = src / "run.json"
     if src.suffix.lower() == ".json":
-        import json
+        from .runs import read_record
 
-        from .runs import validate_record
-
-        try:
-            record = json.loads(src.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{src} is not a readable run.json ({e})") from None
-        validate_record(record, str(src))
+        record = read_record(src)
         if args.image is None and (src.parent / "input.png").is_file():
             args.image = str(src.parent / "input.png")
     else:
         record = read_video_record(src)
-        if record.get("kind") == "sweep":
-            raise ValueError(f"{src.name} is the grid of comparison {record.get('sweep')}: rerun it with `sweep` "
-                             f"(it varied {', '.join(record.get('varied') or ['the seed'])}), or give one of its "
-                             "cells' video.mp4 to --from")
+    if record.kind == "sweep":
+        raise ValueError(f"{src.name} is {'the grid of ' if src.suffix.lower() != '.json' else ''}comparison "
+                         f"{record.sweep or src.parent.name}: rerun it with `sweep` (it varied "
+                         f"{', '.join(record.varied or ['the seed'])}), or give one of its cells' video.mp4 to --from")
     if args.checkpoint is None:
-        want = record["checkpoint"].get("file")
+        want = record.checkpoint
         match = next((c for c in list_checkpoints() if c.name == want), None)
         if match is None:
             raise ValueError(f"{src.name} was made with {want}, which is not in checkpoints/: pass it with -c")
@@ -257,10 +255,10 @@ def _check_out(out) -> None:
         raise ValueError(f"--out {out}: {existing} cannot be written: name a folder you can write to")
 
 
-def _check_same_checkpoint(record: dict, info) -> None:
+def _check_same_checkpoint(record, info) -> None:
     from .checkpoints import file_sha256
 
-    want = record.get("checkpoint", {}).get("sha256")
+    want = record.sha256
     if want and file_sha256(info.path) != want:
         print(f"note: {info.name} is not the checkpoint this run was made with (sha256 differs): the frames will "
               "differ", file=sys.stderr)
@@ -324,20 +322,25 @@ def cmd_sample(args) -> int:
     if unused:
         print(f"note: {sampler.info.variant.name} has no input for {', '.join(unused)}: ignored", file=sys.stderr)
     path = save_run(result, sampler.info, args.out, formats=formats)
-    t = result.timings
-    where = f"{result.memory_mode} mode on {result.device}" if result.device.startswith("cuda") else \
-        f"on {result.device}"  # memory modes apply to GPUs only
+    from .record import summary_line
+    from .runs import load_run
+
+    record = load_run(path).record
+    t = record.timings
+    where = f"{record.memory_mode} mode on {record.device}" if record.device.startswith("cuda") else \
+        f"on {record.device}"  # memory modes apply to GPUs only
     print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "
           f"decode {t['decode']:.1f}; {where})")
+    print(summary_line(record))
     _print_metrics(result, sampler.info)
     return 0
 
 
 def _print_metrics(result, info) -> None:
     from .conditioning import describe_fps, is_untrained
-    from .metrics import summary_line
+    from .metrics import metrics_line
 
-    print(summary_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
+    print(metrics_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
     fps = f"playback fps {result.params.video_fps} (SV3D has no fps input)" if info.variant.is_sv3d else \
         describe_fps(result.params)
     print(fps + (" · untrained demo model: these metrics are meaningless" if is_untrained(info.variant) else ""))
@@ -346,7 +349,7 @@ def _print_metrics(result, info) -> None:
 def _check_same_image(args, prepared) -> None:
     from .provenance import image_sha256
 
-    want = args.from_record.get("input_pixels_sha256")
+    want = args.from_record.input_pixels_sha256
     if want and image_sha256(prepared.image) != want:
         print(f"note: {args.image} is not the image this run was sampled from (pixels differ): the frames will "
               "differ", file=sys.stderr)
@@ -390,25 +393,20 @@ def cmd_sweep(args) -> int:
             bar.set_postfix_str(cells[idx][0])
             bar.refresh()
     try:
-        image = args.image
-        if args.remove_background:
-            from .images import open_image, remove_background
-
-            image = remove_background(open_image(args.image)[0])
-        res = run_sweep(sampler, image, cells, on_progress=on_progress, out_dir=args.out, state=state,
-                        trajectory=bool(args.save_trajectory))
+        res = run_sweep(sampler, args.image, cells, on_progress=on_progress, out_dir=args.out, state=state,
+                        trajectory=bool(args.save_trajectory), remove_bg=args.remove_background)
     finally:
         if bar is not None:
             bar.close()
     if res is None:  # not the main process: it sent its cells there
         return 0
-    from .metrics import summary_line
+    from .metrics import metrics_line
 
     for note in dict.fromkeys(n for _, r in res.cells for n in r.notes):
         print("note:", note, file=sys.stderr)
     print(res.path)
     for (label, r), p in zip(res.cells, res.run_paths):
-        print(f"  {label}: {p}\n    {summary_line(r.metrics)}")
+        print(f"  {label}: {p}\n    {metrics_line(r.metrics)}")
     print(f"  metrics.csv, response.png: {res.path}")
     return 0
 
@@ -435,13 +433,8 @@ def cmd_calibrate(args) -> int:
         bar.n = round(idx + i / steps, 2)
         bar.refresh()
     try:
-        image = args.image
-        if args.remove_background:
-            from .images import open_image, remove_background
-
-            image = remove_background(open_image(args.image)[0])
-        cal = run_calibration(sampler, image, params, args.knob, args.target_motion, values, seeds, args.steps,
-                              on_progress=on_progress, out_dir=args.out)
+        cal = run_calibration(sampler, args.image, params, args.knob, args.target_motion, values, seeds, args.steps,
+                              on_progress=on_progress, out_dir=args.out, remove_bg=args.remove_background)
     finally:
         bar.close()
     from .conditioning import is_untrained

@@ -290,10 +290,12 @@ def calibration_cells(base: SamplingParams, knob: str, values, seeds: list[int],
 def run_calibration(sampler, image, base: SamplingParams, knob: str, target: float, values=None,
                     seeds: list[int] | None = None, steps: int | None = None,
                     on_progress: Callable[[int, int, int, int], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None, on_queue=None, out_dir=None) -> Calibration:
+                    should_stop: Callable[[], bool] | None = None, out_dir=None,
+                    remove_bg: bool = False) -> Calibration:
     """Sample `values` of `knob` (default COARSE) on `seeds` (default 3 from base.seed) at `steps` (default the
     settings'), fit, confirm one run at the value found (base's seed and steps), save as a sweep folder.
-    on_progress(cell, cells, step, steps): the confirming run is the last cell."""
+    on_progress(cell, cells, step, steps): the confirming run is the last cell. `remove_bg`: the image's
+    background is removed first, and recorded."""
     from .conditioning import is_untrained
     from .errors import Cancelled
     from .metrics import scalar_metrics
@@ -307,8 +309,8 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
     def progress(idx, n, i, s):
         if on_progress is not None:
             on_progress(idx, total, i, s)
-    sweep = run_sweep(sampler, image, cells, on_progress=progress, should_stop=should_stop, on_queue=on_queue,
-                      out_dir=out_dir, save=False)
+    sweep = run_sweep(sampler, image, cells, on_progress=progress, should_stop=should_stop,
+                      out_dir=out_dir, save=False, remove_bg=remove_bg)
     per_seed: dict = {}
     for (_, r), coords in zip(sweep.cells, sweep.coords):
         per_seed.setdefault(coords[knob], []).append(scalar_metrics(r.metrics or {}).get(METRIC))
@@ -317,9 +319,9 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
     if fit.value is not None:
         if should_stop is not None and should_stop():
             raise Cancelled("calibration cancelled: nothing was written")
-        result = sampler.generate(image, base.replace(**{knob: fit.value}),
-                                  on_step=lambda i, s: progress(len(cells), total, i, s), should_stop=should_stop,
-                                  on_queue=on_queue)
+        confirmed = base.replace(**{knob: fit.value})
+        result = sampler.generate(sampler.prepare(image, confirmed, remove_bg), confirmed,
+                                  on_step=lambda i, s: progress(len(cells), total, i, s), should_stop=should_stop)
         confirm_motion = scalar_metrics(result.metrics or {}).get(METRIC)
         confirm = [(f"confirm {knob}={_fmt(fit.value)}", result)]
     steps_run = cells[0][1].num_inference_steps

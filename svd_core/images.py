@@ -37,6 +37,7 @@ class PreparedImage:
     image: Image.Image  # RGB, exactly width x height
     original_size: tuple[int, int]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    background_removed: bool = False  # prepare_image(remove_bg=True)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -169,4 +170,5 @@ def prepare_image(source, width: int, height: int, resize_mode: str = "crop", sp
     scale = max(w / img.width, h / img.height) if resize_mode != "pad" else min(w / img.width, h / img.height)
     if scale > 1.0:
         notes.append(f"the {img.width}x{img.height} image is upscaled {scale:.1f}x to {w}x{h}: expect softness")
-    return PreparedImage(fit_to(img, w, h, resize_mode, spec.pad_color), (img.width, img.height), tuple(notes))
+    return PreparedImage(fit_to(img, w, h, resize_mode, spec.pad_color), (img.width, img.height), tuple(notes),
+                         bool(remove_bg))

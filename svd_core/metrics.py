@@ -135,7 +135,7 @@ def scalar_metrics(metrics: dict) -> dict[str, float | None]:
     return out
 
 
-def summary_line(metrics: dict) -> str:
+def metrics_line(metrics: dict) -> str:
     """One line for the CLI: 'motion score 3.2 (2 fps, conditioning time base) · flow 1.1 px/frame · ...'."""
     if "error" in metrics:
         return f"metrics: not measured ({metrics['error']})"

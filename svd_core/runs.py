@@ -11,20 +11,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import secrets
 import shutil
 import stat
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import CheckpointInfo, file_sha256
+from .checkpoints import CheckpointInfo
 from .errors import Cancelled, RecordError
 from .params import SamplingParams
+from .record import TRAJECTORY_FPS, RunRecord, trajectory_names
 from .video import export_frames, to_mp4, to_png
 
 
@@ -33,22 +33,6 @@ def output_dir() -> Path:
     return Path(os.environ.get("SVD_OUTPUT_DIR") or Path(__file__).resolve().parent.parent / "outputs")
 RUN_FILE = "run.json"
 TMP_PREFIX = ".tmp-"
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "diffusers", "transformers", "accelerate", "safetensors", "imageio-ffmpeg"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def new_run_id(prefix: str = "") -> str:
@@ -99,11 +83,6 @@ def commit_staged(staged: list[tuple[Path, Path]], should_stop=None) -> list[Pat
 def discard_staged(staged: list[tuple[Path, Path]]) -> None:
     for tmp, _ in staged:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_folder_atomically(folder: Path, files: dict[str, bytes], should_stop=None) -> Path:
-    """Write `files` into a temporary sibling of `folder`, then rename it into place."""
-    return commit_staged([(stage_folder(folder, files), folder)], should_stop)[0]
 
 
 def _writer_alive(tmp: Path) -> bool | None:
@@ -219,52 +198,33 @@ def finite(value):
     return value
 
 
-def record_bytes(record: dict) -> bytes:
-    """A run.json's bytes: strict JSON (non-finite numbers as null)."""
+def record_bytes(record) -> bytes:
+    """A run.json's bytes (a RunRecord or a plain object): strict JSON (non-finite numbers as null)."""
+    if isinstance(record, RunRecord):
+        record = record.to_json()
     return json.dumps(finite(record), indent=2, allow_nan=False).encode()
-
-
-def run_record(result, checkpoint: CheckpointInfo, files: list[str], extra: dict | None = None) -> dict:
-    return {
-        "created": utc_now(),
-        "params": result.params.to_dict(),
-        "seed": result.params.seed,
-        "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name,
-                       "sha256": file_sha256(checkpoint.path), "dtype": checkpoint.dtype},
-        "device": result.device,
-        "dtype": result.dtype,
-        "memory_mode": result.memory_mode,
-        "effective": dict(result.effective),
-        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
-        "frames": int(result.frames.shape[0]),
-        "size": [int(result.frames.shape[2]), int(result.frames.shape[1])],
-        "input": {"original_size": list(result.image.original_size)},
-        "notes": list(result.notes),
-        "versions": library_versions(),
-        "files": files,
-        **(extra or {}),
-    }
 
 
 ORIGINAL_INPUT = "input_original"  # + the upload's own suffix: the user's image as given, before resizing
 
 
 def save_run(result, checkpoint: CheckpointInfo, out_dir=None, formats=("mp4",), run_id: str | None = None,
-             extra: dict | None = None, source: tuple[str, bytes] | None = None, should_stop=None) -> Path:
+             source: tuple[str, bytes] | None = None, should_stop=None, **fields) -> Path:
     """Write one run's folder and return its path. `source`: (file name, bytes) of the image as the user gave
     it, kept beside the prepared input so the run can be reloaded from the original. A cancel (`should_stop`)
-    up to the final rename writes nothing."""
+    up to the final rename writes nothing. `fields`: more RunRecord fields (a sweep cell's)."""
     out_dir = Path(out_dir or output_dir())
-    staged = stage_run(result, checkpoint, out_dir / (run_id or new_run_id()), formats, extra, source)
+    staged = stage_run(result, checkpoint, out_dir / (run_id or new_run_id()), formats, source, **fields)
     return commit_staged([staged], should_stop)[0]
 
 
-def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",), extra: dict | None = None,
-              source: tuple[str, bytes] | None = None) -> tuple[Path, Path]:
-    """save_run up to the rename: (temporary folder, final folder)."""
+def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",),
+              source: tuple[str, bytes] | None = None, **fields) -> tuple[Path, Path]:
+    """save_run up to the rename: (temporary folder, final folder). run.json and each mp4's record are the run's
+    RunRecord (result.record)."""
     fps = result.params.video_fps
     files = {}
-    for k, frames in enumerate(getattr(result, "videos", None) or [result.frames]):
+    for k, frames in enumerate(result.videos or [result.frames]):
         tail = f"-{k}" if k else ""  # num_videos: video.mp4 is seed, video-1.mp4 seed + 1, ...
         files.update({(f"frames{tail}.zip" if fmt == "zip" else f"video{tail}.{fmt}"): (frames, fmt, k)
                       for fmt in formats})
@@ -273,30 +233,14 @@ def stage_run(result, checkpoint: CheckpointInfo, folder: Path, formats=("mp4",)
     if source is not None:
         suffix = Path(source[0]).suffix.lower()
         still[ORIGINAL_INPUT + (suffix if suffix in (".png", ".jpg", ".jpeg", ".webp") else ".img")] = source[1]
-    record = run_record(result, checkpoint, sorted([*files, *still]), extra)
-    record.update(instrument_record(result))
-    record.update(trajectory_record(result))
-    if source is not None:
-        record["input"]["name"] = Path(source[0]).name
-    from .provenance import video_record
-
-    def embedded(k: int) -> dict:  # each video reruns alone: its own seed, one video
-        seed = result.params.seed + k
-        return video_record({**record, "params": {**record["params"], "seed": seed, "num_videos": 1}})
+    record = result.record(checkpoint, [*files, *still], formats,
+                           Path(source[0]).name if source is not None else None, **fields)
 
     def contents(tmp: Path) -> dict[str, bytes]:
-        out = {name: export_frames(frames, fmt, fps, metadata=embedded(k), workdir=tmp)
+        out = {name: export_frames(frames, fmt, fps, metadata=record.for_video(k), workdir=tmp)
                for name, (frames, fmt, k) in files.items()}
         return {**out, **still, RUN_FILE: record_bytes(record)}
     return stage_folder(folder, contents), folder
-
-
-TRAJECTORY_FPS = 4  # denoising.mp4: one frame per step
-
-
-def _trajectory_names(k: int) -> tuple[str, str, str]:
-    tail = f"-{k}" if k else ""  # num_videos: one record per video, named like its video
-    return f"denoising{tail}.mp4", f"denoising{tail}.json", f"denoising{tail}.csv"
 
 
 def trajectory_files(result) -> dict[str, bytes]:
@@ -305,86 +249,12 @@ def trajectory_files(result) -> dict[str, bytes]:
     from .preview import stats_csv
 
     out = {}
-    for k, traj in enumerate(getattr(result, "trajectories", None) or []):
-        video, stats, table = _trajectory_names(k)
+    for k, traj in enumerate(result.trajectories or []):
+        video, stats, table = trajectory_names(k)
         out[video] = to_mp4(traj.frames(), TRAJECTORY_FPS)
         out[stats] = json.dumps(traj.stats(), indent=1).encode()
         out[table] = stats_csv(traj.stats())
     return out
-
-
-def trajectory_record(result) -> dict:
-    """run.json's save_trajectory (what --from and "Use these settings" redo) and, when saved, its files."""
-    trajectories = getattr(result, "trajectories", None) or []
-    if not trajectories:
-        return {"save_trajectory": False}
-    names = [_trajectory_names(k) for k in range(len(trajectories))]
-    return {"save_trajectory": True,
-            "trajectory": {"videos": [n[0] for n in names], "stats": [n[1] for n in names],
-                           "tables": [n[2] for n in names], "steps": len(trajectories[0]), "fps": TRAJECTORY_FPS,
-                           "decoder": "latent_rgb"}}
-
-
-def instrument_record(result) -> dict:
-    """What issue 10 adds to run.json: the metrics, the three fps numbers, the sampled image's pixel hash."""
-    from .conditioning import fps_vocabulary
-    from .provenance import image_sha256
-
-    out = {"metrics": dict(getattr(result, "metrics", {}) or {}), "fps": fps_vocabulary(result.params),
-           "input_pixels_sha256": image_sha256(result.image.image)}
-    if len(getattr(result, "video_metrics", None) or []) > 1:  # num_videos: each video's, in file order
-        out["video_metrics"] = [dict(m) for m in result.video_metrics]
-    return out
-
-
-_OPTIONAL = {"created": str, "kind": str, "label": str, "sweep": str, "seed": int, "files": list, "input": dict,
-             "notes": list, "metrics": dict, "effective": dict, "timings_s": dict, "coords": dict, "cells": list,
-             "input_pixels_sha256": str, "device": str, "dtype": str, "trajectory": dict, "video_metrics": list,
-             "varied": list}
-_NULLABLE = {"created", "seed", "input_pixels_sha256", "device", "dtype"}  # null in an mp4's record
-
-
-def _plain_name(f) -> bool:
-    return isinstance(f, str) and f == Path(f).name and not f.startswith(".")
-
-
-def validate_record(record, name: str = "the record") -> dict:
-    """`record` (a parsed run.json, or the record inside one of our mp4s) if it has the shape SVD Studio writes:
-    an object whose params make a SamplingParams, whose checkpoint is an object, and whose other fields (when
-    present) have their types; else RecordError, one line naming `name`. The one check of every record read."""
-    def bad(what: str):
-        return RecordError(f"{name} is not a run record of SVD Studio ({what})")
-    if not isinstance(record, dict):
-        raise bad(f"a JSON {type(record).__name__}, not an object")
-    if not isinstance(record.get("params"), dict):
-        raise bad("params is " + ("missing" if "params" not in record else f"a {type(record['params']).__name__}"))
-    try:
-        SamplingParams.from_dict(record["params"])
-    except (TypeError, ValueError) as e:
-        raise bad(f"params: {e}") from None
-    ck = record.get("checkpoint")
-    if not isinstance(ck, dict) or not all(isinstance(ck.get(k), (str, type(None))) for k in ("file", "sha256")):
-        raise bad("checkpoint is " + ("missing" if ck is None else "malformed" if isinstance(ck, dict)
-                                      else f"a {type(ck).__name__}"))
-    for key, kind in _OPTIONAL.items():
-        value = record.get(key)
-        if key in record and not (value is None and key in _NULLABLE) and (
-                not isinstance(value, kind) or isinstance(value, bool)):
-            raise bad(f"{key} is {'null' if value is None else f'a {type(value).__name__}'}")
-    if not all(_plain_name(f) for f in record.get("files", [])):
-        raise bad("files is not a list of file names in the run's folder")
-    if not isinstance(record.get("save_trajectory", False), bool):
-        raise bad("save_trajectory is not true or false")
-    traj = record.get("trajectory") or {}
-    if not all(isinstance(names, list) and all(_plain_name(f) for f in names)
-               for names in (traj.get(k, []) for k in ("videos", "stats", "tables"))):
-        raise bad("trajectory does not list file names in the run's folder")
-    if not isinstance((record.get("input") or {}).get("name", ""), str):
-        raise bad("input name is not a string")
-    for cell in record.get("cells") or []:
-        if not (isinstance(cell, dict) and isinstance(cell.get("run"), str) and isinstance(cell.get("label", ""), str)):
-            raise bad("a cell is not {run, label}")
-    return record
 
 
 def _number(v) -> bool:
@@ -409,7 +279,7 @@ def validate_trajectory_stats(stats, name: str = "the denoising record") -> list
 @dataclass(frozen=True)
 class RunInfo:
     path: Path
-    record: dict
+    record: RunRecord
 
     @property
     def id(self) -> str:
@@ -417,11 +287,11 @@ class RunInfo:
 
     @property
     def params(self) -> SamplingParams:
-        return SamplingParams.from_dict(self.record["params"])
+        return self.record.params
 
     @property
     def kind(self) -> str:
-        return self.record.get("kind", "run")
+        return self.record.kind
 
     def file(self, name: str) -> Path | None:
         """The run's file `name` when it is a regular file in the run's folder itself (not a symlink, which could
@@ -435,7 +305,18 @@ class RunInfo:
     @property
     def original_input(self) -> Path | None:
         """The image as the user gave it (runs saved before this existed: None)."""
-        return next((self.file(f) for f in self.record.get("files", []) if f.startswith(ORIGINAL_INPUT)), None)
+        return next((self.file(f) for f in self.record.files if f.startswith(ORIGINAL_INPUT)), None)
+
+
+def read_record(path, name: str | None = None) -> RunRecord:
+    """The record in the run.json file `path`; RecordError (a ValueError) naming it (`name`, default the path)
+    when it is unreadable or not a record of ours."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordError(f"{name or path} is not a readable run.json ({e})") from None
+    return RunRecord.from_json(data, name or str(path))
 
 
 def load_run(path) -> RunInfo:
@@ -443,10 +324,10 @@ def load_run(path) -> RunInfo:
     record of ours."""
     path = Path(path)
     try:
-        record = json.loads((path / RUN_FILE).read_text())
+        data = json.loads((path / RUN_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RecordError(f"{path} is not a complete run folder ({e})") from None
-    return RunInfo(path, validate_record(record, f"{path.name}/{RUN_FILE}"))
+    return RunInfo(path, RunRecord.from_json(data, f"{path.name}/{RUN_FILE}"))
 
 
 def scan_runs(out_dir=None) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
@@ -464,8 +345,8 @@ def scan_runs(out_dir=None) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
         except ValueError as e:
             problems.append((p, str(e)))
     names = {r.id for r in runs}  # a cell of a sweep that has not landed (or never will) is not a run yet
-    runs = [r for r in runs if not r.record.get(SWEEP_PENDING) or r.record.get("sweep") in names]
-    runs.sort(key=lambda r: (r.record.get("created") or "", r.path.stat().st_mtime), reverse=True)
+    runs = [r for r in runs if not r.record.sweep_pending or r.record.sweep in names]
+    runs.sort(key=lambda r: (r.record.created or "", r.path.stat().st_mtime), reverse=True)
     return runs, sorted(problems)
 
 

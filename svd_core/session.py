@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
 from .metrics import Likeness, measure_frames
 from .params import SamplingParams
+from .record import ModelSpec, RunRecord, record_of
 
 MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}
@@ -86,45 +86,6 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
-class RunQueue:
-    """A FIFO lock that tells waiters their place: `on_wait(position)` while they wait (1 = next), then
-    `on_wait(0)` when their turn comes."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._waiting: deque[object] = deque()
-        self._busy = False
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._waiting) + int(self._busy)
-
-    def acquire(self, on_wait=None, should_stop=None, poll: float = 0.2) -> None:
-        ticket = object()
-        with self._cond:
-            self._waiting.append(ticket)
-            try:
-                while self._busy or self._waiting[0] is not ticket:
-                    if on_wait is not None:
-                        on_wait(list(self._waiting).index(ticket) + int(self._busy))
-                    if should_stop is not None and should_stop():
-                        raise Cancelled("cancelled while waiting in the queue")
-                    self._cond.wait(poll)
-            except BaseException:
-                self._waiting.remove(ticket)
-                self._cond.notify_all()
-                raise
-            self._waiting.popleft()
-            self._busy = True
-        if on_wait is not None:
-            on_wait(0)
-
-    def release(self) -> None:
-        with self._cond:
-            self._busy = False
-            self._cond.notify_all()
-
-
 def to_uint8(frames) -> np.ndarray:
     """diffusers' float frames in [0, 1] -> uint8 (F, H, W, 3)."""
     return np.clip(np.asarray(frames) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -149,15 +110,24 @@ class SampleResult:
     metrics: dict = field(default_factory=dict)  # svd_core.metrics.measure_frames: motion, flicker, likeness
     trajectories: list = field(default_factory=list)  # generate(trajectory=True): a preview.Trajectory per video
     video_metrics: list[dict] = field(default_factory=list)  # num_videos: each video's metrics ([0] is `metrics`)
+    model: ModelSpec = ModelSpec("")  # the model it ran on, as asked for
+    remove_bg: bool = False  # the input's background was removed
+
+    def record(self, checkpoint: CheckpointInfo, files=(), formats=("mp4",), input_name: str | None = None,
+               **fields) -> RunRecord:
+        """This run's record (svd_core.record.record_of): what runs.py writes as run.json."""
+        return record_of(self, checkpoint, files, formats, input_name, **fields)
 
 
 class Sampler:
-    """Keeps one loaded pipeline. `generate` is safe to call from several threads: runs queue up, one at a time."""
+    """Keeps one loaded pipeline and runs one video at a time. Not thread-safe by itself: one thread (the
+    caller's, or the app's one worker) runs its runs one after another."""
 
     def __init__(self, checkpoint, *, device=None, dtype=None, memory_mode: str = "auto", compile: bool | str = False,
                  fuse_qkv: bool = False, attention: str = "default", pin_memory: bool = True):
         """compile, fuse_qkv, attention, pin_memory: how the modules compute (svd_core.compute.ComputeOptions)."""
         self.compute = ComputeOptions(compile, fuse_qkv, attention, pin_memory)
+        self.device_setting = "" if device is None else str(device)
         self.info: CheckpointInfo = inspect_checkpoint(checkpoint)
         # run.json records the checkpoint's sha256: hash a 9.56 GB file while the model loads and samples
         threading.Thread(target=file_sha256, args=(self.info.path,), name="sha256", daemon=True).start()
@@ -175,13 +145,23 @@ class Sampler:
         self._compiled_shapes: set = set()
         self._pinned: PinnedOffload | None = None
         self._apply_memory_mode(self.memory_mode)
-        self.queue = RunQueue()
         channels = self.pipe.unet.config.block_out_channels
         # a small test architecture (also when its file carries a release's name) samples at small sizes
         min_side = self.info.variant.min_side if channels[0] >= 320 else TINY_MIN_SIDE
         self.image_spec = ImageSpec(multiple=self.pipe.vae_scale_factor * 2 ** (len(channels) - 1),
                                     min_side=min_side,
                                     pad_color=(255, 255, 255) if self.info.variant.is_sv3d else (0, 0, 0))
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, **compute) -> Sampler:
+        """The Sampler of `spec`; `compute`: fuse_qkv, attention, pin_memory."""
+        return cls(spec.checkpoint, device=spec.device or None, memory_mode=spec.memory_mode,
+                   compile=spec.compile, **compute)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model as asked for (the memory mode as set: auto stays auto)."""
+        return ModelSpec(str(self.info.path), self.device_setting, self.memory_setting, bool(self.compute.compile))
 
     def default_params(self, **overrides) -> SamplingParams:
         return SamplingParams.for_variant(self.info.variant, **overrides)
@@ -205,11 +185,10 @@ class Sampler:
 
     def generate(self, image, params: SamplingParams, on_step: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 on_queue: Callable[[int], None] | None = None,
                  on_phase: Callable[[str], None] | None = None,
                  on_preview: Callable[..., None] | None = None, trajectory: bool = False) -> SampleResult:
         """Sample one video. `image`: a path, bytes, PIL image or PreparedImage. Raises Cancelled when
-        `should_stop()` turns true: it is checked while queued, between steps, after the last step and before
+        `should_stop()` turns true: it is checked between steps, after the last step and before
         each decoder call; nothing is returned or written then. `on_phase(name)`: "encoding", "denoising",
         "decoding" as each starts. `on_preview(i, n, sigma, denoised, latents)`: after each step of each video,
         its estimate of the clean video (svd_core.preview; None: no previews, no cost). `trajectory`: keep every
@@ -218,20 +197,17 @@ class Sampler:
         if prepared.size != (params.width, params.height):
             params = params.replace(width=prepared.size[0], height=prepared.size[1])
         notes = list(prepared.notes) + training_warnings(params, self.info.variant)
-        self.queue.acquire(on_queue, should_stop)
-        try:
-            videos, timings, outputs, effective, trajectories = self._run_videos(
-                prepared, params, on_step, should_stop, on_phase, notes, on_preview, trajectory)
-            likenesses = [self._likeness(v, prepared, timings) for v in videos]  # num_videos: each video's
-        finally:
-            self.queue.release()
+        videos, timings, outputs, effective, trajectories = self._run_videos(
+            prepared, params, on_step, should_stop, on_phase, notes, on_preview, trajectory)
+        likenesses = [self._likeness(v, prepared, timings) for v in videos]  # num_videos: each video's
         video_metrics = [self._measure(v, params.replace(seed=params.seed + k, num_videos=1), likenesses[k], timings)
                          for k, v in enumerate(videos)]
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
         return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
                             effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
-                            sum(o.model_calls for o in outputs), video_metrics[0], trajectories, video_metrics)
+                            sum(o.model_calls for o in outputs), video_metrics[0], trajectories, video_metrics,
+                            self.spec, prepared.background_removed)
 
     def ignored_knobs(self, params: SamplingParams) -> list[str]:
         """Knobs set away from their defaults that this run does not read: those the sampler, discretization
@@ -242,8 +218,8 @@ class Sampler:
         return params.inapplicable() + unused
 
     def _likeness(self, frames, prepared, timings) -> list[float] | Exception:
-        """Likeness needs the image encoder on the accelerator: it runs while the run still holds the queue. A
-        failure is returned, to be recorded with the metrics."""
+        """Likeness needs the image encoder on the accelerator, while the run's modules are placed. A failure is
+        returned, to be recorded with the metrics."""
         t0 = time.perf_counter()
         try:
             return Likeness(self.pipe)(frames, prepared.image)
@@ -254,8 +230,7 @@ class Sampler:
             timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0
 
     def _measure(self, frames, params, likeness, timings) -> dict:
-        """Motion and flicker (optical flow on the CPU) after the queue is released: the next run samples
-        meanwhile. A failed measurement is recorded, never fails the run."""
+        """Motion and flicker (optical flow on the CPU). A failed measurement is recorded, never fails the run."""
         t0 = time.perf_counter()
         failed = likeness if isinstance(likeness, Exception) else None
         if failed is None:

@@ -19,8 +19,8 @@ from . import video
 from .errors import Cancelled, ProcessLost, SweepFailed
 from .grid import contact_sheet, grid_frames
 from .params import ANGLES, CHOICES, GUIDER_LISTS, METRIC_LABELS, RANGES, SamplingParams, field_names
+from .record import RunRecord, RunRequest, utc_now
 from .runs import (
-    SWEEP_PENDING,
     commit_staged,
     discard_staged,
     new_run_id,
@@ -29,7 +29,6 @@ from .runs import (
     settle_cells,
     stage_folder,
     stage_run,
-    utc_now,
 )
 
 MAX_CELLS = 48
@@ -170,7 +169,7 @@ class CellFailure:
 def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
               on_progress: Callable[[int, int, int, int], None] | None = None,
               should_stop: Callable[[], bool] | None = None, out_dir=None, save: bool = True,
-              on_queue=None, state=None, trajectory: bool = False) -> SweepResult | None:
+              state=None, trajectory: bool = False, remove_bg: bool = False) -> SweepResult | None:
     """Run the cells in order. on_progress(cell_index, n_cells, step, n_steps).
 
     A cell that raises does not stop the others; when every cell has run, a sweep with failed cells raises
@@ -182,13 +181,14 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
 
     `state`: accelerate's PartialState of a multi-process launch (svd_core.distributed): this process runs its
     share of the cells (`distributed.assign`), the main process gathers every result and saves; the other
-    processes return None. `trajectory`: every cell keeps its denoising record (Sampler.generate)."""
+    processes return None. `trajectory`: every cell keeps its denoising record (Sampler.generate). `remove_bg`:
+    the image's background is removed first (svd_core.images.prepare_image), and recorded."""
     from .distributed import assign, gather_to_main, process_record
 
     world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
     mine = assign(cells, world)[rank] if world > 1 else list(range(len(cells)))
-    outcomes = _run_cells(sampler, image, cells, mine, process_record(state), on_progress, should_stop, on_queue,
-                          trajectory)
+    outcomes = _run_cells(sampler, image, cells, mine, process_record(state), on_progress, should_stop,
+                          trajectory, remove_bg)
     if world > 1:
         outcomes = gather_to_main(outcomes, state)
         if outcomes is None:
@@ -213,8 +213,8 @@ def run_sweep(sampler, image, cells: list[tuple[str, SamplingParams]],
                       processes=processes)
 
 
-def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop, on_queue,
-               trajectory: bool = False) -> dict:
+def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop,
+               trajectory: bool = False, remove_bg: bool = False) -> dict:
     """{cell index: (SampleResult, process) or CellFailure} for the cells `indices`, one after another. A cancel
     (Cancelled, KeyboardInterrupt) stops at once; any other error fails that cell only."""
     prepared, out = {}, {}  # one preparation per output size
@@ -227,9 +227,9 @@ def _run_cells(sampler, image, cells, indices, process, on_progress, should_stop
         try:
             size = (params.width, params.height, params.resize_mode)
             if size not in prepared:
-                prepared[size] = sampler.prepare(image, params)
+                prepared[size] = sampler.prepare(image, params, remove_bg)
             out[idx] = (sampler.generate(prepared[size], params, on_step=step, should_stop=should_stop,
-                                         on_queue=on_queue, trajectory=trajectory), process)
+                                         trajectory=trajectory), process)
         except (Cancelled, ProcessLost):  # the whole sweep stops
             raise
         except Exception as e:  # noqa: BLE001 - reported with the cell's parameters; the other cells go on
@@ -303,7 +303,14 @@ def response_table(sweep) -> list[dict]:
 def _rows_and_knobs(sweep) -> tuple[list[dict], list[str]]:
     if isinstance(sweep, SweepResult):
         rows = metric_rows(sweep.cells, sweep.coords)
-    elif isinstance(sweep, (str, Path)):
+    elif isinstance(sweep, (str, Path)):  # a sweep folder: checked as one (its run.json) before its table is read
+        from .runs import RUN_FILE, read_record
+
+        record = read_record(Path(sweep) / RUN_FILE, f"{Path(sweep).name}/{RUN_FILE}")
+        if record.kind != "sweep":
+            from .errors import RecordError
+
+            raise RecordError(f"{Path(sweep).name} is a run, not a sweep: it has no response table")
         with open(Path(sweep) / "metrics.csv", newline="") as f:
             rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
     else:
@@ -381,11 +388,11 @@ def response_png(sweep, title: str = "") -> bytes:
 
 
 def _stage_cells(results, checkpoint, out_dir: Path, sweep_id: str, coords, processes, staged: list,
-                 **extra) -> None:
+                 **fields) -> None:
     for i, (label, r) in enumerate(results):
-        more = {"sweep": sweep_id, "label": label, **({"coords": coords[i]} if coords else {}),
-                **({"process": processes[i]} if processes else {}), **extra}
-        staged.append(stage_run(r, checkpoint, out_dir / new_run_id(), extra=more))
+        staged.append(stage_run(r, checkpoint, out_dir / new_run_id(), sweep=sweep_id, label=label,
+                                coords=coords[i] if coords else None,
+                                process=processes[i] if processes else None, **fields))
 
 
 def save_cells(results, checkpoint, out_dir=None, coords: list[dict] | None = None,
@@ -401,17 +408,6 @@ def save_cells(results, checkpoint, out_dir=None, coords: list[dict] | None = No
     except BaseException:
         discard_staged(staged)
         raise
-
-
-def grid_record(record: dict, sweep_id: str) -> dict:
-    """What a comparison's grid.mp4 carries: the comparison (its folder name, what it varied, each cell's label
-    and params); `params` are its first cell's."""
-    from .provenance import RECORD_KEY, RECORD_VERSION
-
-    return {RECORD_KEY: RECORD_VERSION, "kind": "sweep", "sweep": sweep_id, "created": record["created"],
-            "params": record["params"], "seed": record["seed"], "varied": record["varied"],
-            "checkpoint": record["checkpoint"],
-            "cells": [{"run": c["run"], "label": c["label"], "params": c["params"]} for c in record["cells"]]}
 
 
 def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None,
@@ -431,9 +427,9 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
     processes = processes or []
     staged = []
     try:
-        pending = {SWEEP_PENDING: True}  # until the sweep folder lands (runs.repair_sweeps)
-        _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged, **pending)
-        _stage_cells(extra_runs or [], checkpoint, out_dir, sweep_id, [], [], staged, **pending)
+        # the cells are pending until the sweep folder lands (runs.repair_sweeps)
+        _stage_cells(results, checkpoint, out_dir, sweep_id, coords, processes, staged, sweep_pending=True)
+        _stage_cells(extra_runs or [], checkpoint, out_dir, sweep_id, [], [], staged, sweep_pending=True)
         labels = [label for label, _ in results]
         sheet = contact_sheet([r.frames for _, r in results], labels, coords=coords or None)
         first = results[0][1]
@@ -448,30 +444,22 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
             "response.png": response_png(rows, title),
         }
         knobs = [k for k in (coords[0] if coords else {}) if k != "seed"]
-        record = {
-            "kind": "sweep",
-            "created": utc_now(),
-            "params": first.params.to_dict(),
-            "seed": first.params.seed,
-            "seeds": sorted({r.params.seed for _, r in results}),
-            "varied": knobs,
-            "grid_fps": first.params.video_fps,
-            "checkpoint": {"file": checkpoint.name, "variant": checkpoint.variant.name},
-            "processes": max((p.get("processes", 1) for p in processes), default=1),
-            "cells": [{"label": label, "run": folder.name, "params": r.params.to_dict(),
-                       **({"coords": coords[i]} if coords else {}),
-                       **({"process": processes[i]} if processes else {})}
-                      for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))]
-            + [{"label": label, "run": folder.name, "params": r.params.to_dict()}
-               for (label, r), (_, folder) in zip(extra_runs or [], staged[len(results):])],
-            **(extra or {}),
-        }
+        cells = [{"label": label, "run": folder.name, "params": r.params.to_dict(),
+                  **({"coords": coords[i]} if coords else {}), **({"process": processes[i]} if processes else {})}
+                 for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))]
+        cells += [{"label": label, "run": folder.name, "params": r.params.to_dict()}
+                  for (label, r), (_, folder) in zip(extra_runs or [], staged[len(results):])]
         files.update(extra_files or {})
-        record["files"] = sorted([*files, "grid.mp4"])
+        record = RunRecord(
+            RunRequest(first.params, first.model, first.remove_bg), checkpoint.name, checkpoint.variant.name,
+            kind="sweep", created=utc_now(), sweep=sweep_id, seeds=tuple(sorted({r.params.seed for _, r in results})),
+            varied=tuple(knobs), grid_fps=first.params.video_fps,
+            processes=max((p.get("processes", 1) for p in processes), default=1), cells=tuple(cells),
+            files=tuple(sorted([*files, "grid.mp4"])), extra=dict(extra or {}))
 
         def contents(tmp: Path) -> dict[str, bytes]:
             return {"grid.mp4": video.to_mp4(grid, first.params.video_fps, workdir=tmp,
-                                              metadata=grid_record(record, sweep_id)), **files,
+                                              metadata=record.for_video()), **files,
                     "run.json": record_bytes(record)}
         staged.append((stage_folder(out_dir / sweep_id, contents), out_dir / sweep_id))
         paths = commit_staged(staged, should_stop)  # the sweep folder last: its cells are marked until it lands

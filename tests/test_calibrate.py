@@ -188,4 +188,4 @@ def test_a_failed_cell_keeps_the_finished_ones(tiny_sampler, input_png, tmp_path
         cal.run_calibration(tiny_sampler, input_png, base, "motion_bucket_id", 1.5, values=[0, 100, 200],
                             seeds=[5, 6], steps=1, out_dir=tmp_path)
     runs = list_runs(tmp_path)
-    assert len(runs) == 5 and all(r.kind == "run" and r.record["sweep_incomplete"] for r in runs)
+    assert len(runs) == 5 and all(r.kind == "run" and r.record.sweep_incomplete for r in runs)

@@ -102,11 +102,11 @@ def test_a_failing_cell_is_reported_and_the_rest_saved(tiny_checkpoint, input_pn
         lines[0]
     assert ("on process" in lines[0]) == (processes == 2)
     runs = list_runs(tmp_path / "out")
-    assert sorted(run.record["label"] for run in runs) == ["motion_bucket_id=0 seed=23", "motion_bucket_id=0 seed=24",
+    assert sorted(run.record.label for run in runs) == ["motion_bucket_id=0 seed=23", "motion_bucket_id=0 seed=24",
                                                            "motion_bucket_id=255 seed=23"]
-    assert all(run.kind == "run" and run.record["sweep_incomplete"] for run in runs)  # no sweep folder
+    assert all(run.kind == "run" and run.record.sweep_incomplete for run in runs)  # no sweep folder
     if processes == 2:
-        assert {run.record["process"]["rank"] for run in runs} == {0, 1}
+        assert {run.record.process["rank"] for run in runs} == {0, 1}
 
 
 def test_a_dying_process_fails_the_sweep_and_saves_nothing(tiny_checkpoint, input_png, tmp_path):

@@ -395,12 +395,12 @@ BROKEN = {
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_malformed_records_are_refused_in_one_line(tmp_path, good_run, case, tiny_checkpoint):
-    from svd_core import load_run
-    from svd_core.runs import RecordError, validate_record
+    from svd_core import RunRecord, load_run
+    from svd_core.errors import RecordError
 
     record = BROKEN[case](json.loads((good_run / "run.json").read_text()))
     with pytest.raises(RecordError, match="^x is not a run record of SVD Studio"):
-        validate_record(record, "x")
+        RunRecord.from_json(record, "x")
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps(record))
@@ -566,11 +566,11 @@ def test_setup_page_lists_malformed_checkpoints(dirs, tiny_checkpoint):  # noqa:
 def test_unwritable_outputs_refused_before_the_model_loads(tmp_path, tiny_checkpoint, input_png, monkeypatch,
                                                            capsys, extra, match):
     from svd_core import __main__ as cli
-    from svd_core import sampler
+    from svd_core import session
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(sampler.Sampler, "__init__", no_loading)
+    monkeypatch.setattr(session.Sampler, "__init__", no_loading)
     existing = tmp_path / "out.txt"
     existing.write_text("mine")
     extra = [str(existing) if a == "FILE" else a for a in extra]

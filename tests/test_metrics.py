@@ -204,8 +204,8 @@ def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path
     assert "metrics: motion score" in r.stdout and "fps_id 6" in r.stdout and "meaningless" in r.stdout
     assert "motion_bucket_id 300 is above the trained 0-255" in r.stderr  # a warning, not a refusal
     rec = read_video_record(first / "video.mp4")
-    assert rec["params"]["seed"] == 7 and rec["params"]["motion_bucket_id"] == 300
-    assert rec["checkpoint"]["file"] == tiny_checkpoint.name and len(rec["checkpoint"]["sha256"]) == 64
+    assert rec.params.seed == 7 and rec.params.motion_bucket_id == 300
+    assert rec.checkpoint == tiny_checkpoint.name and len(rec.sha256) == 64
     assert read_video_record((first / "video.mp4").read_bytes()) == rec
     # rerun from the mp4 alone (the image is given again): identical frames
     r = _cli("sample", "--from", str(first / "video.mp4"), str(input_png), "-c", str(tiny_checkpoint), "--out",

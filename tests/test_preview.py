@@ -106,7 +106,7 @@ def test_trajectory_saved_readable_and_recorded(tiny_sampler, base, input_png, t
     result = tiny_sampler.generate(input_png, params, trajectory=True)
     path = save_run(result, tiny_sampler.info, tmp_path)
     run = load_run(path)
-    rec = run.record
+    rec = run.record.to_json()
     assert rec["save_trajectory"] is True
     assert rec["trajectory"]["videos"] == ["denoising.mp4", "denoising-1.mp4"]
     for name in ["denoising.mp4", "denoising.json", "denoising.csv", "denoising-1.mp4"]:
@@ -133,7 +133,7 @@ def test_trajectory_saved_readable_and_recorded(tiny_sampler, base, input_png, t
 
 def test_run_without_trajectory_records_it_off(tiny_sampler, base, input_png, tmp_path):
     path = save_run(tiny_sampler.generate(input_png, base), tiny_sampler.info, tmp_path)
-    rec = load_run(path).record
+    rec = load_run(path).record.to_json()
     assert rec["save_trajectory"] is False and "trajectory" not in rec
     assert not list(path.glob("denoising*"))
 
@@ -160,11 +160,11 @@ def test_cli_preview_file_and_trajectory_redone_by_from(tiny_checkpoint, input_p
         assert img.size == (3 * 8, 8)
         assert np.asarray(img.convert("RGB")).std() > 0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert run.record["save_trajectory"] and run.file("denoising.mp4").is_file()
+    assert run.record.request.save_trajectory and run.file("denoising.mp4").is_file()
     again = cli("--from", str(run.path / "run.json"))  # redone as recorded
-    assert again.record["save_trajectory"] and again.file("denoising.mp4").is_file()
+    assert again.record.request.save_trajectory and again.file("denoising.mp4").is_file()
     off = cli("--from", str(run.path / "run.json"), "--no-save-trajectory")
-    assert not off.record["save_trajectory"] and off.file("denoising.mp4") is None
+    assert not off.record.request.save_trajectory and off.file("denoising.mp4") is None
 
 
 def test_a_failed_preview_write_leaves_no_temporary_and_start_up_clears_old_ones(tmp_path, monkeypatch):

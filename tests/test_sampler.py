@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -130,47 +129,6 @@ def test_cancel_up_to_the_save(tiny_sampler, base, input_png, tmp_path):
         save_run(result, tiny_sampler.info, tmp_path, should_stop=lambda: True)
     assert list(tmp_path.iterdir()) == []
     assert save_run(result, tiny_sampler.info, tmp_path, should_stop=lambda: False).is_dir()
-
-
-def test_one_run_at_a_time_across_threads(tiny_sampler, base, input_png, monkeypatch):
-    inside, most, positions, errors = [0], [0], [], []
-    lock = threading.Lock()
-    real_run = tiny_sampler._run
-
-    def counted(*a, **k):
-        with lock:
-            inside[0] += 1
-            most[0] = max(most[0], inside[0])
-        try:
-            return real_run(*a, **k)
-        finally:
-            with lock:
-                inside[0] -= 1
-    monkeypatch.setattr(tiny_sampler, "_run", counted)
-
-    def worker():
-        try:
-            tiny_sampler.generate(input_png, base, on_queue=positions.append)
-        except Exception as e:  # reported to the main thread
-            errors.append(e)
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert most[0] == 1, "two runs inside one pipeline at once"
-    assert positions.count(0) == 3 and max(positions) >= 1  # 0: your turn; someone had to wait
-
-
-def test_cancel_while_queued(tiny_sampler, base, input_png):
-    tiny_sampler.queue.acquire()
-    try:
-        with pytest.raises(Cancelled, match="queue"):
-            tiny_sampler.generate(input_png, base, should_stop=lambda: True)
-    finally:
-        tiny_sampler.queue.release()
-    assert len(tiny_sampler.queue) == 0
 
 
 def test_fixed_conditioning_note(tiny_sampler, base, input_png, monkeypatch):
@@ -306,12 +264,13 @@ def test_failed_write_leaves_nothing(tiny_sampler, base, input_png, tmp_path, mo
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from svd_core.runs import write_folder_atomically
+from svd_core.runs import commit_staged, stage_folder
 class Dying(dict):
     def items(self):
         yield "video.mp4", b"x" * 1000
         os.kill(os.getpid(), signal.SIGKILL)
-write_folder_atomically(Path(sys.argv[1]) / "run-1", Dying(a=1))
+folder = Path(sys.argv[1]) / "run-1"
+commit_staged([(stage_folder(folder, Dying(a=1)), folder)])
 """
 
 
@@ -440,8 +399,8 @@ def test_sweep_with_a_failing_cell_keeps_the_rest_and_no_sweep(tiny_sampler, bas
     assert len(calls) == 3  # the third cell still ran
     assert [f.coords for f in e.value.failures] == [{"motion_bucket_id": 127}]
     runs = list_runs(tmp_path)
-    assert sorted(r.record["label"] for r in runs) == ["motion_bucket_id=0", "motion_bucket_id=255"]
-    assert all(r.kind == "run" and r.record["sweep_incomplete"] for r in runs) and set(e.value.run_paths) == {
+    assert sorted(r.record.label for r in runs) == ["motion_bucket_id=0", "motion_bucket_id=255"]
+    assert all(r.kind == "run" and r.record.sweep_incomplete for r in runs) and set(e.value.run_paths) == {
         r.path for r in runs}
     for r in runs:  # out of the way for the next part
         delete_run(r.path, tmp_path)
@@ -567,7 +526,6 @@ def test_out_of_memory_retries_once_in_the_next_mode_for_that_run_only(tiny_samp
     monkeypatch.setattr(tiny_sampler, "_run", always_oom)
     with pytest.raises(OutOfMemory, match="lower the resolution"):
         tiny_sampler.generate(input_png, base)
-    assert len(tiny_sampler.queue) == 0  # the lock is released after a failure
 
 
 def test_low_mode_caps_the_decode_chunk_and_says_so(tiny_sampler, base, input_png, monkeypatch, tmp_path):

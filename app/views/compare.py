@@ -342,8 +342,8 @@ def result():
                 runs.append(load_run(path))
             except ValueError:  # deleted meanwhile (History, another tab)
                 pass
-        if any("trajectory" in r.record for r in runs) and st.toggle("Denoising, step by step", key="cmp-traj"):
-            trajectory_steps(runs, [r.record.get("label", r.id) for r in runs], "cmp")
+        if any(r.record.trajectory for r in runs) and st.toggle("Denoising, step by step", key="cmp-traj"):
+            trajectory_steps(runs, [r.record.label or r.id for r in runs], "cmp")
         with st.expander("Each run on its own"):
             cols = st.columns(min(3, len(res["cells"])))
             for i, (label, path, params) in enumerate(res["cells"]):

@@ -3,7 +3,6 @@
 import streamlit as st
 
 from app import state
-from app.camera import camera_words
 from app.controls import (
     background_option,
     image_uploader,
@@ -15,7 +14,7 @@ from app.controls import (
 from app.jobs import record_decode_rate
 from app.widgets.progress import run_section, start_job
 from app.widgets.result import downloads, gone, show_metrics, show_video
-from svd_core import SVDError, is_untrained, save_run
+from svd_core import SVDError, is_untrained, load_run, save_run, summary_line
 
 sampler = require_sampler()
 st.title("Generate")
@@ -55,7 +54,7 @@ def start(sampler, prepared, params, upload):
         record_decode_rate(job, result)
         job.on_phase("saving")
         path = save_run(result, sampler.info, source=(upload.name, upload.data), should_stop=job.should_stop)
-        return {"path": path, "result": result}
+        return {"path": path, "result": result, "record": load_run(path).record}
     start_job("gen", "generate", work,
               frame_megapixels=params.num_videos * params.num_frames * params.width * params.height / 1e6,
               watch=state.live_preview())
@@ -87,18 +86,9 @@ def result():
         chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size
                                                 else "")
         where = f"{r.memory_mode} mode on {r.device}" if r.device.startswith("cuda") else f"on {r.device}"
-        cam = eff.get("camera")
-        if sampler.info.variant.is_sv3d:
-            cond = (camera_words(cam) if cam else "orbit (no camera input)")
-        else:
-            cond = (f"motion bucket {p.motion_bucket_id} · conditioning fps {p.fps} (fps_id {p.fps - 1}) · "
-                    f"playback fps {p.video_fps}")
-        st.caption(f"seed {p.seed}{f'-{p.seed + n - 1}' if n > 1 else ''} · {p.sampler}/{p.discretization}/"
-                   f"{p.guider} · {cond} · noise augmentation "
-                   f"{p.noise_aug_strength:g} · guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g} · "
-                   f"{p.num_frames} frames · {p.num_inference_steps} steps · {chunk_text} · {p.width}x{p.height} · "
-                   f"{t['total']:.1f} s (encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode "
-                   f"{t['decode']:.1f}) · {where} · saved to outputs/{res['path'].name}")
+        st.caption(f"{summary_line(res['record'])} · {chunk_text} · {t['total']:.1f} s (encode "
+                   f"{t['image_encode']:.1f}, denoise {t['denoise']:.1f}, decode {t['decode']:.1f}) · {where} · "
+                   f"saved to outputs/{res['path'].name}")
         for note in r.notes:
             st.caption(f":material/info: {note}")
         k, whose = 0, ""

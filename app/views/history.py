@@ -4,10 +4,9 @@ original image, or delete it (a comparison with or without its cells)."""
 import streamlit as st
 
 from app import state
-from app.camera import camera_words
 from app.resources import checkpoints
 from app.widgets.result import picture, trajectory_steps, trajectory_view
-from svd_core import SamplingParams, SVDError, delete_run, get_variant, load_run, read_video_record
+from svd_core import SVDError, delete_run, load_run, read_video_record, summary_line
 from svd_core.params import label
 from svd_core.runs import scan_runs
 
@@ -27,28 +26,28 @@ def load_from_video(runs) -> None:
     S["video_loaded"] = up.file_id
     try:
         record = read_video_record(up.getvalue())
-        params = SamplingParams.from_dict(record["params"])
+        params = record.params
     except (SVDError, ValueError) as e:
         st.error(f"{up.name}: {e}", icon=":material/error:")
         return
-    grid = record.get("kind") == "sweep"  # a comparison's grid.mp4: its first cell's settings
+    grid = record.kind == "sweep"  # a comparison's grid.mp4: its first cell's settings
     from app.controls import current_checkpoint
 
     info = current_checkpoint()
     state.set_params(params, str(info.path) if info else None)
-    same = next((r for r in runs if r.record.get("input_pixels_sha256") == record.get("input_pixels_sha256")), None)
+    same = next((r for r in runs if r.record.input_pixels_sha256 == record.input_pixels_sha256), None)
     image = (same.original_input or same.file("input.png")) if same is not None else None
     if image is not None and image.is_file():
-        state.set_image(state.Upload(same.record.get("input", {}).get("name") or image.name, image.read_bytes()))
+        state.set_image(state.Upload(same.record.input_name or image.name, image.read_bytes()))
         got = "settings and image"
     else:
         got = "settings (its image is not among the runs here: upload it on Generate)"
-    ck = record.get("checkpoint", {}).get("file")
+    ck = record.checkpoint
     note = f" It was made with {ck}." if info is None or ck != info.name else ""
     if grid:
-        varied = ", ".join(label(k) for k in record.get("varied") or ["seed"])
-        listed = " (listed below)" if record.get("sweep") in {r.id for r in runs} else ""
-        got = (f"{up.name} is the grid of comparison {record.get('sweep')}{listed}, which varied {varied}: the "
+        varied = ", ".join(label(k) for k in record.varied or ["seed"])
+        listed = " (listed below)" if record.sweep in {r.id for r in runs} else ""
+        got = (f"{up.name} is the grid of comparison {record.sweep}{listed}, which varied {varied}: the "
                f"{got.replace('settings', 'settings of its first cell', 1)}")
     else:
         got = f"The {got} of {up.name}"
@@ -71,7 +70,7 @@ if not runs:
     st.stop()
 
 by_id = {r.id: r for r in runs}
-cells_of = {r.id: [by_id[c["run"]] for c in r.record.get("cells", []) if c["run"] in by_id]
+cells_of = {r.id: [by_id[c["run"]] for c in r.record.cells if c["run"] in by_id]
             for r in runs if r.kind == "sweep"}
 in_a_sweep = {c.id for cells in cells_of.values() for c in cells}
 top = [r for r in runs if r.id not in in_a_sweep]  # a comparison's cells are shown under it
@@ -95,7 +94,7 @@ def use_settings(run_id: str) -> bool:
         state.notify("history", f"Run {run_id} has no input image in its folder: nothing loaded.")
         return False
     server = get_server()
-    same_file = [c for c in checkpoints() if c.name == run.record.get("checkpoint", {}).get("file")]
+    same_file = [c for c in checkpoints() if c.name == run.record.checkpoint]
     note = ""
     if same_file and server.choice is not None and str(same_file[0].path) != server.choice.path:
         try:
@@ -104,11 +103,11 @@ def use_settings(run_id: str) -> bool:
         except Busy as e:
             note = f" Its checkpoint {same_file[0].name} is not loaded: {e}."
     elif not same_file:
-        note = f" Its checkpoint {run.record.get('checkpoint', {}).get('file', '?')} is not in checkpoints/."
+        note = f" Its checkpoint {run.record.checkpoint or '?'} is not in checkpoints/."
     info = current_checkpoint()
     state.set_params(run.params, str(info.path) if info else None)
-    state.set_save_trajectory(run.record.get("save_trajectory", False))
-    state.set_image(state.Upload(run.record.get("input", {}).get("name") or f"{run.id}/{image.name}", data))
+    state.set_save_trajectory(run.record.request.save_trajectory)
+    state.set_image(state.Upload(run.record.input_name or f"{run.id}/{image.name}", data))
     gen = state.slot("gen")
     gen.result, gen.error = None, None  # the old result does not belong to these settings
     state.notify("generate", f"Settings and image of {run.id} loaded from History: Generate reproduces it.{note}")
@@ -127,50 +126,6 @@ def remove(run_id: str, with_cells: bool):
     S.pop(f"confirm_{run_id}", None)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (list, tuple)) and len(v) == 1:
-        v = v[0]
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _field(cell: dict, name: str) -> dict:
-    """A comparison cell's coords or params (a record's cells need only {run, label})."""
-    value = cell.get(name)
-    return value if isinstance(value, dict) else {}
-
-
-def summary(run) -> str:
-    """A card's line: what the run is, in the app's words (SV3D: its camera; a comparison: what it varied; a
-    run of several videos: their seeds)."""
-    rec, p = run.record, run.record["params"]
-    parts = [f"seed {p['seed']}"]
-    n = p.get("num_videos") or 1
-    if n > 1:
-        parts = [f"{n} videos, seeds {p['seed']}-{p['seed'] + n - 1}"]
-    if run.kind == "sweep":
-        cells = rec.get("cells", [])
-        for k in rec.get("varied") or []:
-            values = list(dict.fromkeys(_fmt(_field(c, "coords").get(k, _field(c, "params").get(k))) for c in cells))
-            parts.append(f"varies {label(k)}: {', '.join(values)}")
-        seeds = rec.get("seeds") or []
-        parts[0] = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else parts[0]
-    try:
-        sv3d = get_variant(rec.get("checkpoint", {}).get("variant", "")).is_sv3d
-    except ValueError:
-        sv3d = False
-    if sv3d and "elevations_deg" not in (rec.get("varied") or []):
-        camera = rec.get("effective", {}).get("camera")
-        parts.append(camera_words(camera) if camera else "orbit (no camera input)")
-    varied = set(rec.get("varied") or []) if run.kind == "sweep" else set()
-    knobs = ([] if sv3d else [("motion_bucket_id", f"motion bucket {p['motion_bucket_id']}"),
-                               ("fps", f"conditioning fps {p['fps']}")])
-    knobs += [("noise_aug_strength", f"noise augmentation {p['noise_aug_strength']:g}"),
-              ("num_frames", f"{p['num_frames']} frames"), ("num_inference_steps", f"{p['num_inference_steps']} steps")]
-    parts += [text for name, text in knobs if name not in varied]  # a comparison's varied knobs are said above
-    parts += [f"{p['width']}x{p['height']}", f"{(rec.get('created') or '')[:16].replace('T', ' ')} UTC"]
-    return " · ".join(parts)
-
-
 def card(run, nested: bool = False):
     rec = run.record
     with st.container(border=True, key=f"card_{run.id}"):
@@ -179,28 +134,28 @@ def card(run, nested: bool = False):
             if not picture(run.file("poster.png"), width="stretch"):
                 st.caption("no poster")
         with c2:
-            calibration = rec.get("calibration") if isinstance(rec.get("calibration"), dict) else None
+            calibration = rec.extra.get("calibration") if isinstance(rec.extra.get("calibration"), dict) else None
             kind = ("Calibration" if calibration else "Comparison" if run.kind == "sweep" else
                     "Cell" if nested else "Run")
-            label = f" · {rec['label']}" if "label" in rec else ""
-            st.markdown(f"**{kind}{label}** · `{run.id}` · {rec.get('checkpoint', {}).get('file', '?')}")
-            st.caption(summary(run))
+            named = f" · {rec.label}" if rec.label is not None else ""
+            st.markdown(f"**{kind}{named}** · `{run.id}` · {rec.checkpoint or '?'}")
+            st.caption(summary_line(rec, label))
             if calibration:  # "find the bucket": its answer (or why none) and the fit
                 st.caption(str(calibration.get("summary", "")).replace("\n", " · "))
             video = run.file("grid.mp4" if run.kind == "sweep" else "video.mp4")
-            record = " (with the denoising record)" if "trajectory" in rec else ""
+            record = " (with the denoising record)" if rec.trajectory else ""
             with st.popover("Play" + record) if nested else st.expander("Play" + record):  # expanders do not nest
                 # Streamlit runs a closed expander's body: a record is decoded only when its toggle asks for it
                 # (a cell's record is in its comparison's step view)
                 cells = cells_of.get(run.id, []) if run.kind == "sweep" else []
-                kept = any("trajectory" in r.record for r in cells or [run])
+                kept = any(r.record.trajectory for r in cells or [run])
                 wanted = kept and not nested and st.toggle("Denoising record", key=f"traj-{run.id}")
                 if wanted and run.kind != "sweep":
                     trajectory_view(run, run.id)
                 elif video is not None:
                     st.video(str(video), loop=True, muted=True)
                 if wanted and cells:
-                    trajectory_steps(cells, [c.record.get("label", c.id) for c in cells], run.id)
+                    trajectory_steps(cells, [c.record.label or c.id for c in cells], run.id)
                 if calibration:
                     picture(run.file("calibration.png"))
         with c3:

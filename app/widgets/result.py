@@ -74,7 +74,7 @@ def _trajectory(folder: str, name: str, mtime: float):
 def trajectory(run):
     """(frames, per-step statistics) of a run's denoising record (RunInfo), or None when it kept none; ValueError,
     one line, when its files are unreadable."""
-    names = (run.record.get("trajectory") or {}).get("videos") or []
+    names = (run.record.trajectory or {}).get("videos") or []
     path = run.file(names[0]) if names else None  # a regular file in the run's folder, or None
     if path is None:
         return None
