@@ -288,8 +288,8 @@ def camera_words(camera: dict) -> str:
 
 
 def summary_line(record: RunRecord, label=str) -> str:
-    """A run in one line: its seed(s), what a comparison varied, what the model was conditioned on (SV3D: the
-    camera; SVD: motion bucket and conditioning fps), noise augmentation, frames, steps, size and when.
+    """A run in one line: its seed(s), what a comparison varied, the sampler, what the model was conditioned on
+    (SV3D: the camera; SVD: motion bucket and fps), noise augmentation, guidance, frames, steps, size and when.
     `label(knob)`: a knob's name as the reader knows it."""
     p = record.params
     n = p.num_videos
@@ -309,8 +309,10 @@ def summary_line(record: RunRecord, label=str) -> str:
             parts.append(camera_words(camera) if camera else "orbit (no camera input)")
     else:
         parts += [text for name, text in (("motion_bucket_id", f"motion bucket {p.motion_bucket_id}"),
-                                          ("fps", f"conditioning fps {p.fps}")) if name not in varied]
+                                          ("fps", f"conditioning fps {p.fps} (fps_id {p.fps - 1}) · playback fps "
+                                                  f"{p.video_fps}")) if name not in varied]
     knobs = [("noise_aug_strength", f"noise augmentation {p.noise_aug_strength:g}"),
+             ("guidance", f"guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g}"),
              ("num_frames", f"{p.num_frames} frames"), ("num_inference_steps", f"{p.num_inference_steps} steps")]
     parts += [text for name, text in knobs if name not in varied]
     parts.append(f"{p.width}x{p.height}")
