@@ -168,8 +168,9 @@ class RunRecord:
         """run.json's object."""
         r = self.request
         out = {"created": self.created, "params": r.params.to_dict(), "seed": r.params.seed,
-               "checkpoint": {"file": self.checkpoint, "variant": self.variant, "sha256": self.sha256,
-                              "dtype": self.checkpoint_dtype},
+               "checkpoint": {k: v for k, v in (("file", self.checkpoint), ("variant", self.variant),
+                                                ("sha256", self.sha256), ("dtype", self.checkpoint_dtype))
+                              if v is not None},
                "model": r.model.to_json(), "remove_bg": r.remove_bg, "formats": list(r.formats),
                "save_trajectory": r.save_trajectory}
         if self.kind != "run":

@@ -51,6 +51,26 @@ def test_a_run_json_in_the_earlier_format_loads(tmp_path):
     assert RunRecord.from_json(again, "x") == rec
 
 
+# A sweep folder's run.json in the earlier format (a calibration's: its own "calibration" entry).
+OLD_SWEEP = {
+    "kind": "sweep", "created": "2026-11-30T10:10:00+00:00", "params": OLD_RUN["params"], "seed": 42,
+    "seeds": [42, 43], "varied": ["motion_bucket_id"], "grid_fps": 7,
+    "checkpoint": {"file": "svd_xt.safetensors", "variant": "svd_xt"}, "processes": 1,
+    "cells": [{"label": "motion_bucket_id=32", "run": "20261130-101213-abcdef", "params": OLD_RUN["params"],
+               "coords": {"motion_bucket_id": 32}}],
+    "calibration": {"summary": "found 42", "value": 42}, "files": ["grid.mp4", "metrics.csv", "run.json"],
+}
+
+
+def test_a_sweep_json_in_the_earlier_format_loads():
+    rec = RunRecord.from_json(OLD_SWEEP, "sweep/run.json")
+    assert rec.kind == "sweep" and rec.seeds == (42, 43) and rec.varied == ("motion_bucket_id",)
+    assert rec.cells[0]["run"] == "20261130-101213-abcdef" and rec.extra["calibration"]["value"] == 42
+    again = rec.to_json()
+    assert {k: again[k] for k in OLD_SWEEP} == OLD_SWEEP
+    assert RunRecord.from_json(again, "x") == rec
+
+
 def test_request_round_trip_and_its_checks():
     req = RunRequest(SamplingParams.for_variant("svd", seed=3), ModelSpec("/m/svd.safetensors", "cuda", "low", True),
                      remove_bg=True, formats=("mp4", "gif"), save_trajectory=True)
