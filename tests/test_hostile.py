@@ -666,24 +666,6 @@ def test_a_landed_sweep_keeps_its_cells_and_export_scratch_stays_in_the_run(tmp_
     assert not any("sweep_pending" in (p / "run.json").read_text() for p in res.run_paths)
 
 
-def test_progress_file_of_an_ended_job_is_removed(tmp_path, monkeypatch):
-    import time
-
-    from app import server as server_mod
-    from app.jobs import Job
-
-    monkeypatch.setattr(server_mod, "PROGRESS_KEEP_S", 0.05)
-    server = server_mod.ModelServer(lambda choice: None)
-    job = Job("generate", lambda j: {})
-    job.progress_file = tmp_path / "job.json"
-    server.submit(job)
-    assert job.done_event.wait(10) and job.status == "done"
-    deadline = time.monotonic() + 10
-    while job.progress_file.exists() and time.monotonic() < deadline:  # nobody consumes it: its tab was closed
-        time.sleep(0.02)
-    assert not job.progress_file.exists()
-
-
 def test_repair_sweeps_leaves_a_live_writers_cells_alone(tmp_path):
     from svd_core.runs import SWEEP_PENDING, clean_stale_temp, repair_sweeps
 
