@@ -9,12 +9,13 @@ import streamlit as st
 
 from app import charts, state
 from app.resources import checkpoints, device_choices, get_server, make_demo_model
-from app.server import Busy, ModelChoice
+from app.server import Busy
 from svd_core import (
     CHOICES,
     MEMORY_MODES,
     RANGES,
     ImageSpec,
+    ModelSpec,
     SamplingParams,
     SVDError,
     applicable_knobs,
@@ -38,7 +39,7 @@ def _size(info) -> str:
 def _choose() -> None:
     """on_change of the sidebar's model widgets: ask the server; refused while runs are active."""
     server = get_server()
-    choice = ModelChoice(S["model_ckpt"], S.get("model_device", ""), S.get("model_memory_mode", "auto"),
+    choice = ModelSpec(S["model_ckpt"], S.get("model_device", ""), S.get("model_memory_mode", "auto"),
                          S.get("model_compile", False))
     try:
         server.select(choice, by=state.session_id())
@@ -55,8 +56,8 @@ def sidebar() -> None:
             st.caption("No checkpoint yet: see Generate or Setup.")
             return
         by_path = {str(c.path): c for c in found}
-        if server.choice is None or server.choice.path not in by_path:
-            first = ModelChoice(str(default_checkpoint(found).path))
+        if server.choice is None or server.choice.checkpoint not in by_path:
+            first = ModelSpec(str(default_checkpoint(found).path))
             try:
                 server.select(first, by=DEFAULT_BY)
             except Busy:
@@ -85,14 +86,14 @@ def model_panel(by_path: dict) -> None:
             st.rerun(scope="app")
         jobs = server.jobs()
         choice = server.choice
-        if choice.path not in by_path:  # its file went away while runs still use it
+        if choice.checkpoint not in by_path:  # its file went away while runs still use it
             st.warning(f"{choice.name} is no longer in checkpoints/; it stays loaded until its runs finish.",
                        icon=":material/warning:")
             queue_panel(jobs)
             return
         # the widgets show the server's model, whoever chose it
-        S["model_ckpt"], S["model_device"], S["model_memory_mode"] = choice.path, choice.device, choice.memory_mode
-        S["model_compile"] = choice.compile
+        S["model_ckpt"], S["model_device"] = choice.checkpoint, choice.device
+        S["model_memory_mode"], S["model_compile"] = choice.memory_mode, choice.compile
         st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
                      format_func=lambda p: by_path[p].repo_id.split("/")[-1] if by_path[p].repo_id
                      else by_path[p].path.stem,  # short enough for the sidebar
@@ -100,7 +101,7 @@ def model_panel(by_path: dict) -> None:
         refused = S.pop("model_refused", None)
         if refused:
             st.warning(refused, icon=":material/block:")
-        info = by_path[choice.path]
+        info = by_path[choice.checkpoint]
         st.caption(f"{info.variant.title} · {info.label} · {_size(info)} · {info.dtype}")
         if info.variant.name.startswith("tiny"):
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
@@ -142,7 +143,7 @@ def current_checkpoint():
     server = get_server()
     if server.choice is None:
         return None
-    return {str(c.path): c for c in checkpoints()}.get(server.choice.path)
+    return {str(c.path): c for c in checkpoints()}.get(server.choice.checkpoint)
 
 
 def require_sampler():

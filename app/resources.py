@@ -8,16 +8,15 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from app.server import ModelChoice, ModelServer
-from svd_core import Sampler, clean_stale_temp, find_models, make_tiny
+from app.server import ModelServer
+from svd_core import ModelSpec, Sampler, clean_stale_temp, find_models, make_tiny
 from svd_core.checkpoints import checkpoint_dir
 
 DEMO_NAME = "tiny_demo.safetensors"
 
 
-def _make_sampler(choice: ModelChoice) -> Sampler:
-    return Sampler(choice.path, device=choice.device or None, memory_mode=choice.memory_mode,
-                   compile=choice.compile)
+def _make_sampler(choice: ModelSpec) -> Sampler:
+    return Sampler.from_spec(choice)
 
 
 @st.cache_resource(show_spinner=False)

@@ -16,21 +16,8 @@ import gc
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
-from svd_core import SVDError
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    path: str
-    device: str = ""  # "" = the best available
-    memory_mode: str = "auto"
-    compile: bool = False  # torch.compile of the UNet and VAE decoder (svd_core.compute)
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
+from svd_core import ModelSpec, SVDError
 
 
 class Busy(SVDError):
@@ -41,21 +28,21 @@ class ModelChanged(SVDError):
     """A job was submitted for a model that is not the server's (it changed in another tab)."""
 
 
-def model_changed(choice: ModelChoice | None) -> str:
+def model_changed(choice: ModelSpec | None) -> str:
     return (f"The model is now {choice.name if choice else 'none'} (changed in another tab): check the settings "
             "and press again.")
 
 
 class ModelServer:
     def __init__(self, make_sampler):
-        self._make_sampler = make_sampler  # ModelChoice -> Sampler
+        self._make_sampler = make_sampler  # ModelSpec -> Sampler
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()
-        self.choice: ModelChoice | None = None
+        self.choice: ModelSpec | None = None
         self.changed_by = ""  # the session that chose the current model
         self.changed_at = 0.0
         self._sampler = None
-        self._loaded_for: ModelChoice | None = None
+        self._loaded_for: ModelSpec | None = None
         self.load_error = ""
         self._jobs: list = []  # queued and running, in submission order: the worker's order
         self._queue: queue.Queue = queue.Queue()
@@ -63,7 +50,7 @@ class ModelServer:
         self.decode_seconds_per_megapixel_frame: float | None = None  # learnt from finished runs, for estimates
 
     # ---------------------------------------------------------------------------------------------- model
-    def select(self, choice: ModelChoice, by: str = "") -> None:
+    def select(self, choice: ModelSpec, by: str = "") -> None:
         """Make `choice` the server's model (it loads on first use). Raises Busy while jobs are active."""
         with self._lock:
             if choice == self.choice:

@@ -392,12 +392,12 @@ def test_two_sessions_one_model(with_tiny, reference_checkpoints):
     sampler = get_server().sampler()
     b.sidebar.selectbox(key="model_ckpt").set_value(xt).run()
     assert any("in use by 1 run(s)" in w.value for w in b.sidebar.warning)
-    assert b.sidebar.selectbox(key="model_ckpt").value == tiny and get_server().choice.path == tiny
+    assert b.sidebar.selectbox(key="model_ckpt").value == tiny and get_server().choice.checkpoint == tiny
     assert get_server().sampler() is sampler  # never reloaded
     button(a, "Cancel").click().run()
     wait(a, "gen", "error")
     b.sidebar.selectbox(key="model_ckpt").set_value(xt).run()
-    assert get_server().choice.path == xt and not b.sidebar.warning
+    assert get_server().choice.checkpoint == xt and not b.sidebar.warning
     a.run()
     assert a.sidebar.selectbox(key="model_ckpt").value == xt
 

@@ -11,7 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.jobs import Job
-from app.server import Busy, ModelChanged, ModelChoice, ModelServer
+from app.server import Busy, ModelChanged, ModelServer
+from svd_core import ModelSpec
 
 from .conftest import FIXTURES
 
@@ -24,7 +25,7 @@ def server(tiny_checkpoint):
     from app.resources import _make_sampler
 
     s = ModelServer(_make_sampler)
-    s.select(ModelChoice(str(tiny_checkpoint), device="cpu"))
+    s.select(ModelSpec(str(tiny_checkpoint), device="cpu"))
     yield s
     for job in s.jobs():
         s.cancel(job)
@@ -94,7 +95,7 @@ def test_cancel_of_a_queued_job_removes_it_without_running(server):
 
 def test_a_job_for_another_model_is_refused(server, tiny_checkpoint):
     """At submit (a tab drawn before the model changed), and again when its turn comes."""
-    other = ModelChoice(str(tiny_checkpoint), device="cpu", memory_mode="low")
+    other = ModelSpec(str(tiny_checkpoint), device="cpu", memory_mode="low")
     ran = []
     with pytest.raises(ModelChanged, match=r"^The model is now tiny.safetensors \(changed in another tab\): check "
                                            r"the settings and press again\.$"):

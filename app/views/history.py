@@ -6,7 +6,7 @@ import streamlit as st
 from app import state
 from app.resources import checkpoints
 from app.widgets.result import picture, trajectory_steps, trajectory_view
-from svd_core import SVDError, delete_run, load_run, read_video_record, summary_line
+from svd_core import ModelSpec, SVDError, delete_run, load_run, read_video_record, summary_line
 from svd_core.params import label
 from svd_core.runs import scan_runs
 
@@ -96,9 +96,9 @@ def use_settings(run_id: str) -> bool:
     server = get_server()
     same_file = [c for c in checkpoints() if c.name == run.record.checkpoint]
     note = ""
-    if same_file and server.choice is not None and str(same_file[0].path) != server.choice.path:
+    if same_file and server.choice is not None and str(same_file[0].path) != server.choice.checkpoint:
         try:
-            server.select(server.choice.__class__(str(same_file[0].path), server.choice.device,
+            server.select(ModelSpec(str(same_file[0].path), server.choice.device,
                                                   server.choice.memory_mode), by=state.session_id())
         except Busy as e:
             note = f" Its checkpoint {same_file[0].name} is not loaded: {e}."
