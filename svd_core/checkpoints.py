@@ -49,6 +49,17 @@ class Variant:
         return self.family != "svd"
 
     @property
+    def untrained(self) -> bool:
+        """The tiny demo models: random weights, so their videos are noise and their metrics meaningless."""
+        return self.name.startswith("tiny")
+
+    def warnings(self, params) -> list[tuple[str, str]]:
+        """(knob, line) for every setting of `params` outside what this model was trained on (never blocking)."""
+        from .conditioning import knob_warnings
+
+        return knob_warnings(params, self)
+
+    @property
     def unused_knobs(self) -> tuple[str, ...]:
         """SamplingParams fields this model has no input for (they are ignored, and recorded as such)."""
         camera = ("elevations_deg", "azimuths_deg")

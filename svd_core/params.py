@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 from .checkpoints import Variant, get_variant
@@ -240,15 +241,13 @@ class SamplingParams:
         return self.output_fps or self.fps
 
     def applicable(self) -> tuple[str, ...]:
-        """knobs_read of this run's sampler, discretization and guider."""
-        return knobs_read(self.sampler, self.discretization, self.guider)
+        """knobs_read of this run's sampler, discretization, guider and churn."""
+        return knobs_read(self.sampler, self.discretization, self.guider, self.s_churn)
 
     def inapplicable(self) -> list[str]:
         """The knobs set away from their defaults that this combination ignores (for run.json), e.g.
         ['eta'] for euler with eta=0.5, or ['s_noise'] for euler with s_noise=0.9 but no churn."""
         used = set(self.applicable())
-        if self.sampler in ("euler", "heun") and self.s_churn == 0:
-            used -= set(CHURN_KNOBS)
         if len(self.period) == 1:  # one wave: nothing to fuse
             used.discard("period_fusing")
         knobs = {k for table in KNOBS_OF.values() for names in table.values() for k in names}
@@ -279,14 +278,88 @@ class SamplingParams:
         return cls.from_dict({**v.defaults, **overrides})
 
 
-def knobs_read(sampler: str, discretization: str, guider: str) -> tuple[str, ...]:
-    """The knobs of KNOBS_OF that this sampler, discretization and guider read."""
+def knobs_read(sampler: str, discretization: str, guider: str, s_churn: float | None = None) -> tuple[str, ...]:
+    """The knobs of KNOBS_OF that this sampler, discretization and guider read. With `s_churn` given, Euler and
+    Heun without churn (0) read none of CHURN_KNOBS."""
     chosen = {"sampler": sampler, "discretization": discretization, "guider": guider}
     for table, name in chosen.items():
         if name not in KNOBS_OF[table]:
             raise ValueError(f"{table} must be one of {', '.join(KNOBS_OF[table])}, got {name!r}")
-    return tuple(k for table, name in chosen.items() for k in KNOBS_OF[table][name])
+    knobs = tuple(k for table, name in chosen.items() for k in KNOBS_OF[table][name])
+    if sampler in ("euler", "heun") and s_churn is not None and not s_churn:
+        knobs = tuple(k for k in knobs if k not in CHURN_KNOBS)
+    return knobs
 
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(SamplingParams)]
+
+
+MAX_SEEDS = 16  # seeds of one comparison
+
+
+def parse_seeds(spec, seed: int) -> list[int]:
+    """'3' -> [seed, seed+1, seed+2]; '1,5,9' -> [1, 5, 9]."""
+    text = str(spec).replace(" ", ",")
+    parts = [p for p in text.split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"seeds: give a count (3) or a list (1,5,9), got {spec!r}") from None
+    if len(values) == 1:
+        if not 1 <= values[0] <= MAX_SEEDS:
+            raise ValueError(f"seeds: a count from 1 to {MAX_SEEDS}, got {values[0]}")
+        values = [seed + i for i in range(values[0])]
+    if len(set(values)) != len(values) or len(values) > MAX_SEEDS:
+        raise ValueError(f"seeds: up to {MAX_SEEDS} different seeds, got {spec!r}")
+    return values
+
+
+def parse_values(name: str, text: str) -> list:
+    """'3, 7 15' -> [3, 7, 15] for the knob `name`: commas and/or spaces; numbers checked against RANGES (the
+    camera's against ANGLES, e.g. elevations_deg=0,10,30: one elevation per cell; the guiders' lists against
+    GUIDER_LISTS, e.g. period=0.5,1: one period per cell), string knobs against CHOICES. One place for the CLI's
+    --vary and the app's Compare."""
+    tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
+    if name in CHOICES:
+        valid = CHOICES[name][0]
+        bad = [t for t in tokens if t not in valid]
+        if bad:
+            raise ValueError(f"unknown {name} {bad[0]!r}; valid: {', '.join(valid)}")
+        return tokens
+    bounds = RANGES.get(name) or ANGLES.get(name) or GUIDER_LISTS.get(name)
+    if bounds is None:
+        raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(field_names())}")
+    lo, hi, _ = bounds
+    whole = isinstance(lo, int)
+    out = []
+    for token in tokens:
+        try:
+            value = float(token)
+        except ValueError:
+            raise ValueError(f"'{token}' is not a number: type values for {name} separated by commas or spaces") \
+                from None
+        if whole and value != int(value):
+            raise ValueError(f"{name} takes whole numbers: '{token}' is not one")
+        if not lo <= value <= hi:
+            raise ValueError(f"{name} goes from {lo:g} to {hi:g}: {token} is outside")
+        out.append(int(value) if whole else value)
+    return out
+
+
+def format_value(v) -> str:
+    """A knob's value as people read it: floats as %g (0.1, 1e-05), the rest as str."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def fps_vocabulary(params: SamplingParams) -> dict[str, int]:
+    """The three numbers called "fps": conditioning fps (diffusers' and ComfyUI's `fps`), fps_id (= fps - 1, what
+    the model sees; Stability's scripts' `fps_id`) and the playback rate of the file we write."""
+    return {"conditioning_fps": params.fps, "fps_id": params.fps - 1, "playback_fps": params.video_fps}
+
+
+def describe_fps(params: SamplingParams) -> str:
+    """'conditioning fps 7 (Stability's fps_id 6) · playback fps 7'"""
+    v = fps_vocabulary(params)
+    return (f"conditioning fps {v['conditioning_fps']} (Stability's fps_id {v['fps_id']}) · playback fps "
+            f"{v['playback_fps']}")

@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import io
 import itertools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 from . import video
 from .errors import Cancelled, ProcessLost, SweepFailed
 from .grid import contact_sheet, grid_frames
-from .params import ANGLES, CHOICES, GUIDER_LISTS, METRIC_LABELS, RANGES, SamplingParams, field_names
+from .params import METRIC_LABELS, SamplingParams, parse_seeds, parse_values  # noqa: F401 (the CLI's --seeds)
+from .params import format_value as _fmt
 from .record import RunRecord, RunRequest, utc_now
 from .runs import (
     commit_staged,
@@ -32,7 +32,6 @@ from .runs import (
 )
 
 MAX_CELLS = 48
-MAX_SEEDS = 16
 
 
 class Cell(tuple):
@@ -50,55 +49,6 @@ class Cell(tuple):
         return (self[0], self[1], self.coords)
 
 
-def parse_seeds(spec, seed: int) -> list[int]:
-    """'3' -> [seed, seed+1, seed+2]; '1,5,9' -> [1, 5, 9]."""
-    text = str(spec).replace(" ", ",")
-    parts = [p for p in text.split(",") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"seeds: give a count (3) or a list (1,5,9), got {spec!r}") from None
-    if len(values) == 1:
-        if not 1 <= values[0] <= MAX_SEEDS:
-            raise ValueError(f"seeds: a count from 1 to {MAX_SEEDS}, got {values[0]}")
-        values = [seed + i for i in range(values[0])]
-    if len(set(values)) != len(values) or len(values) > MAX_SEEDS:
-        raise ValueError(f"seeds: up to {MAX_SEEDS} different seeds, got {spec!r}")
-    return values
-
-
-def parse_values(name: str, text: str) -> list:
-    """'3, 7 15' -> [3, 7, 15] for the knob `name`: commas and/or spaces; numbers checked against RANGES (the
-    camera's against ANGLES, e.g. elevations_deg=0,10,30: one elevation per cell; the guiders' lists against
-    GUIDER_LISTS, e.g. period=0.5,1: one period per cell), string knobs against CHOICES. One place for the CLI's
-    --vary and the app's Compare."""
-    tokens = [t for t in re.split(r"[,\s;]+", text.strip()) if t]
-    if name in CHOICES:
-        valid = CHOICES[name][0]
-        bad = [t for t in tokens if t not in valid]
-        if bad:
-            raise ValueError(f"unknown {name} {bad[0]!r}; valid: {', '.join(valid)}")
-        return tokens
-    bounds = RANGES.get(name) or ANGLES.get(name) or GUIDER_LISTS.get(name)
-    if bounds is None:
-        raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(field_names())}")
-    lo, hi, _ = bounds
-    whole = isinstance(lo, int)
-    out = []
-    for token in tokens:
-        try:
-            value = float(token)
-        except ValueError:
-            raise ValueError(f"'{token}' is not a number: type values for {name} separated by commas or spaces") \
-                from None
-        if whole and value != int(value):
-            raise ValueError(f"{name} takes whole numbers: '{token}' is not one")
-        if not lo <= value <= hi:
-            raise ValueError(f"{name} goes from {lo:g} to {hi:g}: {token} is outside")
-        out.append(int(value) if whole else value)
-    return out
-
-
 def parse_vary(spec: str) -> tuple[str, list]:
     """'motion_bucket_id=32,127,255' -> ('motion_bucket_id', [32, 127, 255]); 'sampler=euler,heun' ->
     ('sampler', ['euler', 'heun']). Values as `parse_values` reads them."""
@@ -110,10 +60,6 @@ def parse_vary(spec: str) -> tuple[str, list]:
         raise ValueError("--vary cannot take guidance_scales (one scale per frame, a cell gets one value): "
                          "set --guidance-scales, and --vary guider to compare it with the others")
     return name, parse_values(name, values)
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def grid_cells(base: SamplingParams, vary: dict[str, list], max_cells: int = MAX_CELLS,
