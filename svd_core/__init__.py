@@ -6,11 +6,13 @@ sampler) load on first use, so `python -m svd_core list` and the header-only fun
 
 import importlib
 
-from .calibrate import Calibration, Fit, fit_response, run_calibration
+from .calibrate import Calibration, Fit, calibration_cells, fit_response, run_calibration
 from .camera import camera_path, get_camera_path, list_camera_paths
 from .checkpoints import (
     CheckpointInfo,
     Variant,
+    checkpoint_dir,
+    default_checkpoint,
     file_sha256,
     find_models,
     get_variant,
@@ -34,10 +36,10 @@ from .errors import (
 )
 from .grid import contact_sheet, grid_frames, grid_layout
 from .hub import discard_partial, download, downloadable, partial_downloads
-from .images import ImageSpec, PreparedImage, prepare_image
+from .images import ImageSpec, PreparedImage, background_removal_available, decode_image, prepare_image
 from .params import ANGLES, CHOICES, KNOBS_OF, RANGES, RESIZE_MODES, SamplingParams
 from .record import ModelSpec, RunRecord, RunRequest, summary_line
-from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run
+from .runs import RunInfo, clean_stale_temp, delete_run, list_runs, load_run, save_run, scan_runs
 from .sweep import (
     Cell,
     CellFailure,
@@ -60,7 +62,7 @@ _LAZY = {"load_pipeline": "loader", "MEMORY_MODES": "session", "Sampler": "sessi
          # OpenCV loads on first use
          "Likeness": "metrics", "measure_file": "metrics", "measure_frames": "metrics", "scalar_metrics": "metrics",
          "metrics_line": "metrics",
-         "read_video_record": "provenance", "SV3DUNet": "sv3d"}
+         "read_video_record": "provenance", "SV3DUNet": "sv3d", "preview_image": "preview"}
 
 
 def __getattr__(name):
@@ -94,4 +96,8 @@ __all__ = [
     "CellFailure", "ProcessLost", "SweepFailed",
     # ask for a motion
     "Calibration", "Fit", "fit_response", "run_calibration",
+    # what the app needs beyond a run: the default model, background removal, the guider's curve, a comparison's
+    # table, a calibration's cells, leftovers of killed writers, the live preview
+    "default_checkpoint", "background_removal_available", "guidance_scales", "response_table", "calibration_cells",
+    "clean_stale_temp", "preview_image", "checkpoint_dir", "scan_runs", "decode_image",
 ]
