@@ -32,13 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .params import CALIBRATION_VALUES as COARSE
 from .params import RANGES, SamplingParams
 
-KNOBS = ("motion_bucket_id", "fps", "noise_aug_strength")
-# Coarse values inside what SVD was trained on (svd_core.conditioning): buckets to 255, fps_id 5-30, noise aug
-# around 0.02-0.135
-COARSE = {"motion_bucket_id": (0, 64, 127, 191, 255), "fps": (6, 10, 15, 20, 30),
-          "noise_aug_strength": (0.0, 0.02, 0.05, 0.1, 0.2)}
+KNOBS = tuple(COARSE)  # the knobs a calibration can find a value of
 METRIC = "motion.score"
 Z_REVERSAL, Z_FLAT = 3.0, 2.0
 MIN_VALUES = 3

@@ -137,6 +137,10 @@ KNOBS_OF: dict[str, dict[str, tuple[str, ...]]] = {
         "custom": ("guidance_scales",),
     },
 }
+# The knobs a calibration ("find the bucket") can find a value of, with the coarse values it samples by default:
+# inside what SVD was trained on (svd_core.conditioning): buckets to 255, fps_id 5-30, noise aug around 0.02-0.135
+CALIBRATION_VALUES = {"motion_bucket_id": (0, 64, 127, 191, 255), "fps": (6, 10, 15, 20, 30),
+                      "noise_aug_strength": (0.0, 0.02, 0.05, 0.1, 0.2)}
 CHURN_KNOBS = ("s_tmin", "s_tmax", "s_noise")  # Euler/Heun read these only when s_churn > 0
 
 

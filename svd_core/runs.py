@@ -293,6 +293,18 @@ class RunInfo:
     def kind(self) -> str:
         return self.record.kind
 
+    def trajectory_stats(self, video_name: str) -> list[dict]:
+        """The per-step rows of the statistics beside the denoising record `video_name` (its .json, validated
+        by validate_trajectory_stats); [] when there is none. RecordError, one line, when it is unreadable."""
+        stats = self.file(Path(video_name).with_suffix(".json").name)
+        if stats is None:
+            return []
+        where = f"{self.id}/{stats.name}"
+        try:
+            return validate_trajectory_stats(json.loads(stats.read_text()), where)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RecordError(f"{where} is not JSON ({e})") from None
+
     def file(self, name: str) -> Path | None:
         """The run's file `name` when it is a regular file in the run's folder itself (not a symlink, which could
         point anywhere: these files are served to every visitor); else None."""
