@@ -9,10 +9,10 @@ import io
 import streamlit as st
 
 from app import state
-from svd_core import ANGLES, camera_path, get_camera_path, list_camera_paths
-from svd_core.camera import DEFAULT_ELEVATION, positions, resolve
+from svd_core import list_camera_paths
+from svd_core.camera import DEFAULT_ELEVATION, camera_path, get_camera_path, positions, resolve
+from svd_core.params import ANGLES, help_text
 
-S = st.session_state
 CUSTOM = "custom"  # the per-frame table was edited
 
 
@@ -20,23 +20,36 @@ def _path_title(name: str) -> str:
     return "Custom (edited per frame)" if name == CUSTOM else get_camera_path(name).title
 
 
+def reset(params) -> None:
+    """The Camera section's widgets from params (SV3D_p; state.set_params): explicit azimuths become the custom
+    per-frame path; one elevation with the default orbit stays the orbit."""
+    state.new_camera_table()
+    elevations = params.elevations_deg
+    state.put(state.CAMERA_ELEVATION, float(elevations[0]) if elevations else DEFAULT_ELEVATION)
+    if params.azimuths_deg is None:
+        state.put(state.CAMERA_PATH, "orbit")
+        return
+    state.set_camera_custom(tuple(list(v) for v in resolve(params.num_frames, elevations, params.azimuths_deg)))
+    state.put(state.CAMERA_PATH, CUSTOM)
+
+
 def _reset_table(leave_custom: bool = True) -> None:
     """on_change of elevation, path and seed: a fresh per-frame table (its edits belonged to the old path)."""
-    S["cam_ver"] = S.get("cam_ver", 0) + 1
-    if leave_custom and S.get("cam_path") == CUSTOM:
-        S["cam_path"] = "orbit"
+    state.new_camera_table()
+    if leave_custom and state.get(state.CAMERA_PATH) == CUSTOM:
+        state.put(state.CAMERA_PATH, "orbit")
 
 
 def _edited(elevations, azimuths) -> None:
     """on_change of the per-frame table: its edits become the custom path."""
-    edits = (S.get(f"cam_table_{S.get('cam_ver', 0)}") or {}).get("edited_rows") or {}
+    edits = (state.get(state.camera_table_key()) or {}).get("edited_rows") or {}
     columns = {"elevation": list(elevations), "azimuth": list(azimuths)}
     for row, changes in edits.items():
         for col, value in changes.items():
             if col in columns and value is not None:
                 columns[col][int(row)] = float(value)
-    S["cam_custom"] = (columns["elevation"], columns["azimuth"])
-    S["cam_path"] = CUSTOM
+    state.set_camera_custom((columns["elevation"], columns["azimuth"]))
+    state.put(state.CAMERA_PATH, CUSTOM)
     _reset_table(leave_custom=False)
 
 
@@ -48,36 +61,38 @@ def camera_section(variant, num_frames: int) -> None:
         st.caption("SV3D_u orbits the object on its own at a fixed elevation: it has no camera input. "
                    "Choose an sv3d_p checkpoint to set the path.")
         plot(*camera_path("orbit_demo", num_frames, 0.0), caption="its orbit (no camera input; for orientation)")
-        S[state.knob_key("elevations_deg")] = S[state.knob_key("azimuths_deg")] = None
+        state.set_knob("elevations_deg", None)
+        state.set_knob("azimuths_deg", None)
         return
-    S.setdefault("cam_elevation", DEFAULT_ELEVATION)
-    S.setdefault("cam_path", "orbit")
-    S.setdefault("cam_seed", 0)
-    lo, hi, help_ = ANGLES["elevations_deg"]
+    state.setdefault(state.CAMERA_ELEVATION, DEFAULT_ELEVATION)
+    state.setdefault(state.CAMERA_PATH, "orbit")
+    state.setdefault(state.CAMERA_SEED, 0)
+    lo, hi, _ = ANGLES["elevations_deg"]
     c1, c2 = st.columns([1, 2])
     with c1:
-        elevation = st.number_input("Elevation (degrees)", min_value=lo, max_value=hi, step=5.0, key="cam_elevation",
-                                    persist_state="session", on_change=_reset_table,
-                                    help=help_[0].upper() + help_[1:] + ".")
+        elevation = st.number_input("Elevation (degrees)", min_value=lo, max_value=hi, step=5.0,
+                                    key=state.CAMERA_ELEVATION, persist_state="session", on_change=_reset_table,
+                                    help=help_text("elevations_deg"))
     with c2:
-        options = [*list_camera_paths(), *([CUSTOM] if S["cam_path"] == CUSTOM else [])]
-        path = st.selectbox("Path", options, key="cam_path", persist_state="session", format_func=_path_title,
+        options = [*list_camera_paths(), *([CUSTOM] if state.get(state.CAMERA_PATH) == CUSTOM else [])]
+        path = st.selectbox("Path", options, key=state.CAMERA_PATH, persist_state="session", format_func=_path_title,
                             on_change=_reset_table,
                             help=" · ".join(f"{p}: {get_camera_path(p).help}" for p in list_camera_paths()))
     if path == "dynamic":
-        st.number_input("Path seed", min_value=0, max_value=2**31 - 1, step=1, key="cam_seed", persist_state="session",
-                        on_change=_reset_table, help="The dynamic path is random; its seed makes it repeatable.")
+        st.number_input("Path seed", min_value=0, max_value=2**31 - 1, step=1, key=state.CAMERA_SEED,
+                        persist_state="session", on_change=_reset_table,
+                        help="The dynamic path is random; its seed makes it repeatable.")
     try:
         if path == CUSTOM:
             elevations, azimuths = _from_table(num_frames)
         else:
-            elevations, azimuths = camera_path(path, num_frames, elevation, S["cam_seed"])
+            elevations, azimuths = camera_path(path, num_frames, elevation, state.get(state.CAMERA_SEED))
     except ValueError as e:
         st.error(str(e), icon=":material/warning:")
         elevations, azimuths = resolve(num_frames, (elevation,))
     with st.expander("Per frame (edit a cell to set your own path)"):
         st.data_editor({"elevation": list(elevations), "azimuth": list(azimuths)},
-                       key=f"cam_table_{S.get('cam_ver', 0)}", num_rows="fixed", width="stretch",
+                       key=state.camera_table_key(), num_rows="fixed", width="stretch",
                        on_change=_edited, args=(tuple(elevations), tuple(azimuths)),
                        column_config={"elevation": st.column_config.NumberColumn(min_value=lo, max_value=hi),
                                       "azimuth": st.column_config.NumberColumn(min_value=ANGLES["azimuths_deg"][0],
@@ -85,21 +100,13 @@ def camera_section(variant, num_frames: int) -> None:
         st.caption("The last frame is the input view in Stability's script (azimuth 0); the demo's orbit ends at "
                    "360. The model's own frames are shown: Stability's script pastes the input image over the last "
                    "one, we do not.")
-    S[state.knob_key("elevations_deg")] = [float(e) for e in elevations]
-    S[state.knob_key("azimuths_deg")] = [float(a) for a in azimuths]
+    state.set_knob("elevations_deg", [float(e) for e in elevations])
+    state.set_knob("azimuths_deg", [float(a) for a in azimuths])
     plot(elevations, azimuths)
 
 
-def camera_words(camera: dict) -> str:
-    """A run's camera (run.json's effective "camera") in a few words, angles to a tenth of a degree."""
-    el, az = camera["elevations_deg"], camera["azimuths_deg"]
-    low, high = min(el), max(el)
-    elevation = f"elevation {low:.1f}°" if round(low, 1) == round(high, 1) else f"elevation {low:.1f}…{high:.1f}°"
-    return f"camera: {elevation}, azimuth {az[0]:.1f}° → {az[-1]:.1f}°"
-
-
 def _from_table(num_frames: int):
-    elevations, azimuths = S.get("cam_custom") or resolve(num_frames)
+    elevations, azimuths = state.camera_custom() or resolve(num_frames)
     if len(elevations) != num_frames:  # the frame count changed: the custom path no longer fits
         raise ValueError(f"the edited path has {len(elevations)} frames, the run {num_frames}: choose a path again")
     return elevations, azimuths

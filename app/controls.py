@@ -11,24 +11,15 @@ from app import charts, state
 from app.resources import checkpoints, device_choices, get_server, make_demo_model
 from app.server import Busy
 from svd_core import (
-    CHOICES,
     MEMORY_MODES,
-    RANGES,
-    ImageSpec,
     ModelSpec,
     SamplingParams,
     SVDError,
-    applicable_knobs,
-    describe_fps,
+    background_removal_available,
+    default_checkpoint,
     guidance_scales,
-    prepare_image,
-    training_warnings,
 )
-from svd_core.checkpoints import default_checkpoint
-from svd_core.params import LABELS, help_text
-
-S = st.session_state
-
+from svd_core.params import CHOICES, LABELS, RANGES, describe_fps, help_text, knobs_read
 
 # ------------------------------------------------------------------------------------------------- model
 
@@ -39,12 +30,11 @@ def _size(info) -> str:
 def _choose() -> None:
     """on_change of the sidebar's model widgets: ask the server; refused while runs are active."""
     server = get_server()
-    choice = ModelSpec(S["model_ckpt"], S.get("model_device", ""), S.get("model_memory_mode", "auto"),
-                         S.get("model_compile", False))
+    choice = ModelSpec(*state.model_widgets())
     try:
         server.select(choice, by=state.session_id())
     except Busy as e:
-        S["model_refused"] = str(e)
+        state.refuse_model(str(e))
 
 
 def sidebar() -> None:
@@ -62,7 +52,7 @@ def sidebar() -> None:
                 server.select(first, by=DEFAULT_BY)
             except Busy:
                 pass
-        S["page_model"] = server.choice  # the model this run of the page is drawn for
+        state.set_page_model(server.choice)
         model_panel(by_path)
 
 
@@ -82,7 +72,7 @@ def model_panel(by_path: dict) -> None:
 
     @st.fragment(run_every=SIDEBAR_POLL_S)
     def panel():
-        if server.choice != S.get("page_model"):  # the page's knobs and sampler belong to the model
+        if server.choice != state.page_model():  # the page's knobs and sampler belong to the model
             st.rerun(scope="app")
         jobs = server.jobs()
         choice = server.choice
@@ -92,13 +82,12 @@ def model_panel(by_path: dict) -> None:
             queue_panel(jobs)
             return
         # the widgets show the server's model, whoever chose it
-        S["model_ckpt"], S["model_device"] = choice.checkpoint, choice.device
-        S["model_memory_mode"], S["model_compile"] = choice.memory_mode, choice.compile
-        st.selectbox("Checkpoint", list(by_path), key="model_ckpt", on_change=_choose,
+        state.show_model(choice)
+        st.selectbox("Checkpoint", list(by_path), key=state.MODEL_CHECKPOINT, on_change=_choose,
                      format_func=lambda p: by_path[p].repo_id.split("/")[-1] if by_path[p].repo_id
                      else by_path[p].path.stem,  # short enough for the sidebar
                      help="One model for every open tab: it can change while no run is queued or running.")
-        refused = S.pop("model_refused", None)
+        refused = state.take_model_refusal()
         if refused:
             st.warning(refused, icon=":material/block:")
         info = by_path[choice.checkpoint]
@@ -110,12 +99,12 @@ def model_panel(by_path: dict) -> None:
         if devices == ["cpu"]:
             st.caption("Device: CPU (no GPU found). Memory modes apply to GPUs only.")
         else:
-            st.selectbox("Device", ["", *devices], key="model_device", on_change=_choose,
+            st.selectbox("Device", ["", *devices], key=state.MODEL_DEVICE, on_change=_choose,
                          format_func=lambda d: d or f"best ({devices[0]})", help="CUDA GPU, Apple MPS or CPU (slow)")
-            st.selectbox("Memory mode", MEMORY_MODES, key="model_memory_mode", on_change=_choose,
+            st.selectbox("Memory mode", MEMORY_MODES, key=state.MODEL_MEMORY_MODE, on_change=_choose,
                          help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
                               "decode chunks of 2 (< 8 GB for SVD-XT) · auto: by free GPU memory")
-            st.checkbox("Compile (torch.compile)", key="model_compile", on_change=_choose,
+            st.checkbox("Compile (torch.compile)", key=state.MODEL_COMPILE, on_change=_choose,
                         help="Compiles the UNet and VAE decoder: the first run with a new size, frame count or "
                              "guider compiles (minutes), later runs are faster.")
         st.caption(f"Chosen by {who(server.changed_by)} at "
@@ -219,16 +208,16 @@ SLIDER_SPANS = {"motion_bucket_id": (0, 255, 1), "fps": (1, 31, 1), "noise_aug_s
 
 
 def _typed(typed_key: str, key: str) -> None:
-    S[key] = S[typed_key]
+    state.put(key, state.get(typed_key))
 
 
 def ranged(name: str, key: str, label: str | None = None, help: str | None = None):
     """A slider over SLIDER_SPANS[name] and a typed value beside it over RANGES[name], both for the one store
-    S[key] (the slider's own key). Returns the value."""
+    at `key` (the slider's own key). Returns the value."""
     lo, hi, _ = RANGES[name]
     span_lo, span_hi, step = SLIDER_SPANS[name]
     cast = int if isinstance(lo, int) else float
-    value = S.get(key)
+    value = state.get(key)
     if value is None:
         value = SamplingParams.__dataclass_fields__[name].default
     label = label or LABELS[name]
@@ -236,8 +225,8 @@ def ranged(name: str, key: str, label: str | None = None, help: str | None = Non
     with c1:
         value = st.slider(label, min(cast(span_lo), value), max(cast(span_hi), value), step=step, key=key,
                           persist_state="session", help=help or help_text(name))
-    typed = f"{key}-typed"
-    S[typed] = value
+    typed = state.typed_key(key)
+    state.put(typed, value)
     with c2:
         st.number_input(f"{label} (typed, {lo:g} to {hi:g})", min_value=lo, max_value=hi, step=step, key=typed,
                         on_change=_typed, args=(typed, key), label_visibility="collapsed",
@@ -252,7 +241,7 @@ ADVANCED = [[("num_frames", 1), ("num_inference_steps", 1)], [("min_guidance_sca
 
 
 def _new_seed() -> None:
-    S[state.knob_key("seed")] = random.randrange(0, 2**31)
+    state.set_knob("seed", random.randrange(0, 2**31))
 
 
 def _reset(info) -> None:
@@ -264,11 +253,11 @@ FPS_HELP = ("Three numbers are called fps. Conditioning fps (this knob) is diffu
             "the playback fps is the exported file's frame rate (Advanced).")
 
 
-def _warnings_about(warnings: list[str], *names: str) -> None:
-    """The training-range warnings that start with one of `names`, right under that knob (they never block)."""
-    for w in warnings:
-        if w.startswith(names):
-            st.caption(f":orange[:material/warning: {w}]")
+def _warnings_about(warnings: list[tuple[str, str]], *knobs: str) -> None:
+    """The training-range warnings about one of `knobs` (Variant.warnings), right under it (they never block)."""
+    for knob, text in warnings:
+        if knob in knobs:
+            st.caption(f":orange[:material/warning: {text}]")
 
 
 def _draft() -> SamplingParams | None:
@@ -283,7 +272,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
     (error shown). `multiple`: the model's size step, for the width/height inputs."""
     info = current_checkpoint()
     draft = _draft()
-    warnings = training_warnings(draft, info.variant) if info is not None and draft is not None else []
+    warnings = info.variant.warnings(draft) if info is not None and draft is not None else []
     if info is not None and info.variant.fixed_conditioning:
         st.caption(f"{info.variant.name} was trained at one conditioning only: fps {info.variant.defaults['fps']} "
                    f"(Stability's fps_id {info.variant.defaults['fps'] - 1}) and motion bucket "
@@ -292,10 +281,10 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
     if sv3d:  # SV3D has no fps or motion inputs: the camera instead
         from app.camera import camera_section
 
-        camera_section(info.variant, S.get(state.knob_key("num_frames")) or info.variant.num_frames)
+        camera_section(info.variant, state.knob("num_frames") or info.variant.num_frames)
     else:
         ranged("motion_bucket_id", state.knob_key("motion_bucket_id"))
-        _warnings_about(warnings, "motion_bucket_id", info.variant.name if info else "-")
+        _warnings_about(warnings, "motion_bucket_id")
         ranged("fps", state.knob_key("fps"), help=help_text("fps", FPS_HELP))
         if draft is not None:
             st.caption(describe_fps(draft))
@@ -306,7 +295,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
         ranged("noise_aug_strength", state.knob_key("noise_aug_strength"))
     _warnings_about(warnings, "noise_aug_strength")
     chunk = _widget("decode_chunk_size", st.slider)
-    frames = S.get(state.knob_key("num_frames"))
+    frames = state.knob("num_frames")
     if frames and chunk > frames:
         st.caption(f"Larger than the {frames} frames: all of them are decoded at once (as with {frames}).")
     with st.expander("Advanced"):
@@ -315,7 +304,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
                 with column:  # sizes step by the model's multiple
                     _widget(name, st.number_input, step=step or multiple,
                             **({"format": "%g"} if isinstance(RANGES[name][0], float) else {}))
-        _warnings_about(warnings, *(f"{d}" for d in "0123456789"))  # sizes and frame counts
+        _warnings_about(warnings, "num_frames", "num_inference_steps", "width", "height")
         c3, c4 = st.columns(2, vertical_alignment="bottom")
         with c3:
             _widget("seed", st.number_input, step=1)
@@ -356,10 +345,8 @@ def sampler_panel() -> None:
         with col:
             st.selectbox(LABELS[name], CHOICES[name][0], key=state.knob_key(name), persist_state="session",
                          help=help_text(name))
-    sampler, disc, guider = (S[state.knob_key(n)] for n in ("sampler", "discretization", "guider"))
-    reads = [k for k in applicable_knobs(sampler, disc, guider) if k in PANEL_STEPS]
-    if sampler in ("euler", "heun") and not S.get(state.knob_key("s_churn")):
-        reads = [k for k in reads if k not in ("s_tmin", "s_tmax", "s_noise")]  # read only with churn
+    sampler, disc, guider = (state.knob(n) for n in ("sampler", "discretization", "guider"))
+    reads = [k for k in knobs_read(sampler, disc, guider, state.knob("s_churn", 0)) if k in PANEL_STEPS]
     if reads:  # two a row: labels in words fit without breaking; values at the precision they have (%g)
         for i in range(0, len(reads), 2):
             for col, name in zip(st.columns(2), reads[i:i + 2]):
@@ -383,13 +370,15 @@ def sampler_panel() -> None:
 # ------------------------------------------------------------------------------------------------- image
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _prepare(data: bytes, width: int, height: int, resize_mode: str, spec: ImageSpec, remove_bg: bool):
-    return prepare_image(data, width, height, resize_mode, spec, remove_bg)
+def _prepare(_sampler, spec, data: bytes, width: int, height: int, resize_mode: str, remove_bg: bool):
+    """Cached by the image, the size step (`spec`) and the settings that shape the image, not by the Sampler."""
+    sizing = SamplingParams(width=width, height=height, resize_mode=resize_mode)
+    return _sampler.prepare(data, sizing, remove_bg)
 
 
 def prepare(sampler, data: bytes, params: SamplingParams, remove_bg: bool = False):
     """The image as the sampler will see it; cached, so slider moves do not resize a large upload again."""
-    return _prepare(data, params.width, params.height, params.resize_mode, sampler.image_spec, remove_bg)
+    return _prepare(sampler, sampler.image_spec, data, params.width, params.height, params.resize_mode, remove_bg)
 
 
 def background_option(variant) -> bool:
@@ -397,10 +386,8 @@ def background_option(variant) -> bool:
     installed (never downloaded). Returns whether to remove the background."""
     if not variant.is_sv3d:
         return False
-    from svd_core.images import background_removal_available
-
     if background_removal_available():
-        return st.checkbox("Remove the background (rembg)", key="cam_remove_bg", persist_state="session",
+        return st.checkbox("Remove the background (rembg)", key=state.REMOVE_BG, persist_state="session",
                            help="SV3D wants one object on a white background.")
     st.caption("SV3D wants one object on white: an image with transparency goes on white. (Background removal "
                "appears here when the optional rembg package and its weights are installed.)")

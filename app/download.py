@@ -12,7 +12,7 @@ from app import state
 from app.jobs import Job
 from app.resources import clear_checkpoints
 from app.widgets.progress import consume_job, job_panel, show_error
-from svd_core import get_variant
+from svd_core import download, get_variant, list_variants
 
 CANCELLED = "Download cancelled: the part already fetched is kept (hidden) and resumes next time."
 
@@ -52,14 +52,16 @@ class Download(Job):
         return f"Downloading {self.label}: " + (self.text() if self.total_bytes else "asking the hub…")
 
 
-def _start(variant: str, token_key: str) -> None:
-    from svd_core.hub import download
+def _downloadable() -> list[str]:
+    """The variants with a release on the hub."""
+    return [n for n in list_variants() if get_variant(n).repo_id]
 
+
+def _start(variant: str, token_key: str) -> None:
     slot = state.slot("download")
     if slot.job is not None and not slot.job.finished:
         return
-    token = S.get(token_key) or None
-    S[token_key] = ""  # not kept in the session once handed over
+    token = state.take_token(token_key)
 
     def work(job: Download):
         path = download(variant, token=token, on_progress=job.on_bytes, should_stop=job.should_stop)
@@ -68,31 +70,27 @@ def _start(variant: str, token_key: str) -> None:
     slot.job, slot.error, slot.result = Download(variant, work).start_thread(), None, None
 
 
-S = st.session_state
-
-
 def download_panel(key: str) -> None:
     """Pick a release, optionally a token, download; progress while it runs; the outcome after."""
-    from svd_core.hub import downloadable
-
     consume_job("download", CANCELLED)
     slot = state.slot("download")
     job = slot.job
-    names = downloadable()
+    names = _downloadable()
     c1, c2 = st.columns([1, 1])
     with c1:
         variant = st.selectbox("Release", names, index=names.index("svd_xt") if "svd_xt" in names else 0,
-                               key=f"{key}_variant", format_func=lambda n: f"{n} · {get_variant(n).title}",
+                               key=state.download_key(key, "variant"),
+                               format_func=lambda n: f"{n} · {get_variant(n).title}",
                                disabled=job is not None)
     with c2:
-        st.text_input("Hugging Face token (optional)", type="password", key=f"{key}_token",
+        st.text_input("Hugging Face token (optional)", type="password", key=state.download_key(key, "token"),
                       disabled=job is not None,
                       help="Empty: the token you already have (`hf auth login` or HF_TOKEN). Used for this download "
                            "only, never saved. The repository is gated: accept its licence on its page first.")
     v = get_variant(variant)
     st.caption(f"From [{v.repo_id}]({v.url}), file {v.filename}: accept the licence on that page first.")
-    st.button("Download", type="primary", on_click=_start, args=(variant, f"{key}_token"), disabled=job is not None,
-              key=f"{key}_go")
+    st.button("Download", type="primary", on_click=_start, args=(variant, state.download_key(key, "token")),
+              disabled=job is not None, key=state.download_key(key, "go"))
     if job is not None:
         job_panel(job, cancel_label="Cancel download")
     if slot.result:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from svd_core import Cancelled, SVDError
 
+PREVIEW_EVERY_S = 0.5  # the live preview's pace: nobody looks faster
 PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "denoising": "denoising",
           "decoding": "decoding frames", "saving": "saving", "downloading": "downloading",
           "compiling": "compiling the model for these shapes (torch.compile, first run)"}
@@ -99,8 +100,8 @@ class Job:
 
     def on_preview(self, step, steps, sigma, denoised, latents) -> None:
         """The model's current estimate as a small image (mapped on the run's device), kept for the page to show;
-        at most one every PREVIEW_EVERY_S (nobody looks faster: a slower step gets one each)."""
-        from svd_core.preview import PREVIEW_EVERY_S, preview_image
+        at most one every PREVIEW_EVERY_S (a slower step gets one each)."""
+        from svd_core import preview_image
 
         now = time.monotonic()
         if self._preview_at is None or now - self._preview_at >= PREVIEW_EVERY_S:

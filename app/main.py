@@ -13,17 +13,11 @@ if str(ROOT) not in sys.path:  # this checkout's `app` package and svd_core, ins
 import streamlit as st  # noqa: E402
 
 from app.controls import sidebar  # noqa: E402
+from app.navigation import pages  # noqa: E402
 from app.widgets.progress import consume_job  # noqa: E402
 
 st.set_page_config(page_title="SVD Studio", page_icon="🎞️", layout="wide")
-VIEWS = ROOT / "app" / "views"
-pages = [
-    st.Page(VIEWS / "generate.py", title="Generate", icon=":material/movie:", default=True),
-    st.Page(VIEWS / "compare.py", title="Compare", icon=":material/compare:"),
-    st.Page(VIEWS / "history.py", title="History", icon=":material/history:"),
-    st.Page(VIEWS / "setup.py", title="Setup", icon=":material/settings:"),
-]
-nav = st.navigation(pages)
+nav = st.navigation(pages())
 for slot in ("gen", "cmp"):  # a finished background job hands its result to session state, on any page
     consume_job(slot)
 sidebar()

@@ -9,8 +9,7 @@ import streamlit as st
 import torch
 
 from app.server import ModelServer
-from svd_core import ModelSpec, Sampler, clean_stale_temp, find_models, make_tiny
-from svd_core.checkpoints import checkpoint_dir
+from svd_core import ModelSpec, Sampler, checkpoint_dir, clean_stale_temp, find_models, make_tiny
 
 DEMO_NAME = "tiny_demo.safetensors"
 

@@ -1,11 +1,13 @@
-"""Everything one browser session keeps, in one place: named accessors over `st.session_state`.
+"""Everything one browser session keeps, in one place: named accessors over `st.session_state`. No other module of
+the app touches `st.session_state` (tests/test_app_state.py checks it); widget keys are named here, and the
+widgets are made with them.
 
 - Knob values live in one store: the widgets' own keys (`knob_<field>`). The widgets are made with
   `persist_state="session"`, so Streamlit keeps their values on runs where they are not drawn (another page,
-  a fragment's own rerun). Compare's (`cmp_*`) and the camera's (`cam_*`) widgets too. (The earlier idiom,
-  rewriting every key at the start of each full run, lost them after a fragment rerun.)
+  a fragment's own rerun). Compare's (`cmp_*`), the camera's (`cam_*`) and the guiders' (`gd_*`) widgets too.
 - A page's background work is a `Slot` (job, result, error), one per page that runs things.
-- The model itself is not here: it belongs to the server (server.py), shared by every session.
+- The model itself is not here: it belongs to the server (server.py), shared by every session; `page_model()` is
+  the model this run of the page was drawn for.
 """
 
 from __future__ import annotations
@@ -18,9 +20,37 @@ import streamlit as st
 from svd_core import SamplingParams
 from svd_core.params import field_names
 
-S = st.session_state
-KNOB = "knob_"  # widget keys of the SamplingParams fields: knob_<field>
 
+def _store():
+    return st.session_state
+
+
+# ------------------------------------------------------------------------------- widget values by their key
+# Widgets are made with the keys named below (constants and key functions); their values are read and written
+# here by those keys.
+
+def get(key: str, default=None):
+    return _store().get(key, default)
+
+
+def put(key: str, value) -> None:
+    _store()[key] = value
+
+
+def has(key: str) -> bool:
+    return key in _store()
+
+
+def setdefault(key: str, value):
+    """The widget's value, `value` first when it has none (set before the widget is drawn)."""
+    return _store().setdefault(key, value)
+
+
+def pop(key: str, default=None):
+    return _store().pop(key, default)
+
+
+# ------------------------------------------------------------------------------------------ background work
 
 @dataclass
 class Slot:
@@ -33,58 +63,94 @@ class Slot:
 
 
 def slot(name: str) -> Slot:
-    key = f"slot_{name}"
-    if key not in S:
-        S[key] = Slot()
-    return S[key]
+    return _store().setdefault(f"slot_{name}", Slot())
 
 
 def session_id() -> str:
     """A short id for this browser session, to tell its runs from others' in the shared queue."""
-    if "sid" not in S:
-        S["sid"] = secrets.token_hex(2)
-    return S["sid"]
+    return _store().setdefault("sid", secrets.token_hex(2))
 
 
-# ----------------------------------------------------------------------------------------------- knobs
+# ------------------------------------------------------------------------------------------------ the model
+
+MODEL_CHECKPOINT = "model_ckpt"  # the sidebar's widgets: they show the server's model
+MODEL_DEVICE = "model_device"
+MODEL_MEMORY_MODE = "model_memory_mode"
+MODEL_COMPILE = "model_compile"
+
+
+def model_widgets() -> tuple[str, str, str, bool]:
+    """(checkpoint, device, memory mode, compile) as the sidebar's widgets show them."""
+    s = _store()
+    return s[MODEL_CHECKPOINT], s.get(MODEL_DEVICE, ""), s.get(MODEL_MEMORY_MODE, "auto"), s.get(MODEL_COMPILE, False)
+
+
+def show_model(choice) -> None:
+    """The sidebar's widgets show `choice` (a ModelSpec), whoever chose it."""
+    s = _store()
+    s[MODEL_CHECKPOINT], s[MODEL_DEVICE] = choice.checkpoint, choice.device
+    s[MODEL_MEMORY_MODE], s[MODEL_COMPILE] = choice.memory_mode, choice.compile
+
+
+def page_model():
+    """The model (ModelSpec) this run of the page is drawn for: its jobs are submitted for it."""
+    return _store().get("page_model")
+
+
+def set_page_model(choice) -> None:
+    _store()["page_model"] = choice
+
+
+def refuse_model(reason: str) -> None:
+    """The server refused a model change (runs active): said once in the sidebar."""
+    _store()["model_refused"] = reason
+
+
+def take_model_refusal() -> str | None:
+    return _store().pop("model_refused", None)
+
+
+# ------------------------------------------------------------------------------------------------ the knobs
+
+KNOB = "knob_"  # widget keys of the SamplingParams fields: knob_<field>
+
 
 def knob_key(name: str) -> str:
     return KNOB + name
 
 
+def typed_key(key: str) -> str:
+    """The typed value beside a slider of key `key` (controls.ranged)."""
+    return f"{key}-typed"
+
+
+def knob(name: str, default=None):
+    return _store().get(knob_key(name), default)
+
+
+def set_knob(name: str, value) -> None:
+    _store()[knob_key(name)] = value
+
+
 def set_params(params: SamplingParams, made_for: str | None) -> None:
-    """Write every knob (before the widgets are drawn, or from a callback). `made_for`: the checkpoint these
-    values belong to, so a change of model is noticed."""
+    """Write every knob (before the widgets are drawn, or from a callback), and the camera's and guiders' own
+    widgets from them. `made_for`: the checkpoint these values belong to, so a change of model is noticed."""
+    from app import camera, guidance
+
     for name, value in params.to_dict().items():
-        S[knob_key(name)] = 0 if name == "output_fps" and value is None else value  # 0: the conditioning fps
-    S["knobs_for"] = made_for
-    set_camera(params)
-    from app.guidance import reset
-
-    reset(params)
-
-
-def set_camera(params: SamplingParams) -> None:
-    """The Camera section's widgets from params (SV3D_p): explicit azimuths become the custom per-frame path; one
-    elevation with the default orbit stays the orbit."""
-    from svd_core.camera import DEFAULT_ELEVATION, resolve
-
-    S["cam_ver"] = S.get("cam_ver", 0) + 1  # a fresh per-frame table
-    elevations = params.elevations_deg
-    S["cam_elevation"] = float(elevations[0]) if elevations else DEFAULT_ELEVATION
-    if params.azimuths_deg is None:
-        S["cam_path"] = "orbit"
-        return
-    S["cam_custom"] = tuple(list(v) for v in resolve(params.num_frames, elevations, params.azimuths_deg))
-    S["cam_path"] = "custom"
+        set_knob(name, 0 if name == "output_fps" and value is None else value)  # 0: the conditioning fps
+    _store()["knobs_for"] = made_for
+    camera.reset(params)
+    guidance.reset(params)
 
 
 def knobs_for() -> str | None:
-    return S.get("knobs_for")
+    return _store().get("knobs_for")
 
 
 def knob_values() -> dict:
-    return {name: S[knob_key(name)] for name in field_names() if knob_key(name) in S}
+    s = _store()
+    return {name: s[knob_key(name)] for name in field_names() if knob_key(name) in s}
 
 
 def params() -> SamplingParams:
@@ -95,25 +161,84 @@ def params() -> SamplingParams:
     return SamplingParams.from_dict(values)
 
 
-# ------------------------------------------------------------------------------------------ run options
+# ------------------------------------------------------------------------------------ the camera (SV3D_p)
+# Written by app/camera.py only.
+
+CAMERA_ELEVATION = "cam_elevation"
+CAMERA_PATH = "cam_path"
+CAMERA_SEED = "cam_seed"
+REMOVE_BG = "cam_remove_bg"  # Generate's "Remove the background" checkbox (SV3D)
+
+
+def camera_table_key() -> str:
+    """The per-frame table's key: a new version is a fresh table."""
+    return f"cam_table_{_store().get('cam_ver', 0)}"
+
+
+def new_camera_table() -> None:
+    _store()["cam_ver"] = _store().get("cam_ver", 0) + 1
+
+
+def camera_custom():
+    """The edited per-frame path (elevations, azimuths), or None."""
+    return _store().get("cam_custom")
+
+
+def set_camera_custom(path) -> None:
+    _store()["cam_custom"] = path
+
+
+def remove_bg() -> bool:
+    return bool(_store().get(REMOVE_BG, False))
+
+
+def set_remove_bg(on: bool) -> None:
+    _store()[REMOVE_BG] = bool(on)
+
+
+# ---------------------------------------------------------------------------------------- the guiders' lists
+# Written by app/guidance.py only.
+
+GUIDER_PERIOD = "gd_period"  # the triangle's period(s), as typed
+GUIDER_RESTART = "gd_restart"
+
+
+def guider_table_key() -> str:
+    return f"gd_table_{_store().get('gd_ver', 0)}"
+
+
+def new_guider_table() -> None:
+    _store()["gd_ver"] = _store().get("gd_ver", 0) + 1
+
+
+def guider_custom():
+    """The custom guider's per-frame scales being edited, or None."""
+    return _store().get("gd_custom")
+
+
+def set_guider_custom(values) -> None:
+    _store()["gd_custom"] = values
+
+
+# ------------------------------------------------------------------------------------------- run options
 
 TRAJECTORY = "save_trajectory"  # Generate's "Save the denoising record" checkbox (a run's save_trajectory)
 LIVE_PREVIEW = "live_preview"  # Generate's "Live preview" checkbox
 
 
 def save_trajectory() -> bool:
-    return bool(S.get(TRAJECTORY, False))
+    return bool(_store().get(TRAJECTORY, False))
 
 
 def set_save_trajectory(on: bool) -> None:
-    S[TRAJECTORY] = bool(on)
+    _store()[TRAJECTORY] = bool(on)
 
 
 def live_preview() -> bool:
-    return bool(S.get(LIVE_PREVIEW, True))
+    return bool(_store().get(LIVE_PREVIEW, True))
 
 
-# ----------------------------------------------------------------------------------------------- image
+# ----------------------------------------------------------------------------------------------- the image
 
 @dataclass(frozen=True)
 class Upload:
@@ -122,19 +247,92 @@ class Upload:
 
 
 def image() -> Upload | None:
-    return S.get("image")
+    return _store().get("image")
 
 
 def set_image(upload: Upload) -> None:
-    S["image"] = upload
+    _store()["image"] = upload
+
+
+# ----------------------------------------------------------------------------------------------- Compare
+
+COMPARE_MODE = "cmp_mode"
+COMPARE_KNOB = "cmp_knob"
+COMPARE_KNOB2 = "cmp_knob2"
+COMPARE_SEEDS = "cmp_seeds"
+COMPARE_TRAJECTORY = "cmp_trajectory"  # "Save each cell's denoising record"
+CALIBRATE_KNOB = "cmp_cal_knob"
+CALIBRATE_TARGET = "cmp_cal_target"
+CALIBRATE_SEEDS = "cmp_cal_seeds"
+CALIBRATE_FEWER = "cmp_cal_fewer"
+CALIBRATE_STEPS = "cmp_cal_steps"
+
+
+def compare_values_key(knob: str, second: bool = False) -> str:
+    """The typed values of `knob` (the first or the second knob of a comparison)."""
+    return f"cmp_values{'2' if second else ''}_{knob}"
+
+
+def calibrate_values_key(knob: str) -> str:
+    return f"cmp_cal_values_{knob}"
+
+
+def ab_key(side: str, name: str) -> str:
+    """Settings A vs B: side "A" or "B"'s value of `name`."""
+    return f"cmp_{side}_{name}"
+
+
+# ----------------------------------------------------------------------------------------------- History
+
+HISTORY_PAGE = 12  # cards shown at first, and more at each "Show more"
+
+
+def history_shown() -> int:
+    return _store().setdefault("history_shown", HISTORY_PAGE)
+
+
+def show_more_history() -> None:
+    _store()["history_shown"] = history_shown() + HISTORY_PAGE
+
+
+def video_loaded(file_id: str) -> bool:
+    """Whether the dropped video `file_id` was loaded already (it stays in its uploader across reruns)."""
+    return _store().get("video_loaded") == file_id
+
+
+def set_video_loaded(file_id: str) -> None:
+    _store()["video_loaded"] = file_id
+
+
+def open_generate_next() -> None:
+    """Ask the next run of History to open Generate (from a callback, which cannot switch pages)."""
+    _store()["history_open_generate"] = True
+
+
+def take_open_generate() -> bool:
+    return bool(_store().pop("history_open_generate", False))
+
+
+# -------------------------------------------------------------------------------------------- Downloads
+
+def download_key(panel: str, widget: str) -> str:
+    """The key of a download panel's widget ("variant", "token", "go"); `panel`: where it is drawn."""
+    return f"{panel}_{widget}"
+
+
+def take_token(key: str) -> str | None:
+    """The token typed in the field `key`, emptied: it is handed to the download, never kept in the session."""
+    token = _store().get(key) or None
+    _store()[key] = ""
+    return token
 
 
 # ----------------------------------------------------------------------------------------------- notices
 
 def notify(page: str, text: str) -> None:
     """A one-line note shown once at the top of `page` (e.g. settings loaded from History)."""
-    S.setdefault("notices", {}).setdefault(page, []).append(text)
+    _store().setdefault("notices", {}).setdefault(page, []).append(text)
 
 
 def take_notices(page: str) -> list[str]:
-    return S.get("notices", {}).pop(page, [])
+    return _store().get("notices", {}).pop(page, [])

@@ -71,3 +71,6 @@ def input_png() -> Path:
 @pytest.fixture(scope="session")
 def large_png() -> Path:
     return FIXTURES / "A" / "input_image_large.png"
+
+
+from .apptest import dirs, fresh_server, with_tiny  # noqa: E402, F401  (the AppTest files' fixtures)

@@ -7,7 +7,9 @@ import pytest
 
 from svd_core.calibrate import VERDICTS
 
-from .test_app import PNG, app, button, charts, dirs, fresh_server, small, wait, with_tiny  # noqa: F401 (fixtures)
+from .apptest import PNG, app, button, charts, goto, small, wait
+
+pytestmark = pytest.mark.usefixtures("fresh_server")  # a fresh model server per test
 
 
 @pytest.mark.usefixtures("with_tiny")
@@ -55,13 +57,13 @@ def test_find_the_bucket_says_plainly_the_demo_model_gives_none():
     at = app()
     at.number_input(key="knob_num_videos").set_value(2)
     small(at, frames=5, steps=2)  # 5 frames at fps 7: long enough for the 2 fps motion score
-    at.switch_page("views/compare.py").run()
+    goto(at, "compare").run()
     at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
     at.radio(key="cmp_mode").set_value("Find the bucket").run()
     assert [e.value for e in at.error] == ["calibrate runs one video per cell: set Videos per run to 1"]
-    at.switch_page("views/generate.py").run()
+    goto(at, "generate").run()
     at.number_input(key="knob_num_videos").set_value(1).run()
-    at.switch_page("views/compare.py").run()
+    goto(at, "compare").run()
     at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 127").run()
     assert [e.value for e in at.error] == ["calibrate needs at least 3 different values of motion_bucket_id, got 2"]
     at.text_input(key="cmp_cal_values_motion_bucket_id").set_value("0, 127, 255").run()
@@ -75,7 +77,7 @@ def test_find_the_bucket_says_plainly_the_demo_model_gives_none():
     assert any(c.value.startswith("sampled at 1 steps instead of 2") for c in at.caption)
     record = json.loads((res["path"] / "run.json").read_text())
     assert record["calibration"]["values"] == [0, 127, 255] and (res["path"] / "calibration.png").is_file()
-    at.switch_page("views/history.py").run()
+    goto(at, "history").run()
     assert any(m.value.startswith("**Calibration**") for m in at.markdown)
     assert any(c.value.startswith("no value: ") for c in at.caption)
 
@@ -111,7 +113,7 @@ def test_find_the_bucket_shows_a_value_and_its_confirming_run(monkeypatch):
         knob, target, {v: [v / 100 - 0.01, v / 100 + 0.01] for v in responses}))
     at = app()
     small(at, frames=5, steps=1)
-    at.switch_page("views/compare.py").run()
+    goto(at, "compare").run()
     at.file_uploader(key="upload_cmp").set_value(("cat.png", PNG, "image/png")).run()
     at.radio(key="cmp_mode").set_value("Find the bucket").run()
     at.number_input(key="cmp_cal_target").set_value(1.5).run()
@@ -123,6 +125,6 @@ def test_find_the_bucket_shows_a_value_and_its_confirming_run(monkeypatch):
     assert any(s.value.startswith("motion_bucket_id 150 is expected to give motion 1.5") for s in at.success)
     assert any(c.value.startswith("confirming run at motion_bucket_id 150 (1 steps)") for c in at.caption)
     assert any(c.value == "the confirming run" for c in at.caption)
-    at.switch_page("views/history.py").run()
+    goto(at, "history").run()
     assert any(m.value.startswith("**Calibration**") for m in at.markdown)
     assert sum(m.value.startswith("**Run**") for m in at.markdown) == 0  # the confirming run is one of its cells

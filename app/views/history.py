@@ -1,19 +1,15 @@
 """History: the runs in outputs/, newest first, a comparison's cells under it; reuse a run's settings and its
 original image, or delete it (a comparison with or without its cells)."""
 
+from __future__ import annotations
+
 import streamlit as st
 
-from app import state
+from app import navigation, state
 from app.resources import checkpoints
 from app.widgets.result import picture, trajectory_steps, trajectory_view
-from svd_core import ModelSpec, SVDError, delete_run, load_run, read_video_record, summary_line
+from svd_core import ModelSpec, SVDError, delete_run, load_run, read_video_record, scan_runs, summary_line
 from svd_core.params import label
-from svd_core.runs import scan_runs
-
-S = st.session_state
-PAGE = 12
-
-st.title("History")
 
 
 def load_from_video(runs) -> None:
@@ -21,9 +17,9 @@ def load_from_video(runs) -> None:
     same one)."""
     up = st.file_uploader("Load the settings of a video made with SVD Studio (mp4)", type=["mp4"],
                           key="upload_video", help="Every mp4 we write carries its parameters, seed and checkpoint.")
-    if up is None or S.get("video_loaded") == up.file_id:
+    if up is None or state.video_loaded(up.file_id):
         return
-    S["video_loaded"] = up.file_id
+    state.set_video_loaded(up.file_id)
     try:
         record = read_video_record(up.getvalue())
         params = record.params
@@ -35,6 +31,8 @@ def load_from_video(runs) -> None:
 
     info = current_checkpoint()
     state.set_params(params, str(info.path) if info else None)
+    state.set_remove_bg(record.request.remove_bg)
+    state.set_save_trajectory(record.request.save_trajectory)
     same = next((r for r in runs if r.record.input_pixels_sha256 == record.input_pixels_sha256), None)
     image = (same.original_input or same.file("input.png")) if same is not None else None
     if image is not None and image.is_file():
@@ -54,37 +52,18 @@ def load_from_video(runs) -> None:
     state.slot("gen").result = None
     state.notify("generate", f"{got} loaded.{note}")
     st.success(f"{got} loaded.{note}", icon=":material/check_circle:")
-    st.page_link("views/generate.py", label="Open Generate to reproduce it", icon=":material/movie:")
+    st.page_link(navigation.page("generate"), label="Open Generate to reproduce it", icon=":material/movie:")
 
 
-if S.pop("history_open_generate", False):  # "Use these settings" (a callback: it runs even for a card now gone)
-    st.switch_page("views/generate.py")
-for note in state.take_notices("history"):
-    st.info(note, icon=":material/info:")
-runs, unreadable = scan_runs()
-load_from_video(runs)
-for path, reason in unreadable:  # a malformed run.json costs its own card, nothing else
-    st.caption(f":material/broken_image: Unreadable run `{path.name}`: {reason}")
-if not runs:
-    st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon=":material/history:")
-    st.stop()
-
-by_id = {r.id: r for r in runs}
-cells_of = {r.id: [by_id[c["run"]] for c in r.record.cells if c["run"] in by_id]
-            for r in runs if r.kind == "sweep"}
-in_a_sweep = {c.id for cells in cells_of.values() for c in cells}
-top = [r for r in runs if r.id not in in_a_sweep]  # a comparison's cells are shown under it
-
-
-def use_settings(run_id: str) -> bool:
-    """Load the run's parameters, original image and (when it is still here) checkpoint into Generate; False
-    (and a note) when the run is gone."""
+def use_settings(run_id: str, path) -> bool:
+    """Load the run's request (its settings, background removal and denoising-record option), original image and
+    (when it is still here) checkpoint into Generate; False (and a note) when the run is gone."""
     from app.controls import current_checkpoint
     from app.resources import get_server
     from app.server import Busy
 
     try:
-        run = load_run(by_id[run_id].path)
+        run = load_run(path)
         image = run.original_input or run.file("input.png")
         data = image.read_bytes() if image is not None else None
     except (ValueError, OSError):
@@ -105,28 +84,30 @@ def use_settings(run_id: str) -> bool:
     elif not same_file:
         note = f" Its checkpoint {run.record.checkpoint or '?'} is not in checkpoints/."
     info = current_checkpoint()
-    state.set_params(run.params, str(info.path) if info else None)
-    state.set_save_trajectory(run.record.request.save_trajectory)
+    request = run.record.request
+    state.set_params(request.params, str(info.path) if info else None)
+    state.set_remove_bg(request.remove_bg)
+    state.set_save_trajectory(request.save_trajectory)
     state.set_image(state.Upload(run.record.input_name or f"{run.id}/{image.name}", data))
     gen = state.slot("gen")
     gen.result, gen.error = None, None  # the old result does not belong to these settings
     state.notify("generate", f"Settings and image of {run.id} loaded from History: Generate reproduces it.{note}")
-    S["history_open_generate"] = True  # the page opens Generate, which says what was loaded
+    state.open_generate_next()  # the page opens Generate, which says what was loaded
     return True
 
 
-def remove(run_id: str, with_cells: bool):
-    run = by_id[run_id]
-    targets = [run] + (cells_of.get(run_id, []) if with_cells else [])
-    for r in targets:
+def remove(paths) -> None:
+    """Delete run folders (a comparison and maybe its cells)."""
+    for path in paths:
         try:
-            delete_run(r.path)
+            delete_run(path)
         except (ValueError, OSError):
             pass  # already gone (another tab): nothing to do
-    S.pop(f"confirm_{run_id}", None)
 
 
-def card(run, nested: bool = False):
+def card(run, cells_of: dict, nested: bool = False) -> None:
+    """One run, comparison or calibration: its poster, summary, player, "Use these settings" and Delete; a
+    comparison's cells under it."""
     rec = run.record
     with st.container(border=True, key=f"card_{run.id}"):
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
@@ -159,7 +140,7 @@ def card(run, nested: bool = False):
                 if calibration:
                     picture(run.file("calibration.png"))
         with c3:
-            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id,),
+            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id, run.path),
                       width="stretch", help="Load this run's settings, image and checkpoint, and open Generate")
             with st.popover("Delete", width="stretch"):
                 cells = cells_of.get(run.id, [])
@@ -167,18 +148,40 @@ def card(run, nested: bool = False):
                 with_cells = bool(cells) and st.checkbox(f"Also delete its {len(cells)} cells", value=True,
                                                          key=f"delcells_{run.id}")
                 st.button("Yes, delete", key=f"del_{run.id}", type="primary", on_click=remove,
-                          args=(run.id, with_cells))
+                          args=([run.path] + ([c.path for c in cells] if with_cells else []),))
         if run.kind == "sweep" and cells_of.get(run.id):
             with st.expander(f"Its {len(cells_of[run.id])} cells"):
                 for cell in cells_of[run.id]:
-                    card(cell, nested=True)
+                    card(cell, cells_of, nested=True)
 
 
-shown = S.setdefault("history_shown", PAGE)
-st.caption(f"{len(top)} entries in outputs/ ({len(runs)} run folders: a comparison's cells are listed under it)")
-for run in top[:shown]:
-    card(run)
-if len(top) > shown:
-    if st.button(f"Show {min(PAGE, len(top) - shown)} more"):
-        S["history_shown"] = shown + PAGE
-        st.rerun()
+
+def page() -> None:
+    st.title("History")
+    if state.take_open_generate():  # "Use these settings" (a callback: it runs even for a card now gone)
+        st.switch_page(navigation.page("generate"))
+    for note in state.take_notices("history"):
+        st.info(note, icon=":material/info:")
+    runs, unreadable = scan_runs()
+    load_from_video(runs)
+    for path, reason in unreadable:  # a malformed run.json costs its own card, nothing else
+        st.caption(f":material/broken_image: Unreadable run `{path.name}`: {reason}")
+    if not runs:
+        st.info("No runs yet: they appear here as soon as Generate or Compare finishes.", icon=":material/history:")
+        st.stop()
+
+    by_id = {r.id: r for r in runs}
+    cells_of = {r.id: [by_id[c["run"]] for c in r.record.cells if c["run"] in by_id]
+                for r in runs if r.kind == "sweep"}
+    in_a_sweep = {c.id for cells in cells_of.values() for c in cells}
+    top = [r for r in runs if r.id not in in_a_sweep]  # a comparison's cells are shown under it
+    shown = state.history_shown()
+    entries = f"{len(top)} entr{'y' if len(top) == 1 else 'ies'}"
+    folders = f"{len(runs)} run folder{'' if len(runs) == 1 else 's'}"
+    st.caption(f"{entries} in outputs/ ({folders}: a comparison's cells are listed under it)")
+    for run in top[:shown]:
+        card(run, cells_of)
+    if len(top) > shown:
+        if st.button(f"Show {min(state.HISTORY_PAGE, len(top) - shown)} more"):
+            state.show_more_history()
+            st.rerun()

@@ -31,7 +31,7 @@ def start_job(slot_name: str, kind: str, work, label: str = "", frame_megapixels
         return
     server = get_server()
     rate = server.decode_seconds_per_megapixel_frame
-    job = Job(kind, work, owner=state.session_id(), label=label, model=st.session_state.get("page_model"),
+    job = Job(kind, work, owner=state.session_id(), label=label, model=state.page_model(),
               decode_estimate=rate * frame_megapixels if rate and frame_megapixels else None, watch=watch)
     try:
         server.submit(job)

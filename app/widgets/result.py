@@ -8,8 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import charts
-from svd_core import SVDError, export_frames
-from svd_core.images import decode_image
+from svd_core import SVDError, decode_image, export_frames, read_video
 from svd_core.params import label
 
 
@@ -53,22 +52,10 @@ def _decoded(path: str, mtime: float):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _trajectory(folder: str, name: str, mtime: float):
-    """(frames of denoising.mp4, its per-step statistics) of one run folder; cached per file version."""
-    import json
-
-    from svd_core import read_video
-    from svd_core.runs import validate_trajectory_stats
-
-    stats = Path(folder) / name.replace(".mp4", ".json")
-    steps = []
-    if stats.is_file() and not stats.is_symlink():
-        try:
-            steps = validate_trajectory_stats(json.loads(stats.read_text()), f"{Path(folder).name}/{stats.name}")
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{Path(folder).name}/{stats.name} is not JSON ({e})") from None
+def _trajectory(_run, folder: str, name: str, mtime: float):
+    """(frames of the denoising record `name`, its per-step statistics) of one run; cached per file version."""
     frames, _ = read_video(Path(folder) / name)
-    return frames, steps
+    return frames, _run.trajectory_stats(name)
 
 
 def trajectory(run):
@@ -79,7 +66,7 @@ def trajectory(run):
     if path is None:
         return None
     try:
-        return _trajectory(str(run.path), path.name, path.stat().st_mtime)
+        return _trajectory(run, str(run.path), path.name, path.stat().st_mtime)
     except (SVDError, ValueError, OSError) as e:
         raise ValueError(str(e)) from None
 
@@ -161,12 +148,13 @@ def show_metrics(metrics: dict, untrained: bool, sv3d: bool = False, whose: str 
             st.caption(f"Flow: **{motion['flow_px_per_frame']:.3g}** px/frame")
             if motion.get("per_frame"):
                 charts.per_frame("flow (px)", motion["per_frame"])
-    for col, m, name in ((cols[1], flicker, "flicker.mean"), (cols[2], likeness, "likeness.mean")):
+    for col, m, metric in ((cols[1], flicker, "flicker"), (cols[2], likeness, "likeness")):
+        name = f"{metric}.mean"
         with col:
             if m:
                 st.caption(f"{label(name)}: **{m['mean']:.3g}**" if m.get("mean") is not None else label(name))
                 if m.get("per_frame"):
-                    charts.per_frame(label(name).split(" (")[0].lower(), m["per_frame"])
+                    charts.per_frame(metric, m["per_frame"])
     if tb:
         base = (f"a {tb.get('fps', 0):g} fps time base (SV3D has no fps input: the run's fps setting only sets "
                 "this time base)" if sv3d else f"the {tb.get('kind', '?')} time base ({tb.get('fps', 0):g} fps)")
