@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .params import format_value as _fmt
 from .video import check_frames
 
 MAX_COLS_1D = 6  # one knob: up to this many values in one row, more wrap (each tile then carries its label)
@@ -86,10 +87,6 @@ class GridLayout:
     col_labels: list[str] = dataclasses.field(default_factory=list)
     row_labels: list[str] = dataclasses.field(default_factory=list)
     tile_labels: list[str] = dataclasses.field(default_factory=list)  # only when no axis labels say it
-
-
-def _fmt(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def grid_layout(n: int, labels=None, coords: list[dict] | None = None) -> GridLayout:
