@@ -28,6 +28,7 @@ def compare_motion_0_255():
     return at
 
 
+@pytest.mark.slow
 def test_compare_two_cells(with_tiny):
     at = app("compare")
     assert button(at, "Run").disabled  # no image yet
@@ -82,6 +83,7 @@ def test_compare_remembers_and_speaks_the_ui(with_tiny):
     assert at.text_input(key="cmp_values_decode_chunk_size").value == "1, 3, 6" and not at.error
 
 
+@pytest.mark.slow
 def test_compare_across_seeds_shows_the_response(with_tiny):
     at = compare_motion_0_255()
     at.number_input(key="cmp_seeds").set_value(2).run()
@@ -100,6 +102,7 @@ def test_compare_across_seeds_shows_the_response(with_tiny):
     assert any(b.label == "metrics.csv" for b in at.get("download_button"))
 
 
+@pytest.mark.slow
 def test_compare_two_knobs_is_a_grid_with_a_heat_map(with_tiny):
     at = compare_motion_0_255()
     at.text_input(key="cmp_values_motion_bucket_id").set_value("32 255").run()  # "255" < "32" as text

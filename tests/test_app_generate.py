@@ -200,6 +200,7 @@ def test_warnings_next_to_the_knob_and_the_fps_vocabulary(with_tiny):
     assert not at.error and not button(at, "Generate video").disabled  # a warning never blocks
 
 
+@pytest.mark.slow
 def test_generate_live_preview_and_record(with_tiny, monkeypatch):
     """A watched run keeps its latest live preview in memory and the page shows it; the record's checkbox saves
     denoising.mp4; the preview goes with the run's end."""

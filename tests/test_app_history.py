@@ -51,6 +51,7 @@ def test_history_reload_and_delete(with_tiny, tiny_sampler, input_png):
     assert any("No runs yet" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_history_groups_a_comparison_and_deletes_it_with_its_cells(with_tiny, tiny_sampler, input_png):
     from svd_core import grid_cells, run_sweep
 

@@ -115,6 +115,7 @@ def test_a_job_for_another_model_is_refused(server, tiny_checkpoint):
     assert stale.status == "error" and "The model is now" in stale.error and ran == []
 
 
+@pytest.mark.slow
 def test_a_tab_drawn_before_another_tab_changed_the_model_cannot_run(tmp_path, monkeypatch, tiny_checkpoint,
                                                                    reference_checkpoints):
     """Tab 1 draws Generate on model A; tab 2 changes the model to B; tab 1's click is refused with one line: it
