@@ -220,6 +220,25 @@ def set_guider_custom(values) -> None:
     _store()["gd_custom"] = values
 
 
+# ------------------------------------------------------------------------------------ widgets of a result
+# Keys of the stateful widgets that show a result. (Buttons and download buttons take keys made where they are
+# drawn: element ids, never read back.)
+
+GENERATE_VIDEO = "gen_video"  # which of a run's videos (num_videos) the measurements and downloads are of
+COMPARE_STEPS = "cmp-traj"  # Compare's "Denoising, step by step"
+
+
+def run_widget_key(widget: str, run_id: str) -> str:
+    """The key of a History card's widget for the run `run_id`: "card", "traj" (its denoising record's toggle),
+    "use" (Use these settings), "delcells" and "del" (Delete)."""
+    return f"traj-{run_id}" if widget == "traj" else f"{widget}_{run_id}"
+
+
+def step_slider_key(view: str, many: bool = False) -> str:
+    """The step slider of a denoising-record view (`view`: its run or comparison); `many`: one over every cell."""
+    return f"{'steps' if many else 'step'}-{view}"
+
+
 # ------------------------------------------------------------------------------------------- run options
 
 TRAJECTORY = "save_trajectory"  # Generate's "Save the denoising record" checkbox (a run's save_trajectory)
@@ -239,6 +258,10 @@ def live_preview() -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- the image
+
+UPLOAD_GENERATE = "upload_gen"  # the uploaders of the conditioning image
+UPLOAD_COMPARE = "upload_cmp"
+UPLOAD_VIDEO = "upload_video"  # History's "Load the settings of a video"
 
 @dataclass(frozen=True)
 class Upload:

@@ -85,7 +85,7 @@ def page() -> None:
 
     left, right = st.columns([1, 2], gap="large")
     with left:
-        upload = image_uploader("upload_cmp")
+        upload = image_uploader(state.UPLOAD_COMPARE)
         if upload is not None:
             try:
                 st.image(prepare(sampler, upload.data, base).image, caption="As sampled")
@@ -364,7 +364,7 @@ def result(untrained: bool) -> None:
             col.download_button(title, f.read_bytes(), file_name=f"{res['path'].name}-{name}", mime=mime,
                                 key=f"cmp-dl-{name}")
     response(res["path"], untrained)
-    if any(r.record.trajectory for r in runs) and st.toggle("Denoising, step by step", key="cmp-traj"):
+    if any(r.record.trajectory for r in runs) and st.toggle("Denoising, step by step", key=state.COMPARE_STEPS):
         trajectory_steps(runs, [r.record.label or r.id for r in runs], "cmp")
     if runs:
         with st.expander("Each run on its own"):

@@ -29,7 +29,7 @@ def page() -> None:
             st.subheader("Micro-conditioning")
         params = knob_widgets(sampler.image_spec.multiple)
     with left:
-        upload = image_uploader("upload_gen")
+        upload = image_uploader(state.UPLOAD_GENERATE)
         remove_bg = background_option(variant)
         prepared = None
         if upload is not None and params is not None:
@@ -102,7 +102,7 @@ def result() -> None:
         st.caption(f":material/info: {note}")
     k, whose = 0, ""
     if n > 1:  # each video its own measurements and downloads
-        k = st.segmented_control("Measurements and downloads of", range(n), default=0, key="gen_video",
+        k = st.segmented_control("Measurements and downloads of", range(n), default=0, key=state.GENERATE_VIDEO,
                                  format_func=lambda i: f"video {i + 1} (seed {p.seed + i})") or 0
         whose = f"video {k + 1}, seed {p.seed + k}"
     variant = get_variant(rec.variant) if rec.variant in list_variants() else None

@@ -16,7 +16,8 @@ def load_from_video(runs) -> None:
     """A dropped mp4 of ours carries its run's record: load its settings (and its image, if a run here used the
     same one)."""
     up = st.file_uploader("Load the settings of a video made with SVD Studio (mp4)", type=["mp4"],
-                          key="upload_video", help="Every mp4 we write carries its parameters, seed and checkpoint.")
+                          key=state.UPLOAD_VIDEO,
+                          help="Every mp4 we write carries its parameters, seed and checkpoint.")
     if up is None or state.video_loaded(up.file_id):
         return
     state.set_video_loaded(up.file_id)
@@ -109,7 +110,7 @@ def card(run, cells_of: dict, nested: bool = False) -> None:
     """One run, comparison or calibration: its poster, summary, player, "Use these settings" and Delete; a
     comparison's cells under it."""
     rec = run.record
-    with st.container(border=True, key=f"card_{run.id}"):
+    with st.container(border=True, key=state.run_widget_key("card", run.id)):
         c1, c2, c3 = st.columns([1, 3, 1], vertical_alignment="center")
         with c1:
             if not picture(run.file("poster.png"), width="stretch"):
@@ -130,7 +131,7 @@ def card(run, cells_of: dict, nested: bool = False) -> None:
                 # (a cell's record is in its comparison's step view)
                 cells = cells_of.get(run.id, []) if run.kind == "sweep" else []
                 kept = any(r.record.trajectory for r in cells or [run])
-                wanted = kept and not nested and st.toggle("Denoising record", key=f"traj-{run.id}")
+                wanted = kept and not nested and st.toggle("Denoising record", key=state.run_widget_key("traj", run.id))
                 if wanted and run.kind != "sweep":
                     trajectory_view(run, run.id)
                 elif video is not None:
@@ -140,14 +141,15 @@ def card(run, cells_of: dict, nested: bool = False) -> None:
                 if calibration:
                     picture(run.file("calibration.png"))
         with c3:
-            st.button("Use these settings", key=f"use_{run.id}", on_click=use_settings, args=(run.id, run.path),
-                      width="stretch", help="Load this run's settings, image and checkpoint, and open Generate")
+            st.button("Use these settings", key=state.run_widget_key("use", run.id), on_click=use_settings,
+                      args=(run.id, run.path), width="stretch",
+                      help="Load this run's settings, image and checkpoint, and open Generate")
             with st.popover("Delete", width="stretch"):
                 cells = cells_of.get(run.id, [])
                 st.write(f"Delete `{run.id}` and its files for good?")
                 with_cells = bool(cells) and st.checkbox(f"Also delete its {len(cells)} cells", value=True,
-                                                         key=f"delcells_{run.id}")
-                st.button("Yes, delete", key=f"del_{run.id}", type="primary", on_click=remove,
+                                                         key=state.run_widget_key("delcells", run.id))
+                st.button("Yes, delete", key=state.run_widget_key("del", run.id), type="primary", on_click=remove,
                           args=([run.path] + ([c.path for c in cells] if with_cells else []),))
         if run.kind == "sweep" and cells_of.get(run.id):
             with st.expander(f"Its {len(cells_of[run.id])} cells"):

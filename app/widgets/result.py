@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts
+from app import charts, state
 from svd_core import SVDError, decode_image, export_frames, read_video
 from svd_core.params import label
 
@@ -102,7 +102,8 @@ def trajectory_view(run, key: str) -> None:
         if video is not None:
             st.video(str(video), loop=True, muted=True)
     with right:
-        step = st.slider("Denoising step", 1, len(frames), len(frames), key=f"step-{key}") if len(frames) > 1 else 1
+        step = 1 if len(frames) < 2 else st.slider("Denoising step", 1, len(frames), len(frames),
+                                                   key=state.step_slider_key(key))
         st.image(frames[step - 1], caption=_step_caption(stats, step), width="stretch")
 
 
@@ -120,7 +121,8 @@ def trajectory_steps(runs: list, labels: list[str], key: str) -> None:
     if not shown:
         return
     longest = max(len(rec[0]) for _, rec in shown)
-    step = st.slider("Denoising step of every cell", 1, longest, longest, key=f"steps-{key}") if longest > 1 else 1
+    step = 1 if longest < 2 else st.slider("Denoising step of every cell", 1, longest, longest,
+                                           key=state.step_slider_key(key, many=True))
     cols = st.columns(min(3, len(shown)))
     for i, (cell, (frames, stats)) in enumerate(shown):
         at = min(step, len(frames))
