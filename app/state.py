@@ -167,7 +167,6 @@ def params() -> SamplingParams:
 CAMERA_ELEVATION = "cam_elevation"
 CAMERA_PATH = "cam_path"
 CAMERA_SEED = "cam_seed"
-REMOVE_BG = "cam_remove_bg"  # Generate's "Remove the background" checkbox (SV3D)
 
 
 def camera_table_key() -> str:
@@ -186,14 +185,6 @@ def camera_custom():
 
 def set_camera_custom(path) -> None:
     _store()["cam_custom"] = path
-
-
-def remove_bg() -> bool:
-    return bool(_store().get(REMOVE_BG, False))
-
-
-def set_remove_bg(on: bool) -> None:
-    _store()[REMOVE_BG] = bool(on)
 
 
 # ---------------------------------------------------------------------------------------- the guiders' lists
@@ -243,6 +234,7 @@ def step_slider_key(view: str, many: bool = False) -> str:
 
 TRAJECTORY = "save_trajectory"  # Generate's "Save the denoising record" checkbox (a run's save_trajectory)
 LIVE_PREVIEW = "live_preview"  # Generate's "Live preview" checkbox
+REMOVE_BG = "remove_bg"  # Generate's "Remove the background" checkbox (SV3D; a run's remove_bg)
 
 
 def save_trajectory() -> bool:
@@ -255,6 +247,14 @@ def set_save_trajectory(on: bool) -> None:
 
 def live_preview() -> bool:
     return bool(_store().get(LIVE_PREVIEW, True))
+
+
+def remove_bg() -> bool:
+    return bool(_store().get(REMOVE_BG, False))
+
+
+def set_remove_bg(on: bool) -> None:
+    _store()[REMOVE_BG] = bool(on)
 
 
 # ----------------------------------------------------------------------------------------------- the image

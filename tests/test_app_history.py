@@ -195,14 +195,18 @@ def test_history_shows_one_step_of_every_cell(with_tiny, tiny_sampler, input_png
 
 def test_use_these_settings_restores_background_removal(with_tiny, tiny_sampler, input_png):
     """"Use these settings" loads the run's whole request: its background removal too (and clears it for a run
-    made without)."""
+    made without); where rembg is missing, Generate says so."""
     removed = saved_run(tiny_sampler, input_png, seed=3)
     record = json.loads((removed / "run.json").read_text())
     (removed / "run.json").write_text(json.dumps({**record, "remove_bg": True}))  # as a run with rembg writes it
     plain = saved_run(tiny_sampler, input_png, seed=4)
     at = app("history")
     next(b for b in at.button if b.key == f"use_{removed.name}").click().run()
-    assert at.session_state["cam_remove_bg"] is True and at.session_state["knob_seed"] == 3
+    assert at.session_state["remove_bg"] is True and at.session_state["knob_seed"] == 3
+    from svd_core import background_removal_available
+
+    said = any("removed with rembg, which is not installed here" in i.value for i in at.info)
+    assert said != background_removal_available()  # a setting this server cannot apply is said, not dropped
     goto(at, "history").run()
     next(b for b in at.button if b.key == f"use_{plain.name}").click().run()
-    assert at.session_state["cam_remove_bg"] is False and at.session_state["knob_seed"] == 4
+    assert at.session_state["remove_bg"] is False and at.session_state["knob_seed"] == 4

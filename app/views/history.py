@@ -8,7 +8,16 @@ import streamlit as st
 from app import navigation, state
 from app.resources import checkpoints
 from app.widgets.result import picture, trajectory_steps, trajectory_view
-from svd_core import ModelSpec, SVDError, delete_run, load_run, read_video_record, scan_runs, summary_line
+from svd_core import (
+    ModelSpec,
+    SVDError,
+    background_removal_available,
+    delete_run,
+    load_run,
+    read_video_record,
+    scan_runs,
+    summary_line,
+)
 from svd_core.params import label
 
 
@@ -89,6 +98,8 @@ def use_settings(run_id: str, path) -> bool:
     state.set_params(request.params, str(info.path) if info else None)
     state.set_remove_bg(request.remove_bg)
     state.set_save_trajectory(request.save_trajectory)
+    if request.remove_bg and not background_removal_available():
+        note += " Its background was removed with rembg, which is not installed here: this run keeps it."
     state.set_image(state.Upload(run.record.input_name or f"{run.id}/{image.name}", data))
     gen = state.slot("gen")
     gen.result, gen.error = None, None  # the old result does not belong to these settings
