@@ -18,7 +18,7 @@ from svd_core import CheckpointError, ImageError, inspect_checkpoint, prepare_im
 from svd_core.checkpoints import file_sha256, read_safetensors_header, scan_checkpoints
 from svd_core.images import ImageSpec
 
-from .test_app import dirs, fresh_server  # noqa: F401  (a fresh model server per test; temporary folders)
+pytestmark = pytest.mark.usefixtures("fresh_server")  # a fresh model server per test
 
 SPEC = ImageSpec(64, 32)
 # An EPS whose PostScript never ends: Pillow would hand it to Ghostscript (`gs`), which would spin forever.
@@ -444,7 +444,7 @@ def test_list_runs_skips_symlinks_and_reports_unreadable(tmp_path, good_run):
 def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tiny_checkpoint, no_external_programs):  # noqa: F811
     import shutil
 
-    from .test_app import app, button
+    from .apptest import app, button
 
     ck, out = dirs
     (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
@@ -464,7 +464,7 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
         (out / f"bad{i}").mkdir()
         (out / f"bad{i}" / "run.json").write_text(text)
     (out / "link").symlink_to(good_run)
-    at = app("views/history.py")
+    at = app("history")
     assert not at.exception, [e.value for e in at.exception]
     captions = [c.value for c in at.caption]
     assert sum("Unreadable run" in c for c in captions) == 5
@@ -497,7 +497,7 @@ def test_history_survives_malformed_denoising_records_and_odd_summaries(dirs, go
     that are not ours: the page renders, every run is listed, the bad records get one line each."""
     import shutil
 
-    from .test_app import app
+    from .apptest import app
 
     ck, out = dirs
     (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
@@ -518,7 +518,7 @@ def test_history_survives_malformed_denoising_records_and_odd_summaries(dirs, go
     (out / "bare" / "run.json").write_text(json.dumps({**record, "kind": "sweep", "varied": ["motion_bucket_id"],
                                                        "cells": [{"run": "gone", "label": "a"}]}))
     names += ["nulldate", "bare"]
-    at = app("views/history.py")
+    at = app("history")
     assert not at.exception, [e.value for e in at.exception]
     for i in range(len(BAD_STATS)):
         at.toggle(key=f"traj-traj{i}").set_value(True)
@@ -530,7 +530,7 @@ def test_history_survives_malformed_denoising_records_and_odd_summaries(dirs, go
 
 
 def test_upload_of_eps_named_png_is_refused_on_the_page(dirs, tiny_checkpoint, no_external_programs):  # noqa: F811
-    from .test_app import app, button
+    from .apptest import app, button
 
     ck, _ = dirs
     (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
@@ -542,14 +542,14 @@ def test_upload_of_eps_named_png_is_refused_on_the_page(dirs, tiny_checkpoint, n
 
 
 def test_setup_page_lists_malformed_checkpoints(dirs, tiny_checkpoint):  # noqa: F811
-    from .test_app import app
+    from .apptest import app
 
     ck, _ = dirs
     (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
     for name, (header, data) in list(MALFORMED.items())[:4]:
         _raw_file(ck / f"{name.replace(' ', '_')}.safetensors", header, data)
     os.mkfifo(ck / "pipe.safetensors")
-    for page in (None, "views/history.py", "views/setup.py"):  # app() asserts that no page raised
+    for page in (None, "history", "setup"):  # app() asserts that no page raised
         at = app(page)
     warnings = [w.value for w in at.warning]
     assert sum("malformed safetensors header" in w for w in warnings) == 4
@@ -728,13 +728,13 @@ def test_run_files_are_regular_files_inside_the_run(tmp_path, good_run):
 
 
 def test_history_serves_no_symlinked_run_file(dirs, good_run, tiny_checkpoint):  # noqa: F811
-    from .test_app import app, button
+    from .apptest import app, button
 
     ck, out = dirs
     (ck / "tiny.safetensors").symlink_to(tiny_checkpoint)
     out.mkdir()
     run = _linked_run(good_run, out, ck.parent / "secret")
-    at = app("views/history.py")
+    at = app("history")
     assert at.get("video") == [] and any("no poster" in c.value for c in at.caption)
     button(at, "Use these settings").click().run()
     assert not at.exception and "image" not in at.session_state  # its image was a link: nothing loaded
@@ -742,5 +742,5 @@ def test_history_serves_no_symlinked_run_file(dirs, good_run, tiny_checkpoint): 
     for name in ("video.mp4", "poster.png"):  # the same run with its own files shows them
         (run / name).unlink()
         (run / name).write_bytes((good_run / name).read_bytes())
-    at = app("views/history.py")
+    at = app("history")
     assert len(at.get("video")) == 1 and not any("no poster" in c.value for c in at.caption)
