@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass
 
 MODES = ("fast", "balanced", "low")
+MEMORY_MODES = ("auto", *MODES)  # what a user may ask for: auto picks one of MODES
 LOW_DECODE_CHUNK = 2
 GB = 1e9
 HEADROOM = 1.10  # allocator slack over the estimate

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .params import KNOBS_OF, SamplingParams, knobs_read
+from .params import KNOBS_OF, SamplingParams
 
 # ------------------------------------------------------------------------------------------- discretizations
 
@@ -322,8 +322,3 @@ def list_discretizations() -> dict[str, tuple[str, ...]]:
 def list_guiders() -> dict[str, tuple[str, ...]]:
     """name -> the knobs it reads."""
     return dict(KNOBS_OF["guider"])
-
-
-def applicable_knobs(sampler: str, discretization: str, guider: str) -> tuple[str, ...]:
-    """The knobs this combination reads (the app shows only these)."""
-    return knobs_read(sampler, discretization, guider)

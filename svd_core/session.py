@@ -21,11 +21,11 @@ from .conditioning import training_warnings
 from .errors import Cancelled, NotFinite, OutOfMemory
 from .images import ImageSpec, PreparedImage, prepare_image
 from .loader import load_pipeline, resolve_device_dtype
+from .memory import MEMORY_MODES
 from .metrics import Likeness, measure_frames
 from .params import SamplingParams
 from .record import ModelSpec, RunRecord, record_of
 
-MEMORY_MODES = ("auto", "fast", "balanced", "low")
 _LOWER = {"fast": "balanced", "balanced": "low"}
 TINY_MIN_SIDE = 32
 

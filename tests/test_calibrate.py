@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svd_core import SamplingParams, get_variant, list_runs
+from svd_core import SamplingParams, get_variant
 from svd_core import calibrate as cal
 from svd_core.calibrate import calibration_cells, fit_response, invert, isotonic
+from svd_core.runs import list_runs
 
 SEEDS = (-0.05, 0.0, 0.05)  # three seeds around each mean: sample std 0.05
 NO_VALUE = set(cal.VERDICTS) - {"ok"}  # the random demo model's relation gives one of these, which one by chance

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svd_core import SamplingParams, grid_cells, list_runs
+from svd_core import SamplingParams, grid_cells
 from svd_core.distributed import assign, cell_cost
+from svd_core.runs import list_runs
 from svd_core.video import read_video
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from svd_core import Sampler, list_checkpoints
-from svd_core.checkpoints import detect_family, read_safetensors_header, shapes_of
+from svd_core import Sampler
+from svd_core.checkpoints import detect_family, list_checkpoints, read_safetensors_header, shapes_of
 from svd_core.convert import infer_architecture
 from svd_core.loader import check_interfaces, empty_modules, plan_load
 

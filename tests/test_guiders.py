@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svd_core import SamplingParams, grid_cells, list_runs, parse_vary
-from svd_core.samplers import applicable_knobs, guidance_scale, guidance_scales, list_guiders
+from svd_core import SamplingParams, grid_cells
+from svd_core.params import knobs_read
+from svd_core.runs import list_runs
+from svd_core.samplers import guidance_scale, guidance_scales, list_guiders
+from svd_core.sweep import parse_vary
 
 
 def sgm_linspace(lo: float, hi: float, n: int) -> list[float]:
@@ -152,9 +155,9 @@ def test_listing_and_knobs():
     guiders = list_guiders()
     assert guiders["trapezoid"] == ("min_guidance_scale", "max_guidance_scale", "edge_perc")
     assert guiders["custom"] == ("guidance_scales",)
-    assert applicable_knobs("euler", "edm", "custom")[-1:] == ("guidance_scales",)  # without a list at hand
+    assert knobs_read("euler", "edm", "custom")[-1:] == ("guidance_scales",)  # without a list at hand
     with pytest.raises(ValueError, match="guider must be one of linear"):
-        applicable_knobs("euler", "edm", "ramp")
+        knobs_read("euler", "edm", "ramp")
 
 
 def test_record_round_trip():

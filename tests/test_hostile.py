@@ -14,9 +14,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from svd_core import CheckpointError, ImageError, inspect_checkpoint, prepare_image
-from svd_core.checkpoints import file_sha256, read_safetensors_header, scan_checkpoints
-from svd_core.images import ImageSpec
+from svd_core.checkpoints import file_sha256, inspect_checkpoint, read_safetensors_header, scan_checkpoints
+from svd_core.errors import CheckpointError, ImageError
+from svd_core.images import ImageSpec, prepare_image
 
 pytestmark = pytest.mark.usefixtures("fresh_server")  # a fresh model server per test
 
@@ -173,7 +173,7 @@ def test_malformed_header_is_listed_not_crashing_cli(tmp_path, tiny_checkpoint, 
     assert "Traceback" not in r.stderr
     import numpy as np
 
-    from svd_core import to_gif
+    from svd_core.video import to_gif
 
     clip = tmp_path / "clip.gif"
     clip.write_bytes(to_gif(np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), np.uint8), 8))
@@ -328,7 +328,8 @@ def _strict(text: str):
 
 
 def test_nan_weights_are_refused_not_saved_as_black_video(tmp_path, tiny_checkpoint, input_png):
-    from svd_core import NotFinite, Sampler, SamplingParams
+    from svd_core import Sampler, SamplingParams
+    from svd_core.errors import NotFinite
 
     out_b = "model.diffusion_model.out.2.bias"  # the UNet's last bias: every latent it returns is NaN
     bad = _rewrite(tiny_checkpoint, tmp_path / "nan.safetensors", **{out_b.replace(".", "__"): torch.full(
@@ -415,7 +416,8 @@ def test_malformed_records_are_refused_in_one_line(tmp_path, good_run, case, tin
 def test_malformed_mp4_record_is_refused_in_one_line(tmp_path, tiny_checkpoint):
     import numpy as np
 
-    from svd_core import read_video_record, to_mp4
+    from svd_core import read_video_record
+    from svd_core.video import to_mp4
 
     for i, record in enumerate(({"svd_studio": 1, "params": "x", "checkpoint": {"file": "a"}},
                                 {"svd_studio": 1, "params": {}, "checkpoint": "a.safetensors"})):
@@ -630,7 +632,7 @@ run_sweep(s, sys.argv[2], grid_cells(base, {"motion_bucket_id": [1, 2]}), out_di
 
 @pytest.mark.slow
 def test_sweep_killed_between_its_renames_leaves_no_run(tmp_path, tiny_checkpoint, input_png):
-    from svd_core import clean_stale_temp, list_runs
+    from svd_core.runs import clean_stale_temp, list_runs
 
     out = tmp_path / "outputs"
     r = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(tiny_checkpoint), str(input_png), str(out)],
@@ -647,7 +649,8 @@ def test_a_landed_sweep_keeps_its_cells_and_export_scratch_stays_in_the_run(tmp_
                                                                              monkeypatch):
     import imageio_ffmpeg
 
-    from svd_core import clean_stale_temp, grid_cells, list_runs, run_sweep
+    from svd_core import grid_cells, run_sweep
+    from svd_core.runs import clean_stale_temp, list_runs
 
     written, real = [], imageio_ffmpeg.write_frames
 

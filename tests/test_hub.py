@@ -16,15 +16,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from svd_core import Cancelled, CheckpointError, DownloadError, hub, inspect_checkpoint, load_pipeline
+from svd_core import Cancelled, hub, load_pipeline
 from svd_core.checkpoints import (
     cache_dir,
     find_models,
     get_variant,
+    inspect_checkpoint,
     resolve_checkpoint,
     scan_checkpoints,
     scan_hf_cache,
 )
+from svd_core.errors import CheckpointError, DownloadError
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

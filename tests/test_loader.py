@@ -13,9 +13,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from svd_core import CheckpointError, inspect_checkpoint, list_checkpoints, load_pipeline
-from svd_core.checkpoints import detect_layout
+from svd_core import load_pipeline
+from svd_core.checkpoints import detect_layout, inspect_checkpoint, list_checkpoints
 from svd_core.convert import infer_architecture, is_unused, map_key
+from svd_core.errors import CheckpointError
 from svd_core.loader import empty_modules, plan_load
 
 from .conftest import FIXTURES, REFERENCE_SETS

@@ -16,24 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svd_core import (
-    SamplingParams,
-    describe_fps,
-    fps_vocabulary,
-    get_variant,
-    grid_frames,
-    grid_layout,
-    is_untrained,
-    measure_frames,
-    read_video,
-    read_video_record,
-    save_run,
-    to_gif,
-    to_mp4,
-    training_warnings,
-)
-from svd_core.grid import BG, _font, _text_w, plan_grid
-from svd_core.metrics import Likeness, score_indices
+from svd_core import SamplingParams, get_variant, read_video, read_video_record, save_run
+from svd_core.conditioning import describe_fps, fps_vocabulary, is_untrained, training_warnings
+from svd_core.grid import BG, _font, _text_w, grid_frames, grid_layout, plan_grid
+from svd_core.metrics import Likeness, measure_frames, score_indices
+from svd_core.video import to_gif, to_mp4
 
 SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4)
 
@@ -347,7 +334,7 @@ def test_wrapped_one_knob_grid_labels_each_tile():
 
 
 def test_contact_sheet_labels_fit(tmp_path):
-    from svd_core import contact_sheet
+    from svd_core.grid import contact_sheet
 
     coords = [{**c, "seed": 23} for c in _two_knob_coords()]
     videos = [np.zeros((5, 40, 60, 3), np.uint8) + 0 for _ in coords]

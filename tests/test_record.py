@@ -160,7 +160,8 @@ def test_from_redoes_a_run_that_removed_the_background(tiny_checkpoint, input_pn
 
 
 def test_sweep_folder_record_and_its_grid(tiny_sampler, input_png, tmp_path):
-    from svd_core import grid_cells, response_table, run_sweep
+    from svd_core import grid_cells, run_sweep
+    from svd_core.sweep import response_table
 
     base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1)
     res = run_sweep(tiny_sampler, input_png, grid_cells(base, {"motion_bucket_id": [3, 9]}), out_dir=tmp_path)

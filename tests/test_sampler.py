@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svd_core import (
-    Cancelled,
-    ImageError,
-    SamplingParams,
-    grid_cells,
-    list_runs,
-    load_run,
-    parse_vary,
-    prepare_image,
-    run_sweep,
-    save_run,
-)
-from svd_core.images import ImageSpec
-from svd_core.runs import delete_run
+from svd_core import Cancelled, SamplingParams, grid_cells, load_run, run_sweep, save_run
+from svd_core.errors import ImageError
+from svd_core.images import ImageSpec, prepare_image
+from svd_core.runs import delete_run, list_runs
+from svd_core.sweep import parse_vary
 
 SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4)
 
@@ -132,7 +123,8 @@ def test_cancel_up_to_the_save(tiny_sampler, base, input_png, tmp_path):
 
 
 def test_fixed_conditioning_note(tiny_sampler, base, input_png, monkeypatch):
-    from svd_core import get_variant, training_warnings
+    from svd_core import get_variant
+    from svd_core.conditioning import training_warnings
 
     xt11 = get_variant("svd_xt_1_1")
     monkeypatch.setattr(tiny_sampler, "info", dataclasses.replace(tiny_sampler.info, variant=xt11))
@@ -275,7 +267,7 @@ commit_staged([(stage_folder(folder, Dying(a=1)), folder)])
 
 
 def test_killed_run_leaves_no_complete_folder(tmp_path):
-    from svd_core import clean_stale_temp
+    from svd_core.runs import clean_stale_temp
 
     r = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)])
     assert r.returncode != 0
@@ -336,7 +328,7 @@ def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
 def test_sweep_across_seeds_metrics_csv_and_response(tiny_sampler, base, input_png, tmp_path):
     import csv
 
-    from svd_core import parse_seeds, response_table
+    from svd_core.sweep import parse_seeds, response_table
 
     assert parse_seeds("3", 23) == [23, 24, 25] and parse_seeds("1,5,9", 23) == [1, 5, 9]
     with pytest.raises(ValueError, match="a count \\(3\\) or a list"):
@@ -366,7 +358,7 @@ def test_sweep_across_seeds_metrics_csv_and_response(tiny_sampler, base, input_p
 
 
 def test_two_knob_sweep_response_and_layout(tiny_sampler, base, input_png, tmp_path):
-    from svd_core import response_table
+    from svd_core.sweep import response_table
 
     cells = grid_cells(base.replace(num_inference_steps=1),
                        {"motion_bucket_id": [32, 127, 255], "noise_aug_strength": [0.0, 0.1]})
@@ -502,7 +494,7 @@ def test_out_of_memory_retries_once_in_the_next_mode_for_that_run_only(tiny_samp
                                                                         monkeypatch, tmp_path):
     import torch
 
-    from svd_core import OutOfMemory
+    from svd_core.errors import OutOfMemory
 
     real_run, calls = tiny_sampler._run, []
 
@@ -618,7 +610,7 @@ def test_unet_forward_chunking_is_diffusers_recipe_and_changes_nothing(tiny_chec
 
 def test_sweep_over_seeds_alone_has_a_response(tiny_sampler, base, input_png, tmp_path):
     """A comparison of seeds only (Compare's 'seed' knob) has no other knob: its response is per seed."""
-    from svd_core import response_table
+    from svd_core.sweep import response_table
 
     res = run_sweep(tiny_sampler, input_png, grid_cells(base.replace(num_inference_steps=1), {"seed": [1, 2]}),
                     out_dir=tmp_path)

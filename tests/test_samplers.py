@@ -12,10 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from svd_core import Cancelled, SamplingParams, list_runs, parse_vary, save_run
+from svd_core import Cancelled, SamplingParams, save_run
 from svd_core import pipeline as svd_pipeline
+from svd_core.runs import list_runs
 from svd_core.samplers import discretize, guidance_scale, guidance_scales, list_samplers
 from svd_core.session import to_uint8
+from svd_core.sweep import parse_vary
 
 from .conftest import FIXTURES, REFERENCE_SETS
 

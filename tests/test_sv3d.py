@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from svd_core import SamplingParams, inspect_checkpoint, load_pipeline, make_tiny
+from svd_core import SamplingParams, load_pipeline, make_tiny
 from svd_core import pipeline as svd_pipeline
 from svd_core.camera import camera_path, dynamic_loop, model_angles, resolve
-from svd_core.checkpoints import detect_family, detect_layout
+from svd_core.checkpoints import detect_family, detect_layout, inspect_checkpoint
 from svd_core.convert import infer_architecture, is_unused
 from svd_core.loader import empty_modules, plan_load
 from svd_core.session import Sampler, to_uint8
@@ -261,7 +261,7 @@ def test_sweep_varies_the_elevation(tmp_path, input_png):
 
 
 def test_sv3d_defaults_and_training_warnings():
-    from svd_core import training_warnings
+    from svd_core.conditioning import training_warnings
 
     p = SamplingParams.for_variant("sv3d_p")
     assert (p.num_frames, p.width, p.height, p.num_inference_steps, p.guider, p.min_guidance_scale,

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svd_core import VideoError, export_frames, read_video, read_video_record, to_gif, to_mp4, to_webp
+from svd_core import export_frames, read_video, read_video_record
 from svd_core import video as svd_video
-from svd_core.video import read_frames_zip, read_tags, to_frames_zip
+from svd_core.video import VideoError, read_frames_zip, read_tags, to_frames_zip, to_gif, to_mp4, to_webp
 
 
 def _frames(n=5, h=48, w=64):
