@@ -11,6 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from .helpers import SMALL  # noqa: E402
+
 FIXTURES = Path(__file__).parent / "fixtures"
 # Every fixture set computed with Stability's code (a folder with reference.json): drop another one in to test it.
 REFERENCE_SETS = tuple(sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.json").is_file()))
@@ -71,6 +73,12 @@ def input_png() -> Path:
 @pytest.fixture(scope="session")
 def large_png() -> Path:
     return FIXTURES / "A" / "input_image_large.png"
+
+
+@pytest.fixture(scope="session")
+def base(tiny_sampler):
+    """The tiny model's defaults at the SMALL size (a test file may define its own)."""
+    return tiny_sampler.default_params(**SMALL)
 
 
 from .apptest import dirs, fresh_server, with_tiny  # noqa: E402, F401  (the AppTest files' fixtures)

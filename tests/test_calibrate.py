@@ -3,8 +3,6 @@
 which must say plainly that its relation gives no value."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ from svd_core import SamplingParams, get_variant
 from svd_core import calibrate as cal
 from svd_core.calibrate import calibration_cells, fit_response, invert, isotonic
 from svd_core.runs import list_runs
+
+from .helpers import cli
 
 SEEDS = (-0.05, 0.0, 0.05)  # three seeds around each mean: sample std 0.05
 NO_VALUE = set(cal.VERDICTS) - {"ok"}  # the random demo model's relation gives one of these, which one by chance
@@ -123,10 +123,8 @@ SMALL = dict(width=64, height=64, num_frames=5, num_inference_steps=2, decode_ch
 
 @pytest.mark.slow
 def test_cli_says_the_demo_model_gives_no_value(tiny_checkpoint, input_png, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "svd_core", "calibrate", str(input_png), "-c", str(tiny_checkpoint),
-                        "--out", str(tmp_path), "--target-motion", "2", "--seeds", "2", "--values", "0,127,255",
-                        "--steps", "1", *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]],
-                       capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    r = cli("calibrate", input_png, "-c", tiny_checkpoint, "--out", tmp_path, "--target-motion", "2", "--seeds", "2",
+            "--values", "0,127,255", "--steps", "1", *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()])
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
     folder = Path(out[0])
@@ -142,8 +140,7 @@ def test_cli_says_the_demo_model_gives_no_value(tiny_checkpoint, input_png, tmp_
     assert all((folder / f).is_file() for f in record["files"])
     runs = {r.id for r in list_runs(tmp_path)}
     assert len(record["cells"]) == 6 and {cell["run"] for cell in record["cells"]} <= runs
-    r = subprocess.run([sys.executable, "-m", "svd_core", "calibrate", str(input_png), "-c", str(tiny_checkpoint),
-                        "--out", str(tmp_path), "--target-motion", "2", "--seeds", "1"], capture_output=True, text=True)
+    r = cli("calibrate", input_png, "-c", tiny_checkpoint, "--out", tmp_path, "--target-motion", "2", "--seeds", "1")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: ValueError: calibrate needs at least 2 seeds: the spread over seeds decides what the fit can tell"]
 

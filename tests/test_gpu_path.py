@@ -2,8 +2,6 @@
 halves apart (low), the memory estimate and auto's choice, fused QKV, the attention setting, pinned offload."""
 
 import contextlib
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -14,6 +12,8 @@ from PIL import Image
 from svd_core import pipeline
 from svd_core.compute import ComputeOptions, PinnedOffload, attention_context
 from svd_core.memory import CONTEXT_BYTES, GB, HEADROOM, choose, estimate, run_estimates, unet_activations
+
+from .helpers import cli
 
 SMALL = dict(num_frames=4, num_inference_steps=2, width=64, height=64, decode_chunk_size=4)
 
@@ -207,9 +207,8 @@ def test_activation_estimate_against_the_profilers_memory_records(tiny_sampler, 
 
 
 def test_estimate_command_prints_the_peak_per_mode(tiny_checkpoint):
-    r = subprocess.run([sys.executable, "-m", "svd_core", "estimate", "-c", str(tiny_checkpoint), "--width", "64",
-                        "--height", "64", "--num-frames", "4", "--decode-chunk-size", "4"], capture_output=True,
-                       text=True, timeout=300)
+    r = cli("estimate", "-c", tiny_checkpoint, "--width", "64", "--height", "64", "--num-frames", "4",
+            "--decode-chunk-size", "4")
     assert r.returncode == 0, r.stderr
     lines = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.strip()}
     assert {"fast", "balanced", "low"} <= set(lines)

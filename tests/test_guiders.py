@@ -5,9 +5,6 @@ small cases computed by hand."""
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +14,8 @@ from svd_core.params import knobs_read
 from svd_core.runs import list_runs
 from svd_core.samplers import guidance_scale, guidance_scales, list_guiders
 from svd_core.sweep import parse_vary
+
+from .helpers import cli
 
 
 def sgm_linspace(lo: float, hi: float, n: int) -> list[float]:
@@ -200,24 +199,19 @@ def test_the_run_uses_the_per_frame_scales(tiny_sampler, input_png, monkeypatch)
     assert np.array_equal(linear, custom)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "svd_core", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-
-
 @pytest.mark.slow
 def test_cli_guidance_scales(tiny_checkpoint, input_png, tmp_path):
     common = ["sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(tmp_path), "--width", "64",
               "--height", "64", "--num-frames", "3", "--num-inference-steps", "1"]
-    r = _cli(*common, "--guider", "custom", "--guidance-scales", "1,1.5,2")
+    r = cli(*common, "--guider", "custom", "--guidance-scales", "1,1.5,2")
     assert r.returncode == 0, r.stderr
     record = json.loads(list_runs(tmp_path)[0].file("run.json").read_text())
     assert record["params"]["guider"] == "custom" and record["params"]["guidance_scales"] == [1.0, 1.5, 2.0]
-    r = _cli(*common, "--guider", "custom", "--guidance-scales", "1,1.5")
+    r = cli(*common, "--guider", "custom", "--guidance-scales", "1,1.5")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "error: ValueError: guidance_scales: one scale per frame (3), got 2"]
-    r = _cli(*common, "--guider", "triangle", "--period", "0.5,2", "--period-fusing", "multiply", "--edge-perc",
-             "0.2")
+    r = cli(*common, "--guider", "triangle", "--period", "0.5,2", "--period-fusing", "multiply", "--edge-perc",
+            "0.2")
     assert r.returncode == 0, r.stderr
     p = list_runs(tmp_path)[0].params
     assert (p.period, p.period_fusing, p.edge_perc) == ((0.5, 2.0), "multiply", 0.2)

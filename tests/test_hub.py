@@ -28,6 +28,8 @@ from svd_core.checkpoints import (
 )
 from svd_core.errors import CheckpointError, DownloadError
 
+from .helpers import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 GOOD_TOKEN = "hf_good_token_for_tests"
@@ -319,8 +321,7 @@ def test_list_shows_broken_files_with_the_reason(tmp_path, tiny_checkpoint):
     assert set(reasons) == {"svd_xt.safetensors", "old.ckpt", "orbit.safetensors"}
     assert "truncated" in reasons["svd_xt.safetensors"] and "pickle" in reasons["old.ckpt"]
     assert "SV3D's layout but a conditioning vector of width 100" in reasons["orbit.safetensors"]
-    r = subprocess.run([sys.executable, "-m", "svd_core", "list", str(tmp_path), "--no-hf-cache"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = cli("list", tmp_path, "--no-hf-cache")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 5 and lines[0].split()[:2] == ["model", "variant"] and lines[1].startswith("tiny.safetensors")
@@ -468,9 +469,7 @@ def test_folder_variant_comes_from_configs_not_names(tmp_path, tiny_pipeline):
 
 def test_cli_list_shows_the_hf_cache(fake_cache, tmp_path):
     cache, _, _ = fake_cache
-    env = {**os.environ, "HF_HUB_CACHE": str(cache)}
-    r = subprocess.run([sys.executable, "-m", "svd_core", "list", str(tmp_path)], capture_output=True, text=True,
-                       env=env, cwd=ROOT)
+    r = cli("list", tmp_path, env={"HF_HUB_CACHE": str(cache)})
     assert r.returncode == 0, r.stderr
     assert re.search(r"stabilityai/stable-video-diffusion-img2vid-xt \(Hugging Face cache\)\s+tiny\s", r.stdout)
     assert "someone/svd-broken" in r.stdout and "sd15" not in r.stdout

@@ -20,6 +20,7 @@ from svd_core.errors import CheckpointError
 from svd_core.loader import empty_modules, plan_load
 
 from .conftest import FIXTURES, REFERENCE_SETS
+from .helpers import cli
 
 # Bounds of the loader issue (float32, CPU).
 REL_MODULE = 1e-5
@@ -293,14 +294,12 @@ def test_refuses_folder_without_model_index(tmp_path):
 
 def test_cli_make_tiny_and_one_line_errors(tmp_path):
     out = tmp_path / "t.safetensors"
-    r = subprocess.run([sys.executable, "-m", "svd_core", "make-tiny", str(out), "--decoder", "image"],
-                       capture_output=True, text=True)
+    r = cli("make-tiny", out, "--decoder", "image")
     assert r.returncode == 0 and out.is_file(), r.stderr
     assert inspect_checkpoint(out).variant.name == "tiny_image_decoder"
     bad = tmp_path / "model.ckpt"
     bad.write_bytes(b"\x80\x04junk")
-    r = subprocess.run([sys.executable, "-m", "svd_core", "sample", str(FIXTURES / "A" / "input_image.png"),
-                        "--checkpoint", str(bad)], capture_output=True, text=True)
+    r = cli("sample", FIXTURES / "A" / "input_image.png", "--checkpoint", bad)
     assert r.returncode == 2
     lines = [x for x in r.stderr.splitlines() if x.startswith("error")]
     assert len(lines) == 1 and "pickle" in lines[0] and "Traceback" not in r.stderr

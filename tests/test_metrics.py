@@ -4,9 +4,6 @@ warnings, the fps vocabulary, mp4s that carry their record, the grid layout, `me
 import io
 import itertools
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,6 +18,8 @@ from svd_core.conditioning import describe_fps, fps_vocabulary, is_untrained, tr
 from svd_core.grid import BG, _font, _text_w, grid_frames, grid_layout, plan_grid
 from svd_core.metrics import Likeness, measure_frames, score_indices
 from svd_core.video import to_gif, to_mp4
+
+from .helpers import cli
 
 SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4)
 
@@ -171,11 +170,6 @@ def test_fps_vocabulary():
 
 # ------------------------------------------------------------------------------------------ videos with records
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "svd_core", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
-
-
 def _zip_frames(path):
     with zipfile.ZipFile(path) as z:
         return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n)))) for n in sorted(z.namelist())])
@@ -183,9 +177,9 @@ def _zip_frames(path):
 
 def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path):
     out = tmp_path / "out"
-    r = _cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64", "--height",
-             "64", "--num-frames", "4", "--num-inference-steps", "2", "--seed", "7", "--motion-bucket-id", "300",
-             "--format", "mp4,zip")
+    r = cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64", "--height",
+            "64", "--num-frames", "4", "--num-inference-steps", "2", "--seed", "7", "--motion-bucket-id", "300",
+            "--format", "mp4,zip")
     assert r.returncode == 0, r.stderr
     first = Path(r.stdout.split()[0])
     assert "metrics: motion score" in r.stdout and "fps_id 6" in r.stdout and "meaningless" in r.stdout
@@ -195,22 +189,22 @@ def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path
     assert rec.checkpoint == tiny_checkpoint.name and len(rec.sha256) == 64
     assert read_video_record((first / "video.mp4").read_bytes()) == rec
     # rerun from the mp4 alone (the image is given again): identical frames
-    r = _cli("sample", "--from", str(first / "video.mp4"), str(input_png), "-c", str(tiny_checkpoint), "--out",
-             str(out), "--format", "zip")
+    r = cli("sample", "--from", str(first / "video.mp4"), str(input_png), "-c", str(tiny_checkpoint), "--out",
+            str(out), "--format", "zip")
     assert r.returncode == 0, r.stderr
     second = Path(r.stdout.split()[0])
     assert second != first and np.array_equal(_zip_frames(first / "frames.zip"), _zip_frames(second / "frames.zip"))
     # from a run.json: its folder's input.png is the image; the checkpoint is found by name in checkpoints/
-    r = _cli("sample", "--from", str(first / "run.json"), "--out", str(out), "--format", "zip",
-             env={"SVD_CHECKPOINT_DIR": str(tiny_checkpoint.parent)})
+    r = cli("sample", "--from", str(first / "run.json"), "--out", str(out), "--format", "zip",
+            env={"SVD_CHECKPOINT_DIR": str(tiny_checkpoint.parent)})
     assert r.returncode == 0, r.stderr
     third = Path(r.stdout.split()[0])
     assert np.array_equal(_zip_frames(first / "frames.zip"), _zip_frames(third / "frames.zip"))
     # another image: a note says the frames will differ
     other = tmp_path / "other.png"
     Image.open(input_png).rotate(90).save(other)
-    r = _cli("sample", "--from", str(first / "video.mp4"), str(other), "-c", str(tiny_checkpoint), "--out",
-             str(out), "--format", "zip")
+    r = cli("sample", "--from", str(first / "video.mp4"), str(other), "-c", str(tiny_checkpoint), "--out",
+            str(out), "--format", "zip")
     assert r.returncode == 0 and "not the image this run was sampled from" in r.stderr
 
 
@@ -232,7 +226,7 @@ def test_measure_cli_on_videos(tmp_path):
     (tmp_path / "a.mp4").write_bytes(to_mp4(v, 4))
     _webm(v, 4, tmp_path / "a.webm")
     for name in ("a.gif", "a.mp4", "a.webm"):
-        r = _cli("measure", str(tmp_path / name))
+        r = cli("measure", str(tmp_path / name))
         assert r.returncode == 0, r.stderr
         m = json.loads(r.stdout)
         assert (m["frames"], m["fps"], m["width"], m["height"]) == (8, 4.0, 96, 72), name
@@ -245,7 +239,7 @@ def test_measure_cli_on_videos(tmp_path):
 def test_measure_cli_run_folder_with_likeness(tiny_checkpoint, tiny_sampler, input_png, tmp_path):
     result = tiny_sampler.generate(input_png, tiny_sampler.default_params(**SMALL, fps=4))
     path = save_run(result, tiny_sampler.info, tmp_path, formats=("mp4",))
-    r = _cli("measure", str(path), "-c", str(tiny_checkpoint))
+    r = cli("measure", str(path), "-c", str(tiny_checkpoint))
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["time_base"] == {**m["time_base"], "kind": "conditioning", "fps": 4.0}
@@ -345,14 +339,3 @@ def test_contact_sheet_labels_fit(tmp_path):
     assert label_w >= 120 and (sheet[:, :label_w] != 0).any()
 
 
-def test_cells_carry_their_coords_through_copies():
-    import copy
-    import pickle
-
-    from svd_core import grid_cells
-
-    cells = grid_cells(SamplingParams(), {"fps": [6, 8], "motion_bucket_id": [1, 2]}, seeds=[3, 4])
-    assert len(cells) == 8 and cells[5].coords == {"fps": 8, "motion_bucket_id": 1, "seed": 4}
-    for c in (copy.deepcopy(cells), pickle.loads(pickle.dumps(cells))):  # Streamlit's session state copies
-        label, params = c[5]
-        assert c[5].coords == cells[5].coords and params.seed == 4 and label == "fps=8 motion_bucket_id=1 seed=4"

@@ -15,6 +15,8 @@ from svd_core.preview import frame_grid, latent_rgb, preview_image
 from svd_core.samplers import discretize, list_samplers
 from svd_core.video import read_video
 
+from .helpers import cli
+
 # ComfyUI, comfy/latent_formats.py, class SD15: latent_rgb_factors (rows: latent channels 0-3; columns: R, G, B)
 COMFY_SD15 = [[0.3512, 0.2297, 0.3227],
               [0.3250, 0.4974, 0.2350],
@@ -140,30 +142,24 @@ def test_run_without_trajectory_records_it_off(tiny_sampler, base, input_png, tm
 
 @pytest.mark.slow
 def test_cli_preview_file_and_trajectory_redone_by_from(tiny_checkpoint, input_png, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from PIL import Image
 
-    def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "svd_core", "sample", *args, "-c", str(tiny_checkpoint),
-                            "--out", str(tmp_path / "out")], capture_output=True, text=True, env=os.environ,
-                           timeout=300)
+    def sample(*args):
+        r = cli("sample", *args, "-c", tiny_checkpoint, "--out", tmp_path / "out")
         assert r.returncode == 0, r.stderr
         return load_run(r.stdout.split()[0])
 
     preview = tmp_path / "preview.png"
-    run = cli(str(input_png), "--width", "64", "--height", "64", "--num-frames", "3", "--num-inference-steps", "2",
-              "--preview", str(preview), "--save-trajectory")
+    run = sample(str(input_png), "--width", "64", "--height", "64", "--num-frames", "3", "--num-inference-steps",
+                 "2", "--preview", str(preview), "--save-trajectory")
     with Image.open(preview) as img:  # the last step's estimate, at latent resolution: 3 frames across
         assert img.size == (3 * 8, 8)
         assert np.asarray(img.convert("RGB")).std() > 0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert run.record.request.save_trajectory and run.file("denoising.mp4").is_file()
-    again = cli("--from", str(run.path / "run.json"))  # redone as recorded
+    again = sample("--from", str(run.path / "run.json"))  # redone as recorded
     assert again.record.request.save_trajectory and again.file("denoising.mp4").is_file()
-    off = cli("--from", str(run.path / "run.json"), "--no-save-trajectory")
+    off = sample("--from", str(run.path / "run.json"), "--no-save-trajectory")
     assert not off.record.request.save_trajectory and off.file("denoising.mp4") is None
 
 

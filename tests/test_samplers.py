@@ -3,9 +3,6 @@
 num_videos seeds are each reproducible alone, ignored knobs are named, bad values fail with one clear line."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +11,8 @@ from safetensors.torch import load_file
 
 from svd_core import Cancelled, SamplingParams, save_run
 from svd_core import pipeline as svd_pipeline
-from svd_core.runs import list_runs
 from svd_core.samplers import discretize, guidance_scale, guidance_scales, list_samplers
 from svd_core.session import to_uint8
-from svd_core.sweep import parse_vary
 
 from .conftest import FIXTURES, REFERENCE_SETS
 
@@ -242,71 +237,4 @@ def test_decode_chunks_like_diffusers(tiny_sampler, small, input_png):
 
 # -------------------------------------------------------------------------------------- params, CLI, sweep
 
-def test_old_records_keep_their_meaning():
-    old = {k: v for k, v in SamplingParams().to_dict().items() if k in (
-        "num_frames", "num_inference_steps", "min_guidance_scale", "max_guidance_scale", "fps", "motion_bucket_id",
-        "noise_aug_strength", "decode_chunk_size", "seed", "width", "height", "output_fps", "resize_mode")}
-    p = SamplingParams.from_dict(old)
-    assert (p.sampler, p.discretization, p.guider, p.num_videos) == ("euler", "edm", "linear", 1)
-    assert (p.sigma_min, p.sigma_max, p.rho) == (0.002, 700.0, 7.0)  # Stability's SVD schedule
-    assert p.inapplicable() == []
 
-
-@pytest.mark.parametrize("changes, ignored", [
-    (dict(sampler="dpmpp_2m", eta=0.5, s_churn=1.0), ["s_churn", "eta"]),
-    (dict(sampler="euler", s_noise=0.5), ["s_noise"]),  # no churn: s_noise has nothing to scale
-    (dict(sampler="euler", s_noise=0.5, s_churn=1.0), []),
-    (dict(sampler="euler_ancestral", s_noise=0.5, lms_order=2), ["lms_order"]),
-    (dict(discretization="legacy_ddpm", rho=5.0, sigma_max=100.0), ["sigma_max", "rho"]),
-    (dict(guider="vanilla", min_guidance_scale=2.0, max_guidance_scale=3.0), ["min_guidance_scale"]),
-    (dict(guider="identity", max_guidance_scale=3.0), ["max_guidance_scale"]),
-])
-def test_inapplicable_knobs_are_named(changes, ignored):
-    assert SamplingParams(**changes).inapplicable() == ignored
-
-
-@pytest.mark.parametrize("changes, match", [
-    (dict(sampler="ddim"), "sampler must be one of euler, heun, euler_ancestral, dpmpp_2s_ancestral, dpmpp_2m, lms"),
-    (dict(discretization="karras"), "discretization must be one of edm, legacy_ddpm"),
-    (dict(guider="none"), "guider must be one of linear, triangle, vanilla, identity"),
-    (dict(sigma_min=10.0, sigma_max=5.0), "sigma_min .* must be below sigma_max"),
-    (dict(s_tmin=10.0, s_tmax=1.0), "s_tmin .* must not exceed s_tmax"),
-    (dict(lms_order=5), "lms_order must be between 1 and 4"),
-    (dict(num_videos=0), "num_videos must be between 1 and 16"),
-    (dict(eta=-1.0), "eta must be between"),
-    (dict(seed=2**53 - 1, num_videos=2), "seed \\+ num_videos - 1 must be at most"),
-])
-def test_validation_errors(changes, match):
-    with pytest.raises(ValueError, match=match):
-        SamplingParams(**changes)
-
-
-def test_parse_vary_string_knobs():
-    assert parse_vary("sampler=euler, heun") == ("sampler", ["euler", "heun"])
-    assert parse_vary("guider=identity,triangle") == ("guider", ["identity", "triangle"])
-    with pytest.raises(ValueError, match="unknown sampler 'ddim'.*valid: euler, heun"):
-        parse_vary("sampler=euler,ddim")
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "svd_core", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-
-
-def test_cli_flags(tiny_checkpoint, input_png, tmp_path):
-    r = _cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(tmp_path), "--width", "64",
-             "--height", "64", "--num-frames", "3", "--num-inference-steps", "2", "--sampler", "heun",
-             "--guider", "triangle", "--discretization", "legacy_ddpm", "--s-churn", "0.5", "--eta", "0.5",
-             "--num-videos", "2", "--seed", "7")
-    assert r.returncode == 0, r.stderr
-    run = list_runs(tmp_path)[0]
-    p = run.params
-    assert (p.sampler, p.guider, p.discretization, p.s_churn, p.eta, p.num_videos, p.seed) == (
-        "heun", "triangle", "legacy_ddpm", 0.5, 0.5, 2, 7)
-    assert run.file("video.mp4").is_file() and run.file("video-1.mp4").is_file()
-    assert "ignored by heun / legacy_ddpm / triangle: eta" in r.stderr
-    r = _cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--sampler", "ddim")
-    assert r.returncode == 2 and "invalid choice: 'ddim'" in r.stderr and "dpmpp_2m" in r.stderr
-    r = _cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--sigma-min", "5", "--sigma-max", "1")
-    assert r.returncode == 2 and "sigma_min (5) must be below sigma_max (1)" in r.stderr
-    assert "Traceback" not in r.stderr

@@ -4,8 +4,6 @@ the camera as a knob in params, the CLI and the record."""
 
 import gzip
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,13 +14,14 @@ from safetensors.torch import load_file
 from svd_core import SamplingParams, load_pipeline, make_tiny
 from svd_core import pipeline as svd_pipeline
 from svd_core.camera import camera_path, dynamic_loop, model_angles, resolve
-from svd_core.checkpoints import detect_family, detect_layout, inspect_checkpoint
+from svd_core.checkpoints import detect_family, detect_layout
 from svd_core.convert import infer_architecture, is_unused
 from svd_core.loader import empty_modules, plan_load
 from svd_core.session import Sampler, to_uint8
 from svd_core.sv3d import SV3DUNet, camera_ids
 
 from .conftest import FIXTURES, regenerate
+from .helpers import cli
 
 SV3D = FIXTURES / "sv3d"
 SETS = tuple(sorted(p.name for p in SV3D.iterdir() if (p / "reference.json").is_file()))
@@ -215,44 +214,11 @@ def test_background_removal_is_optional(tmp_path, input_png):
 
 # ----------------------------------------------------------------------------------------- tiny + CLI
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "svd_core", *map(str, args)], capture_output=True, text=True)
-
-
-def test_make_tiny_sv3d_and_sample_from_the_cli(tmp_path, input_png):
-    r = _cli("make-tiny", tmp_path / "p.safetensors", "--variant", "sv3d_p")
-    assert r.returncode == 0, r.stderr
-    assert inspect_checkpoint(tmp_path / "p.safetensors").variant.name == "tiny_sv3d_p"
-    make_tiny(tmp_path / "u.safetensors", family="sv3d_u")
-    assert inspect_checkpoint(tmp_path / "u.safetensors").variant.name == "tiny_sv3d_u"
-    r = _cli("make-tiny", tmp_path / "x.safetensors", "--variant", "sv3d_u", "--decoder", "video")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no video decoder" in r.stderr
-    out = tmp_path / "out"
-    r = _cli("sample", input_png, "-c", tmp_path / "p.safetensors", "--path", "dynamic", "--elevation", "20",
-             "--num-frames", "6", "--num-inference-steps", "1", "--width", "64", "--height", "64", "--out", out)
-    assert r.returncode == 0, r.stderr
-    (run,) = out.iterdir()
-    record = json.loads((run / "run.json").read_text())
-    elev, az = camera_path("dynamic", 6, 20.0, 0)
-    assert record["params"]["elevations_deg"] == list(elev) and record["params"]["azimuths_deg"] == list(az)
-    assert record["effective"]["camera"]["azimuths_deg"] == list(az)
-    assert (run / "video.mp4").stat().st_size > 0
-    r = _cli("sample", input_png, "-c", tmp_path / "u.safetensors", "--num-frames", "4", "--num-inference-steps", "1",
-             "--width", "64", "--height", "64", "--format", "mp4,gif", "--out", tmp_path / "out_u")
-    assert r.returncode == 0, r.stderr
-    (run_u,) = (tmp_path / "out_u").iterdir()
-    assert (run_u / "video.mp4").stat().st_size > 0 and (run_u / "video.gif").stat().st_size > 0
-    assert "camera" not in json.loads((run_u / "run.json").read_text())["effective"]
-    r = _cli("sample", input_png, "-c", tmp_path / "p.safetensors", "--azimuths", "0,90", "--out", out)
-    assert r.returncode == 2 and "azimuths_deg: one value per frame (6), got 2" in r.stderr
-    assert r.stderr.count("\n") == 1
-
-
 def test_sweep_varies_the_elevation(tmp_path, input_png):
     make_tiny(tmp_path / "p.safetensors", family="sv3d_p")
-    r = _cli("sweep", input_png, "-c", tmp_path / "p.safetensors", "--vary", "elevations_deg=0,30",
-             "--num-frames", "4", "--num-inference-steps", "1", "--width", "64", "--height", "64",
-             "--out", tmp_path / "out")
+    r = cli("sweep", input_png, "-c", tmp_path / "p.safetensors", "--vary", "elevations_deg=0,30",
+            "--num-frames", "4", "--num-inference-steps", "1", "--width", "64", "--height", "64",
+            "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     runs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*/run.json")]
     cells = [r for r in runs if "effective" in r]  # the sweep's own record has no effective block

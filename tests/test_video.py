@@ -3,10 +3,8 @@ stranger's file can fail to be a video: one VideoError line naming the file, no 
 
 import io
 import json
-import os
 import struct
 import subprocess
-import sys
 import zipfile
 
 import imageio_ffmpeg
@@ -17,6 +15,8 @@ from PIL import Image
 from svd_core import export_frames, read_video, read_video_record
 from svd_core import video as svd_video
 from svd_core.video import VideoError, read_frames_zip, read_tags, to_frames_zip, to_gif, to_mp4, to_webp
+
+from .helpers import cli
 
 
 def _frames(n=5, h=48, w=64):
@@ -29,11 +29,6 @@ def _smooth(n=6, h=48, w=64):
     y, x = np.mgrid[0:h, 0:w]
     return np.stack([np.stack([x * 3 % 256, y * 4 % 256, np.full_like(x, 20 * t)], -1) for t in range(n)]
                     ).astype(np.uint8)
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "svd_core", *map(str, args)], capture_output=True, text=True,
-                          env=os.environ, timeout=300)
 
 
 @pytest.fixture
@@ -215,13 +210,13 @@ def test_broken_frames_zips(tmp_path, no_subprocess):
 def test_measure_cli_broken_files_one_line(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(HOSTILE[name]())
-    r = _cli("measure", path)
+    r = cli("measure", path)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and name in lines[0] and "Traceback" not in r.stderr, r.stderr
 
 
 def test_measure_cli_missing_file(tmp_path):
-    r = _cli("measure", tmp_path / "nope.mp4")
+    r = cli("measure", tmp_path / "nope.mp4")
     assert r.returncode == 2 and "nope.mp4: no such file" in r.stderr
 
 
