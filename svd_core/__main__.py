@@ -9,9 +9,11 @@ import os
 import sys
 
 from .calibrate import COARSE, KNOBS
+from .memory import MEMORY_MODES
 from .params import CHOICES, GUIDER_LISTS, RANGES
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
+DTYPES = ("float16", "bfloat16", "float32")
 
 
 def _param_flags(p: argparse.ArgumentParser) -> None:
@@ -46,9 +48,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                                               "cache (default: svd_xt, else the first in checkpoints/, else the "
                                               "cache)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), help="default float16 on GPU, "
+    p.add_argument("--dtype", choices=DTYPES, help="default float16 on GPU, "
                                                                                "float32 on CPU")
-    p.add_argument("--memory-mode", default="auto", choices=("auto", "fast", "balanced", "low"))
+    p.add_argument("--memory-mode", default="auto", choices=MEMORY_MODES,
+                   help="auto: the first of fast, balanced, low whose estimated peak fits the GPU (GPUs only)")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE decoder (the first run "
                                                           "with a new shape compiles; later runs are faster)")
     p.add_argument("--fuse-qkv", action="store_true", help="fuse the UNet's q, k, v projections into one matmul")
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--height", type=int, default=576)
     e.add_argument("--num-frames", type=int, help="default: the checkpoint variant's")
     e.add_argument("--decode-chunk-size", type=int, default=14)
-    e.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    e.add_argument("--dtype", choices=DTYPES, default="float16")
     e.add_argument("--guider", choices=CHOICES["guider"][0], default="linear")
     t = sub.add_parser("make-tiny", help="write a tiny random-weight checkpoint (sgm layout) for tests and demos")
     t.add_argument("path")
@@ -394,7 +397,7 @@ def cmd_sweep(args) -> int:
             bar.refresh()
     try:
         res = run_sweep(sampler, args.image, cells, on_progress=on_progress, out_dir=args.out, state=state,
-                        trajectory=bool(args.save_trajectory), remove_bg=args.remove_background)
+                        trajectory=_save_trajectory(args), remove_bg=args.remove_background)
     finally:
         if bar is not None:
             bar.close()
