@@ -1,4 +1,4 @@
-"""Shared bench helpers: full-size random checkpoints in the real sgm layout, anonymous-memory polling."""
+"""Shared bench helpers: full-size random checkpoints in the real sgm layout, anonymous-memory polling, PSNR."""
 
 from __future__ import annotations
 
@@ -11,11 +11,21 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUTS = ROOT / "tests" / "fixtures" / "real"
 OUT = ROOT / "bench" / "out"
+
+
+def psnr(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    """PSNR in dB (two decimals) of two uint8 videos: inf when identical, None when one is missing or the shapes
+    differ."""
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else round(10 * math.log10(255.0**2 / mse), 2)
 
 
 def real_layout(kind: str = "video") -> list[tuple[str, list[int]]]:

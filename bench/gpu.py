@@ -39,12 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float | None:
-    if a is None or b is None or a.shape != b.shape:
-        return None
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else round(10 * math.log10(255.0**2 / mse), 2)
+from bench.common import psnr  # noqa: E402
 
 
 def sync(device):

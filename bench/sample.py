@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import OUT, real_layout, write_random_checkpoint  # noqa: E402
+from bench.common import OUT, psnr, real_layout, write_random_checkpoint  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks (TFLOP/s), for the % of peak column. Override with --peak-tflops.
 PEAKS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -68,11 +66,6 @@ def count_flops(arch, frames: int, height: int, width: int, guidance: bool) -> d
             vae.decode(z, num_frames=frames) if arch.temporal_decoder else vae.decode(z)
         decode = fc.get_total_flops()
     return {"step": float(step), "decode": float(decode)}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 class StageClock:
@@ -209,7 +202,7 @@ def main(argv=None) -> int:
             "denoise_tflops": _sig(denoise_flops / t["denoise"] / 1e12),
             "decode_tflops": _sig(decode_flops / t["decode"] / 1e12),
             "peak_mem_gb": round(mem / 1e9, 2) if mem else None,
-            "psnr_vs_baseline": None if ref is None else round(psnr(frames_, ref), 2),
+            "psnr_vs_baseline": psnr(frames_, ref),
         }
         if peak_tflops:
             row["denoise_pct_peak"] = round(100 * row["denoise_tflops"] / peak_tflops, 1)

@@ -224,7 +224,7 @@ def check_interfaces(shapes: dict[str, list[int]], arch: Architecture, name: str
 def empty_modules(arch: Architecture) -> dict[str, torch.nn.Module]:
     """unet, vae and image_encoder of `arch` with parameters on the meta device (no memory): for loading, key
     coverage checks and FLOP counts. No initialisation runs (transformers' `no_init_weights`): random init of
-    meta tensors is pointless and cost 0.6 s at full size (CLIP's normal_ on meta goes through Python prims)."""
+    meta tensors is pointless and slow (CLIP's normal_ on meta goes through Python prims)."""
     with no_init_weights(), init_empty_weights():
         return {"unet": build_unet(arch), "vae": build_vae(arch), "image_encoder": build_image_encoder(arch)}
 

@@ -19,8 +19,8 @@ from .video import read_video
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 SCORE_FPS = 2.0  # the paper takes frames at 2 fps ...
 SCORE_SHORT_SIDE = 16  # ... and resizes flow maps to a short side of 16 px before averaging magnitudes
-FLOW_SHORT_SIDE = 288  # flows are computed on frames at most this short side (half of 576): 5x cheaper at
-# 576x1024; vectors are scaled back, so every figure is in pixels of the video's own resolution
+FLOW_SHORT_SIDE = 288  # flows are computed on frames at most this short side (half of 576: a quarter of the
+# pixels at 576x1024); vectors are scaled back, so every figure is in pixels of the video's own resolution
 TIME_BASES = ("conditioning", "file")
 
 

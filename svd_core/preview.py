@@ -16,6 +16,7 @@ place a tiny video autoencoder (e.g. TAESDV) would plug in: any callable (F, 4, 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from .video import to_png
 
 # Stable Diffusion's latent -> RGB factors (rows: latent channels; columns: R, G, B), applied to the scaled latents
 # (the UNet's space) and read as [-1, 1]: ComfyUI's comfy/latent_formats.py, class SD15, `latent_rgb_factors`, used
@@ -41,11 +44,15 @@ LATENT_RGB_FACTORS = (
 PreviewFn = Callable[[int, int, float, torch.Tensor, torch.Tensor], None]
 
 
+@functools.cache
+def _rgb_factors(device: torch.device) -> torch.Tensor:
+    return torch.tensor(LATENT_RGB_FACTORS, dtype=torch.float32, device=device)
+
+
 def latent_rgb(latents: torch.Tensor) -> np.ndarray:
     """Scaled latents (F, 4, h, w) -> uint8 frames (F, h, w, 3) by the fixed linear map; computed on the latents'
     device, only the small uint8 result crosses to the host."""
-    factors = torch.tensor(LATENT_RGB_FACTORS, dtype=torch.float32, device=latents.device)
-    rgb = torch.einsum("fchw,cr->fhwr", latents.float(), factors)
+    rgb = torch.einsum("fchw,cr->fhwr", latents.float(), _rgb_factors(latents.device))
     return ((rgb + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).cpu().numpy()
 
 
@@ -73,12 +80,6 @@ def frame_grid(frames: np.ndarray, cols: int | None = None) -> np.ndarray:
 def preview_image(denoised: torch.Tensor) -> np.ndarray:
     """The live preview: every frame of the estimate, decoded by PREVIEW_DECODER, as one grid image."""
     return frame_grid(PREVIEW_DECODER(denoised))
-
-
-def png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def write_atomically(path, data: bytes) -> None:
@@ -152,11 +153,11 @@ class BackgroundWriter:
 
 class PngFile:
     """An on_preview that keeps `path` (a PNG) showing the latest estimate (the CLI's --preview FILE), written
-    in the background; `close()` after the run."""
+    in the background, quickly compressed (it is rewritten as the run goes); `close()` after the run."""
 
     def __init__(self, path):
         self.path = Path(path)
-        self._writer = BackgroundWriter(lambda image: write_atomically(self.path, png(image)))
+        self._writer = BackgroundWriter(lambda image: write_atomically(self.path, to_png(image, compress_level=1)))
 
     def __call__(self, step, steps, sigma, denoised, latents) -> None:
         if self._writer.due():
@@ -209,15 +210,15 @@ class Trajectory:
     def __call__(self, step, steps, sigma, denoised, latents) -> None:
         if step == 1:
             self.previews, self.rows, self._last = [], [], None
-        d = denoised.float()
-        change = None if self._last is None else (d - self._last).pow(2).mean(dim=(1, 2, 3)).sqrt()
+        d, lat = denoised.float(), latents.float()
+        per_frame = [lat.mean(dim=(1, 2, 3)), lat.std(dim=(1, 2, 3))]
+        if self._last is not None:
+            per_frame.append((d - self._last).pow(2).mean(dim=(1, 2, 3)).sqrt())
+        mean, std, *change = torch.stack(per_frame).tolist()  # the statistics cross to the host in one copy
         self._last = d.clone()
         self.previews.append(preview_image(d))
-        lat = latents.float()
-        self.rows.append({"step": step, "steps": steps, "sigma": float(sigma),
-                          "latent_mean": lat.mean(dim=(1, 2, 3)).tolist(),
-                          "latent_std": lat.std(dim=(1, 2, 3)).tolist(),
-                          "estimate_change": None if change is None else change.tolist()})
+        self.rows.append({"step": step, "steps": steps, "sigma": float(sigma), "latent_mean": mean,
+                          "latent_std": std, "estimate_change": change[0] if change else None})
 
     def __len__(self) -> int:
         return len(self.rows)

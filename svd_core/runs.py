@@ -316,7 +316,7 @@ class RunInfo:
 
     @property
     def original_input(self) -> Path | None:
-        """The image as the user gave it (runs saved before this existed: None)."""
+        """The image as the user gave it (None for a run folder without one)."""
         return next((self.file(f) for f in self.record.files if f.startswith(ORIGINAL_INPUT)), None)
 
 

@@ -243,8 +243,8 @@ class Sampler:
         timings["measure"] = timings.get("measure", 0.0) + time.perf_counter() - t0  # added up over videos
         return metrics
 
-    def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str], on_preview=None,
-                    trajectory: bool = False):
+    def _run_videos(self, prepared, params, on_step, should_stop, on_phase, notes: list[str], on_preview,
+                    trajectory: bool):
         """num_videos: one run per seed (seed, seed+1, ...), each the same as a run of that seed alone. Progress
         counts the steps of all videos; timings add up; an out-of-memory fallback of any video is recorded."""
         from .preview import Trajectory, chain
@@ -287,7 +287,7 @@ class Sampler:
         return plan.decode_chunk if plan.decode_chunk < params.decode_chunk else None
 
     def _run_with_fallback(self, prepared, params, on_step, should_stop, on_phase, notes: list[str],
-                           max_chunk: int | None = None, on_preview=None):
+                           max_chunk: int | None, on_preview):
         """Out of memory: free the accelerator, move one mode down (fast -> balanced -> low) for this run only,
         retry once, and put the server's mode back afterwards."""
         mode, fallback = self.memory_mode, None
@@ -337,7 +337,7 @@ class Sampler:
         return frames, timings, out, effective
 
     def _run(self, prepared: PreparedImage, params: SamplingParams, on_step, should_stop, on_phase, mode: str,
-             max_chunk: int | None = None, notes: list[str] | None = None, on_preview=None):
+             max_chunk: int | None, notes: list[str], on_preview):
         """One video (seed params.seed) through svd_core.pipeline in memory mode `mode`: (uint8 frames, timings,
         PipelineOutput, what it used)."""
         decode_chunk = min(params.decode_chunk, max_chunk or params.decode_chunk)
@@ -354,7 +354,7 @@ class Sampler:
                                should_stop=should_stop, on_phase=watch.on_phase, split_guidance=mode == "low",
                                on_preview=on_preview)
         for note in self.compute.notes(self.device) + [watch.note()]:
-            if note and notes is not None and note not in notes:
+            if note and note not in notes:
                 notes.append(note)
         if watch.seconds:
             out.timings["compile"] = watch.seconds

@@ -95,9 +95,10 @@ def to_webp(frames, fps: float, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def to_png(frame) -> bytes:
+def to_png(frame, compress_level: int = 6) -> bytes:
+    """One uint8 (H, W, 3) frame as PNG; `compress_level` 0-9 trades size for speed (zlib's, Pillow's default 6)."""
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(frame)).save(buf, "PNG")
+    Image.fromarray(np.asarray(frame)).save(buf, "PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -81,4 +81,11 @@ def base(tiny_sampler):
     return tiny_sampler.default_params(**SMALL)
 
 
+def pytest_collection_modifyitems(items):
+    """A browser test starts a Streamlit server and Chromium: it is slow by nature, and `make quick` leaves it out."""
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 from .apptest import dirs, fresh_server, with_tiny  # noqa: E402, F401  (the AppTest files' fixtures)

@@ -17,11 +17,13 @@ def run(*args, out):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_load_bench_small(tmp_path):
     out = run("bench/load.py", out=tmp_path)
     assert "svd_core.load_pipeline" in out and "diffusers from_pretrained" in out and "peak RssAnon" in out
 
 
+@pytest.mark.slow
 def test_sample_bench_small(tmp_path):
     out = run("bench/sample.py", "--repeat", "1", out=tmp_path)
     assert "| svd_core Sampler | fast |" in out

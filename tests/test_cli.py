@@ -10,6 +10,7 @@ from svd_core.runs import list_runs
 from .helpers import cli
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tiny_checkpoint, input_png, tmp_path):
     out = tmp_path / "out"
     r = cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64",
@@ -50,6 +51,7 @@ def test_cli_bad_image_and_no_checkpoint(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "no checkpoint in checkpoints/" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_speaks_to_a_newcomer(tiny_checkpoint, input_png, tmp_path):
     """A command's own usage for its unknown flag, the default checkpoint named, no memory mode on the CPU, a
     headed list that says the Hugging Face cache is empty, and a one-value sweep told to give two values."""
@@ -74,6 +76,7 @@ def test_cli_speaks_to_a_newcomer(tiny_checkpoint, input_png, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_cli_flags(tiny_checkpoint, input_png, tmp_path):
     r = cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(tmp_path), "--width", "64",
             "--height", "64", "--num-frames", "3", "--num-inference-steps", "2", "--sampler", "heun",

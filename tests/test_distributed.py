@@ -64,6 +64,7 @@ def test_cells_are_shared_by_cost():
     assert sorted(i for p in plan for i in p) == list(range(8)) and all(plan)
 
 
+@pytest.mark.slow
 def test_two_processes_make_the_one_process_sweep(tiny_checkpoint, input_png, tmp_path):
     args = [str(input_png), "-c", str(tiny_checkpoint), *SWEEP]
     one = _one(tmp_path, ["-m", "svd_core", "sweep"], *args, "--out", str(tmp_path / "one"))
@@ -90,6 +91,7 @@ def test_two_processes_make_the_one_process_sweep(tiny_checkpoint, input_png, tm
     assert len(list_runs(tmp_path / "two")) == 5  # 4 cells + the sweep: the other process wrote nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [2, 1])
 def test_a_failing_cell_is_reported_and_the_rest_saved(tiny_checkpoint, input_png, tmp_path, processes):
     args = [str(input_png), "-c", str(tiny_checkpoint), *SWEEP, "--out", str(tmp_path / "out")]
@@ -110,6 +112,7 @@ def test_a_failing_cell_is_reported_and_the_rest_saved(tiny_checkpoint, input_pn
         assert {run.record.process["rank"] for run in runs} == {0, 1}
 
 
+@pytest.mark.slow
 def test_a_dying_process_fails_the_sweep_and_saves_nothing(tiny_checkpoint, input_png, tmp_path):
     r = _launch(tmp_path, [str(ROOT / "tests" / "sweep_fault.py"), "sweep"], str(input_png), "-c",
                 str(tiny_checkpoint), *SWEEP, "--out", str(tmp_path / "out"), SVD_TEST_FAULT="kill")
@@ -119,6 +122,7 @@ def test_a_dying_process_fails_the_sweep_and_saves_nothing(tiny_checkpoint, inpu
     assert not (tmp_path / "out").exists() or list_runs(tmp_path / "out") == []
 
 
+@pytest.mark.slow
 def test_only_sweep_runs_on_several_processes(tiny_checkpoint, input_png, tmp_path):
     r = _launch(tmp_path, ["-m", "svd_core", "sample"], str(input_png), "-c", str(tiny_checkpoint), "--out",
                 str(tmp_path / "out"))

@@ -123,6 +123,7 @@ def test_auto_chooses_the_first_mode_and_chunk_that_fit_the_free_memory():
     assert ("balanced", True, True) in seen and ("low", False, True) in seen and ("low", False, False) in seen
 
 
+@pytest.mark.slow
 def test_auto_that_lowers_the_decode_chunk_says_so(tiny_sampler, input_png, monkeypatch):
     """auto given little free memory runs low at chunk 2 and the run's notes say the chunk was lowered and why;
     an out-of-memory fallback from an auto-planned balanced chunk 3 to low names the chunk low used."""
@@ -146,7 +147,7 @@ def test_auto_that_lowers_the_decode_chunk_says_so(tiny_sampler, input_png, monk
     monkeypatch.setattr(tiny_sampler, "_run", oom_once)
     monkeypatch.setattr(tiny_sampler, "memory_mode", "balanced")
     prepared = tiny_sampler.prepare(input_png, params)
-    *_, effective = tiny_sampler._run_with_fallback(prepared, params, None, None, None, notes, 3)
+    *_, effective = tiny_sampler._run_with_fallback(prepared, params, None, None, None, notes, 3, None)
     assert effective["decode_chunk_size"] == 2 and effective["memory_mode"] == "low"
     assert "decode_chunk_size lowered from 4 to 2 by the out-of-memory fallback to 'low' mode" in " ".join(notes)
 
@@ -173,6 +174,7 @@ def _profiled_peak(fn) -> int:
     return peak
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunked", [False, True])
 def test_activation_estimate_against_the_profilers_memory_records(tiny_sampler, chunked):
     """The UNet's and the decoder's activation formulas against what one call allocates on the tiny model:
@@ -206,6 +208,7 @@ def test_activation_estimate_against_the_profilers_memory_records(tiny_sampler, 
         assert want / 2 <= measured <= want * 2, (measured, want)
 
 
+@pytest.mark.slow
 def test_estimate_command_prints_the_peak_per_mode(tiny_checkpoint):
     r = cli("estimate", "-c", tiny_checkpoint, "--width", "64", "--height", "64", "--num-frames", "4",
             "--decode-chunk-size", "4")
@@ -217,6 +220,7 @@ def test_estimate_command_prints_the_peak_per_mode(tiny_checkpoint):
 
 # ------------------------------------------------------------------------------------ fused QKV, attention
 
+@pytest.mark.slow
 def test_fused_qkv_equals_separate_projections_and_cudnn_is_cuda_only(tiny_checkpoint, tiny_sampler, input_png,
                                                                       tmp_path):
     from diffusers.models.attention_processor import FusedAttnProcessor2_0

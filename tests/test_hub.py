@@ -291,6 +291,7 @@ def test_unknown_release_lists_the_valid_ones(tmp_path):
         hub.download("tiny", folder=tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_download_and_errors(fake_hub, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
     env["HF_ENDPOINT"] = fake_hub.endpoint

@@ -22,7 +22,7 @@ from svd_core.loader import empty_modules, plan_load
 from .conftest import FIXTURES, REFERENCE_SETS
 from .helpers import cli
 
-# Bounds of the loader issue (float32, CPU).
+# How close the loader must come to the references (float32, CPU).
 REL_MODULE = 1e-5
 REL_LATENTS = 5e-5
 ABS_FRAMES = 1e-4
@@ -114,7 +114,7 @@ def test_full_sampling_loop_matches_reference(loaded, run):
     assert (frames - ref[f"{run}.frames_01"]).abs().max().item() < ABS_FRAMES
 
 
-def test_exact_call_from_the_issue(reference_checkpoints):
+def test_load_pipeline_builds_the_diffusers_pipeline_in_one_call(reference_checkpoints):
     pipe = load_pipeline(str(reference_checkpoints["A"]), device="cpu", dtype=torch.float32)
     assert type(pipe).__name__ == "StableVideoDiffusionPipeline"
     assert {"unet", "vae", "image_encoder", "scheduler", "feature_extractor"} <= set(pipe.components)
@@ -305,6 +305,7 @@ def test_cli_make_tiny_and_one_line_errors(tmp_path):
     assert len(lines) == 1 and "pickle" in lines[0] and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_load_prints_no_torchvision_warning(tiny_checkpoint):
     env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
     r = subprocess.run([sys.executable, "-c", "import sys, svd_core; svd_core.load_pipeline(sys.argv[1], device='cpu')",

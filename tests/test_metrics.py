@@ -175,6 +175,7 @@ def _zip_frames(path):
         return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n)))) for n in sorted(z.namelist())])
 
 
+@pytest.mark.slow
 def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path):
     out = tmp_path / "out"
     r = cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64", "--height",
@@ -220,6 +221,7 @@ def _webm(frames, fps, path):
     w.close()
 
 
+@pytest.mark.slow
 def test_measure_cli_on_videos(tmp_path):
     v = shifted(2, n=8)
     (tmp_path / "a.gif").write_bytes(to_gif(v, 4))
@@ -236,6 +238,7 @@ def test_measure_cli_on_videos(tmp_path):
         assert len(m["flicker"]["per_frame"]) == 7 and "likeness" not in m
 
 
+@pytest.mark.slow
 def test_measure_cli_run_folder_with_likeness(tiny_checkpoint, tiny_sampler, input_png, tmp_path):
     result = tiny_sampler.generate(input_png, tiny_sampler.default_params(**SMALL, fps=4))
     path = save_run(result, tiny_sampler.info, tmp_path, formats=("mp4",))

@@ -11,7 +11,7 @@ import torch
 
 from svd_core import load_run, save_run
 from svd_core import pipeline as svd_pipeline
-from svd_core.preview import frame_grid, latent_rgb, preview_image
+from svd_core.preview import Trajectory, frame_grid, latent_rgb, preview_image
 from svd_core.samplers import discretize, list_samplers
 from svd_core.video import read_video
 
@@ -185,3 +185,24 @@ def test_previews_come_at_the_writers_pace():
         taken.append(writer.due())
     writer.close()
     assert taken == [True, False, False, True, False, True, True, False]
+
+
+def test_a_trajectory_step_copies_to_the_host_once_for_its_statistics(monkeypatch):
+    """Per step on the user's GPU: the statistics cross in one copy, the preview grid in one more, and the map to
+    RGB reuses its factors."""
+    traj = Trajectory()
+    gen = torch.Generator().manual_seed(0)
+    steps = [(torch.randn(4, 4, 8, 8, generator=gen), torch.randn(4, 4, 8, 8, generator=gen)) for _ in range(3)]
+    traj(1, 3, 2.0, *steps[0])  # the first step builds the factors on this device
+    calls = []
+    for name in ("tolist", "cpu", "item"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _f=real, **k: calls.append(_n) or _f(
+            self, *a, **k))
+    real_tensor = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: calls.append("tensor") or real_tensor(*a, **k))
+    traj(2, 3, 1.0, *steps[1])
+    traj(3, 3, 0.5, *steps[2])
+    assert sorted(calls) == ["cpu", "cpu", "tolist", "tolist"]
+    assert len(traj) == 3 and traj.rows[2]["estimate_change"] == pytest.approx(
+        (steps[2][0] - steps[1][0]).pow(2).mean(dim=(1, 2, 3)).sqrt().tolist(), rel=1e-6)

@@ -28,6 +28,7 @@ def test_run_folder_contents(tiny_sampler, base, input_png, tmp_path):
     assert list_runs(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_failed_write_leaves_nothing(tiny_sampler, base, input_png, tmp_path, monkeypatch):
     result = tiny_sampler.generate(input_png, base)
     real_replace, seen = os.replace, []

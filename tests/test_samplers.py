@@ -230,7 +230,7 @@ def test_decode_chunks_like_diffusers(tiny_sampler, small, input_png):
     with torch.no_grad():
         want = pipe.decode_latents(out.latents[None], 3, 2)[0].permute(1, 0, 2, 3)
     got = torch.from_numpy(out.frames).permute(0, 3, 1, 2)
-    # float32 kernel rounding only (1e-6 was exceeded once by 1.3 %, under load); a chunk of 3 instead of 2 moves
+    # float32 kernel rounding only (a bound of 1e-6 is too tight under load); a chunk of 3 instead of 2 moves
     # frames by orders of magnitude more
     assert (got - (want * 0.5 + 0.5).clamp(0, 1)).abs().max().item() < 1e-5
 

@@ -214,6 +214,7 @@ def test_background_removal_is_optional(tmp_path, input_png):
 
 # ----------------------------------------------------------------------------------------- tiny + CLI
 
+@pytest.mark.slow
 def test_sweep_varies_the_elevation(tmp_path, input_png):
     make_tiny(tmp_path / "p.safetensors", family="sv3d_p")
     r = cli("sweep", input_png, "-c", tmp_path / "p.safetensors", "--vary", "elevations_deg=0,30",

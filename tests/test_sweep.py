@@ -27,6 +27,7 @@ def test_parse_vary_and_cells(base):
         grid_cells(base, {"motion_bucket_id": [1, 1999]})
 
 
+@pytest.mark.slow
 def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
     from svd_core.grid import grid_layout, plan_grid
 
@@ -51,6 +52,7 @@ def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
     assert not np.array_equal(frames[0], frames[2])
 
 
+@pytest.mark.slow
 def test_sweep_across_seeds_metrics_csv_and_response(tiny_sampler, base, input_png, tmp_path):
     import csv
 
@@ -83,6 +85,7 @@ def test_sweep_across_seeds_metrics_csv_and_response(tiny_sampler, base, input_p
     assert flick[1]["mean"] == pytest.approx(np.mean(pair)) and flick[1]["std"] == pytest.approx(np.std(pair))
 
 
+@pytest.mark.slow
 def test_two_knob_sweep_response_and_layout(tiny_sampler, base, input_png, tmp_path):
     from svd_core.sweep import response_table
 
@@ -97,6 +100,7 @@ def test_two_knob_sweep_response_and_layout(tiny_sampler, base, input_png, tmp_p
     assert w < 4 * 64 + 64 * 2 and h > 2 * 64  # three columns (plus the row labels), two rows
 
 
+@pytest.mark.slow
 def test_sweep_with_a_failing_cell_keeps_the_rest_and_no_sweep(tiny_sampler, base, input_png, tmp_path,
                                                                 monkeypatch):
     from svd_core import video

@@ -205,6 +205,7 @@ def test_broken_frames_zips(tmp_path, no_subprocess):
     assert calls == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["garbage.mp4", "empty.webm", "text.gif", "one_frame.gif", "truncated.mp4",
                                   "bomb.gif", "playlist.mp4"])
 def test_measure_cli_broken_files_one_line(tmp_path, name):
