@@ -1,11 +1,13 @@
 """svd_core.video: frames to mp4/GIF/WebP/zip and back, the record in an mp4's comment tag, and every way a
-stranger's file can fail to be a video: one VideoError line naming the file, no external program started."""
+stranger's file can fail to be a video: one VideoError line naming the file, no external program started; a run's
+mp4 redone by `--from` to identical frames."""
 
 import io
 import json
 import struct
 import subprocess
 import zipfile
+from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
@@ -229,3 +231,42 @@ def test_a_comment_that_is_not_utf8_is_read_not_a_crash(tmp_path):
     assert json.loads(read_tags(path)["comment"])["note"] == "X\ufffdZ"
     with pytest.raises(ValueError, match="latin.mp4 is not a run record"):  # one line, as any malformed record
         read_video_record(path)
+
+
+def _zip_frames(path):
+    with zipfile.ZipFile(path) as z:
+        return np.stack([np.asarray(Image.open(io.BytesIO(z.read(n)))) for n in sorted(z.namelist())])
+
+
+@pytest.mark.slow
+def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path):
+    out = tmp_path / "out"
+    r = cli("sample", str(input_png), "-c", str(tiny_checkpoint), "--out", str(out), "--width", "64", "--height",
+            "64", "--num-frames", "4", "--num-inference-steps", "2", "--seed", "7", "--motion-bucket-id", "300",
+            "--format", "mp4,zip")
+    assert r.returncode == 0, r.stderr
+    first = Path(r.stdout.split()[0])
+    assert "metrics: motion score" in r.stdout and "fps_id 6" in r.stdout and "meaningless" in r.stdout
+    assert "motion_bucket_id 300 is above the trained 0-255" in r.stderr  # a warning, not a refusal
+    rec = read_video_record(first / "video.mp4")
+    assert rec.params.seed == 7 and rec.params.motion_bucket_id == 300
+    assert rec.checkpoint == tiny_checkpoint.name and len(rec.sha256) == 64
+    assert read_video_record((first / "video.mp4").read_bytes()) == rec
+    # rerun from the mp4 alone (the image is given again): identical frames
+    r = cli("sample", "--from", str(first / "video.mp4"), str(input_png), "-c", str(tiny_checkpoint), "--out",
+            str(out), "--format", "zip")
+    assert r.returncode == 0, r.stderr
+    second = Path(r.stdout.split()[0])
+    assert second != first and np.array_equal(_zip_frames(first / "frames.zip"), _zip_frames(second / "frames.zip"))
+    # from a run.json: its folder's input.png is the image; the checkpoint is found by name in checkpoints/
+    r = cli("sample", "--from", str(first / "run.json"), "--out", str(out), "--format", "zip",
+            env={"SVD_CHECKPOINT_DIR": str(tiny_checkpoint.parent)})
+    assert r.returncode == 0, r.stderr
+    third = Path(r.stdout.split()[0])
+    assert np.array_equal(_zip_frames(first / "frames.zip"), _zip_frames(third / "frames.zip"))
+    # another image: a note says the frames will differ
+    other = tmp_path / "other.png"
+    Image.open(input_png).rotate(90).save(other)
+    r = cli("sample", "--from", str(first / "video.mp4"), str(other), "-c", str(tiny_checkpoint), "--out",
+            str(out), "--format", "zip")
+    assert r.returncode == 0 and "not the image this run was sampled from" in r.stderr
