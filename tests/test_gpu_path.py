@@ -13,10 +13,7 @@ from svd_core import pipeline
 from svd_core.compute import ComputeOptions, PinnedOffload, attention_context
 from svd_core.memory import CONTEXT_BYTES, GB, HEADROOM, choose, estimate, run_estimates, unet_activations
 
-from .helpers import cli
-
-SMALL = dict(num_frames=4, num_inference_steps=2, width=64, height=64, decode_chunk_size=4)
-
+from .helpers import SMALL, cli
 
 # -------------------------------------------------------------------------------------- metrics after the queue
 

@@ -13,9 +13,7 @@ from svd_core import read_video, save_run
 from svd_core.metrics import Likeness, measure_frames, score_indices
 from svd_core.video import to_gif, to_mp4
 
-from .helpers import cli
-
-SMALL = dict(width=64, height=64, num_frames=4, num_inference_steps=2, decode_chunk_size=4)
+from .helpers import SMALL, cli
 
 
 def texture(h, w, seed=0, sigma=2.0):
