@@ -10,7 +10,7 @@ import sys
 
 from .calibrate import COARSE, KNOBS
 from .memory import MEMORY_MODES
-from .params import CHOICES, GUIDER_LISTS, RANGES
+from .params import CHOICES, GUIDER_LISTS, RANGES, describe_fps, parse_seeds, parse_values
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 DTYPES = ("float16", "bfloat16", "float32")
@@ -161,8 +161,6 @@ def _checked_inputs(args):
 
     record = _from_record(args) if getattr(args, "from_file", None) else None
     info = inspect_checkpoint(_pick_checkpoint(args.checkpoint))
-    from .sweep import parse_values
-
     if args.checkpoint is None:
         print(f"note: checkpoint {info.label} ({info.variant.name}), the default: choose another with -c",
               file=sys.stderr)
@@ -191,7 +189,6 @@ def _checked_inputs(args):
 def _with_camera(args, params):
     """--path / --elevation / --elevations / --azimuths -> params.elevations_deg, azimuths_deg (per frame)."""
     from .camera import camera_path
-    from .sweep import parse_values
 
     if args.elevations and args.elevation is not None:
         raise ValueError("give --elevation (one for every frame) or --elevations (one per frame), not both")
@@ -340,13 +337,12 @@ def cmd_sample(args) -> int:
 
 
 def _print_metrics(result, info) -> None:
-    from .conditioning import describe_fps, is_untrained
     from .metrics import metrics_line
 
     print(metrics_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
     fps = f"playback fps {result.params.video_fps} (SV3D has no fps input)" if info.variant.is_sv3d else \
         describe_fps(result.params)
-    print(fps + (" · untrained demo model: these metrics are meaningless" if is_untrained(info.variant) else ""))
+    print(fps + (" · untrained demo model: these metrics are meaningless" if info.variant.untrained else ""))
 
 
 def _check_same_image(args, prepared) -> None:
@@ -360,7 +356,7 @@ def _check_same_image(args, prepared) -> None:
 
 def cmd_sweep(args) -> int:
     from .distributed import assign, launched, process_state
-    from .sweep import grid_cells, parse_seeds, parse_vary, run_sweep
+    from .sweep import grid_cells, parse_vary, run_sweep
 
     vary = dict(parse_vary(v) for v in args.vary)
     _check_out(args.out)
@@ -416,7 +412,6 @@ def cmd_sweep(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .calibrate import calibration_cells, run_calibration
-    from .sweep import parse_seeds, parse_values
 
     _check_out(args.out)
     info, params = _checked_inputs(args)
@@ -440,14 +435,12 @@ def cmd_calibrate(args) -> int:
                               on_progress=on_progress, out_dir=args.out, remove_bg=args.remove_background)
     finally:
         bar.close()
-    from .conditioning import is_untrained
-
     print(cal.path)
     print(cal.summary())
     if cal.confirm_path is not None:
         print(f"  confirming run: {cal.confirm_path}")
     print(f"  calibration.png, metrics.csv, response.png: {cal.path}")
-    if is_untrained(info.variant):
+    if info.variant.untrained:
         print("untrained demo model: its motion does not follow any knob; these numbers are meaningless")
     return 0
 

@@ -293,7 +293,6 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
     settings'), fit, confirm one run at the value found (base's seed and steps), save as a sweep folder.
     on_progress(cell, cells, step, steps): the confirming run is the last cell. `remove_bg`: the image's
     background is removed first, and recorded."""
-    from .conditioning import is_untrained
     from .errors import Cancelled
     from .metrics import scalar_metrics
     from .sweep import run_sweep, save_sweep
@@ -322,7 +321,7 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
         confirm_motion = scalar_metrics(result.metrics or {}).get(METRIC)
         confirm = [(f"confirm {knob}={_fmt(fit.value)}", result)]
     steps_run = cells[0][1].num_inference_steps
-    title = sampler.info.name + (" (untrained demo model: meaningless)" if is_untrained(variant) else "")
+    title = sampler.info.name + (" (untrained demo model: meaningless)" if variant.untrained else "")
     record = {"calibration": {**fit.to_dict(), "metric": METRIC, "seeds": seeds, "steps": steps_run,
                               "full_steps": base.num_inference_steps,
                               "confirm": ({"label": confirm[0][0], "seed": base.seed, "motion": confirm_motion}

@@ -125,7 +125,7 @@ class RunRecord:
     files: tuple = ()
     metrics: dict = field(default_factory=dict)
     video_metrics: tuple = ()  # num_videos > 1: each video's metrics, in file order
-    fps: dict | None = None  # conditioning.fps_vocabulary
+    fps: dict | None = None  # params.fps_vocabulary
     trajectory: dict | None = None  # the denoising record's files, when saved
     # a sweep's cell
     sweep: str | None = None
@@ -356,7 +356,7 @@ def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | 
     place a run's record is made. `files`: the run folder's files; `fields`: more RunRecord fields (a sweep
     cell's sweep, label, coords, process, ...)."""
     from .checkpoints import file_sha256
-    from .conditioning import fps_vocabulary
+    from .params import fps_vocabulary
     from .provenance import image_sha256
 
     trajectories = result.trajectories or []

@@ -17,7 +17,7 @@ import numpy as np
 from . import video
 from .errors import Cancelled, ProcessLost, SweepFailed
 from .grid import contact_sheet, grid_frames
-from .params import METRIC_LABELS, SamplingParams, parse_seeds, parse_values  # noqa: F401 (the CLI's --seeds)
+from .params import METRIC_LABELS, SamplingParams, parse_values
 from .params import format_value as _fmt
 from .record import RunRecord, RunRequest, utc_now
 from .runs import (
@@ -365,7 +365,6 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
     process that made it (run.json's "process"). `extra`, `extra_files`: more entries for the sweep's run.json
     and more files in its folder; `extra_runs`: (label, SampleResult) saved with it, listed after the cells in
     its "cells" (no coords; not in the grid or metrics.csv), their paths after the cells' in run_paths."""
-    from .conditioning import is_untrained
 
     out_dir = Path(out_dir or output_dir())
     sweep_id = new_run_id("sweep-")
@@ -381,7 +380,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         first = results[0][1]
         rows = metric_rows(results, coords)
         title = checkpoint.name + (" (untrained demo model: metrics are meaningless)"
-                                   if is_untrained(checkpoint.variant) else "")
+                                   if checkpoint.variant.untrained else "")
         files = {
             "contact_sheet.png": video.to_png(np.asarray(sheet)),
             "poster.png": video.to_png(grid[0]),

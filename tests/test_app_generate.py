@@ -6,7 +6,7 @@ import time
 import pytest
 from streamlit.testing.v1.errors import AppTestError
 
-from svd_core import list_runs
+from svd_core.runs import list_runs
 
 from .apptest import (
     PNG,

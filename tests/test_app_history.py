@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from svd_core import list_runs
+from svd_core.runs import list_runs
 
 from .apptest import (
     PNG,

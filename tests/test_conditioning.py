@@ -3,7 +3,8 @@
 import pytest
 
 from svd_core import SamplingParams, get_variant
-from svd_core.conditioning import describe_fps, fps_vocabulary, is_untrained, training_warnings
+from svd_core.conditioning import is_untrained, training_warnings
+from svd_core.params import describe_fps, fps_vocabulary
 
 
 def _xt(**kw):

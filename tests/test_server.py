@@ -121,7 +121,7 @@ def test_a_tab_drawn_before_another_tab_changed_the_model_cannot_run(tmp_path, m
     """Tab 1 draws Generate on model A; tab 2 changes the model to B; tab 1's click is refused with one line: it
     runs on neither pipeline, loads nothing, saves nothing."""
     from app import resources
-    from svd_core import list_runs
+    from svd_core.runs import list_runs
 
     ck, out = tmp_path / "checkpoints", tmp_path / "outputs"
     ck.mkdir()

@@ -56,7 +56,8 @@ def test_sweep_grid_and_contact_sheet(tiny_sampler, base, input_png, tmp_path):
 def test_sweep_across_seeds_metrics_csv_and_response(tiny_sampler, base, input_png, tmp_path):
     import csv
 
-    from svd_core.sweep import parse_seeds, response_table
+    from svd_core.params import parse_seeds
+    from svd_core.sweep import response_table
 
     assert parse_seeds("3", 23) == [23, 24, 25] and parse_seeds("1,5,9", 23) == [1, 5, 9]
     with pytest.raises(ValueError, match="a count \\(3\\) or a list"):
