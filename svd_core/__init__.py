@@ -8,7 +8,7 @@ are public vocabulary beside them:
 * `svd_core.camera`: SV3D camera paths;
 * `svd_core.errors`: every error type.
 
-`load_pipeline` and `Sampler` import diffusers and `measure_file` OpenCV, seconds of start-up that
+`load_pipeline`, `available_devices` and `Sampler` import diffusers and `measure_file` OpenCV, seconds of start-up that
 `python -m svd_core list` and the header-only functions do not need: they load on first use.
 """
 
@@ -24,14 +24,14 @@ from .memory import MEMORY_MODES
 from .params import SamplingParams
 from .preview import preview_image
 from .provenance import read_video_record
-from .record import ModelSpec, RunRecord, RunRequest, summary_line
+from .record import ModelSpec, RunRecord, RunRequest, summary_line, timings_line
 from .runs import clean_stale_temp, delete_run, load_run, save_run, scan_runs
 from .samplers import guidance_scales, list_discretizations, list_guiders, list_samplers
 from .sweep import grid_cells, response_table, run_sweep
 from .tiny import make_tiny
 from .video import export_frames, read_video
 
-_LAZY = {"load_pipeline": "loader", "Sampler": "session", "measure_file": "metrics"}
+_LAZY = {"load_pipeline": "loader", "available_devices": "loader", "Sampler": "session", "measure_file": "metrics"}
 
 
 def __getattr__(name):
@@ -49,8 +49,10 @@ def __dir__():
 __all__ = [
     # models
     "find_models", "checkpoint_dir", "list_variants", "get_variant", "download", "make_tiny", "load_pipeline",
+    "available_devices",
     # a run
     "SamplingParams", "ModelSpec", "RunRequest", "RunRecord", "Sampler", "MEMORY_MODES", "summary_line",
+    "timings_line",
     # many runs
     "grid_cells", "run_sweep", "run_calibration",
     # outputs

@@ -11,8 +11,10 @@ import svd_core
 PUBLIC = {
     # models
     "find_models", "checkpoint_dir", "list_variants", "get_variant", "download", "make_tiny", "load_pipeline",
+    "available_devices",
     # a run
     "SamplingParams", "ModelSpec", "RunRequest", "RunRecord", "Sampler", "MEMORY_MODES", "summary_line",
+    "timings_line",
     # many runs
     "grid_cells", "run_sweep", "run_calibration",
     # outputs
