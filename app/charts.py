@@ -1,9 +1,8 @@
 """Small charts as Vega-Lite specs written here, drawn by `st.vega_lite_chart`.
 
 Streamlit's `st.line_chart` and `st.bar_chart` build their spec with Altair, which validates it against
-Vega-Lite's JSON schema: ~60 ms of server CPU per line chart and ~11 ms per bar chart on a 2-core machine, more
-under load (a result's three metric charts took 0.2-0.6 s at every rerun of its page, holding the GIL a sampling
-thread needs). The same chart from a spec written here costs ~1 ms (`python bench/charts.py`). Streamlit's theme
+Vega-Lite's JSON schema at every rerun of the page, holding the GIL that a sampling thread needs; a spec written
+here skips that validation (`python bench/charts.py` measures both). Streamlit's theme
 still styles them.
 """
 
