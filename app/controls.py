@@ -8,13 +8,14 @@ import time
 import streamlit as st
 
 from app import charts, state
-from app.resources import checkpoints, device_choices, get_server, make_demo_model
+from app.resources import checkpoints, get_server, make_demo_model
 from app.server import Busy
 from svd_core import (
     MEMORY_MODES,
     ModelSpec,
     SamplingParams,
     SVDError,
+    available_devices,
     background_removal_available,
     default_checkpoint,
     guidance_scales,
@@ -95,7 +96,7 @@ def model_panel(by_path: dict) -> None:
         if info.variant.name.startswith("tiny"):
             st.warning("Demo model with random weights: it produces noise. Put svd_xt.safetensors in "
                        "checkpoints/ for real videos.", icon=":material/science:")
-        devices = device_choices()
+        devices = available_devices()
         if devices == ["cpu"]:
             st.caption("Device: CPU (no GPU found). Memory modes apply to GPUs only.")
         else:
@@ -253,10 +254,11 @@ FPS_HELP = ("Three numbers are called fps. Conditioning fps (this knob) is diffu
             "the playback fps is the exported file's frame rate (Advanced).")
 
 
-def _warnings_about(warnings: list[tuple[str, str]], *knobs: str) -> None:
-    """The training-range warnings about one of `knobs` (Variant.warnings), right under it (they never block)."""
+def warning_captions(warnings: list[tuple[str, str]], *knobs: str) -> None:
+    """The training-range warnings (Variant.warnings) about one of `knobs` (every one when none is named), as
+    captions right under their knob (they never block)."""
     for knob, text in warnings:
-        if knob in knobs:
+        if not knobs or knob in knobs:
             st.caption(f":orange[:material/warning: {text}]")
 
 
@@ -284,16 +286,16 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
         camera_section(info.variant, state.knob("num_frames") or info.variant.num_frames)
     else:
         ranged("motion_bucket_id", state.knob_key("motion_bucket_id"))
-        _warnings_about(warnings, "motion_bucket_id")
+        warning_captions(warnings, "motion_bucket_id")
         ranged("fps", state.knob_key("fps"), help=help_text("fps", FPS_HELP))
         if draft is not None:
             st.caption(describe_fps(draft))
-        _warnings_about(warnings, "fps")
+        warning_captions(warnings, "fps")
     if sv3d:  # Stability's SV3D scripts fix it at 1e-5: a slider's steps would not reach it
         _widget("noise_aug_strength", st.number_input, step=1e-5, format="%.5f")
     else:
         ranged("noise_aug_strength", state.knob_key("noise_aug_strength"))
-    _warnings_about(warnings, "noise_aug_strength")
+    warning_captions(warnings, "noise_aug_strength")
     chunk = _widget("decode_chunk_size", st.slider)
     frames = state.knob("num_frames")
     if frames and chunk > frames:
@@ -304,7 +306,7 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
                 with column:  # sizes step by the model's multiple
                     _widget(name, st.number_input, step=step or multiple,
                             **({"format": "%g"} if isinstance(RANGES[name][0], float) else {}))
-        _warnings_about(warnings, "num_frames", "num_inference_steps", "width", "height")
+        warning_captions(warnings, "num_frames", "num_inference_steps", "width", "height")
         c3, c4 = st.columns(2, vertical_alignment="bottom")
         with c3:
             _widget("seed", st.number_input, step=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
-import torch
 
 from app.server import ModelServer
 from svd_core import ModelSpec, Sampler, checkpoint_dir, clean_stale_temp, find_models, make_tiny
@@ -52,11 +51,3 @@ def make_demo_model() -> Path:
     clear_checkpoints()
     return path
 
-
-def device_choices() -> list[str]:
-    out = []
-    if torch.cuda.is_available():
-        out.append("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        out.append("mps")
-    return out + ["cpu"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, state
-from app.controls import image_uploader, prepare, ranged, require_sampler
+from app.controls import image_uploader, prepare, ranged, require_sampler, warning_captions
 from app.widgets.progress import run_section, start_job
 from app.widgets.result import gone, picture, show_video, trajectory_steps
 from svd_core import (
@@ -168,8 +168,7 @@ def a_vs_b(base: SamplingParams, variant, ab_knobs: dict) -> tuple[list | None, 
                 side_warnings = variant.warnings(base.replace(**changes))
             except ValueError:
                 side_warnings = []
-            for _, text in side_warnings:
-                st.caption(f":orange[:material/warning: {text}]")
+            warning_captions(side_warnings)
             sets.append(changes)
     st.button("Reset A and B to Generate's settings", on_click=_reset_ab, args=(base, ab_knobs))
     differ = [k for k in ab_knobs if sets[0][k] != sets[1][k]]

@@ -14,7 +14,7 @@ from app.controls import (
 from app.jobs import record_decode_rate
 from app.widgets.progress import run_section, start_job
 from app.widgets.result import downloads, gone, show_metrics, show_video
-from svd_core import SVDError, get_variant, list_variants, load_run, save_run, summary_line
+from svd_core import SVDError, get_variant, list_variants, load_run, save_run, summary_line, timings_line
 
 
 def page() -> None:
@@ -82,7 +82,7 @@ def result() -> None:
     if gone(res["path"]):
         return
     rec = res["record"]
-    p, t = rec.params, rec.timings
+    p = rec.params
     n = len(res["videos"])
     if n == 1:
         show_video(res["path"] / "video.mp4", frame_width=p.width)
@@ -93,11 +93,7 @@ def result() -> None:
                     show_video(res["path"] / (f"video-{k}.mp4" if k else "video.mp4"), f"seed {p.seed + k}")
     chunk = rec.effective.get("decode_chunk_size", p.decode_chunk)
     chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size else "")
-    device = rec.device or "?"
-    where = f"{rec.memory_mode} mode on {device}" if device.startswith("cuda") else f"on {device}"
-    st.caption(f"{summary_line(rec)} · {chunk_text} · {t.get('total', 0):.1f} s (encode "
-               f"{t.get('image_encode', 0):.1f}, denoise {t.get('denoise', 0):.1f}, decode "
-               f"{t.get('decode', 0):.1f}) · {where} · saved to outputs/{res['path'].name}")
+    st.caption(f"{summary_line(rec)} · {chunk_text} · {timings_line(rec)} · saved to outputs/{res['path'].name}")
     for note in rec.notes:
         st.caption(f":material/info: {note}")
     k, whose = 0, ""

@@ -8,7 +8,7 @@ import torch
 from app.controls import first_run_screen
 from app.download import download_panel
 from app.resources import checkpoint_problems, checkpoints, make_demo_model
-from svd_core import checkpoint_dir, get_variant, list_variants
+from svd_core import available_devices, checkpoint_dir, get_variant, list_variants
 
 
 def page() -> None:
@@ -35,8 +35,9 @@ def page() -> None:
             st.rerun()
 
     st.subheader("This machine")
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    devices = available_devices()
+    gpu = torch.cuda.get_device_name(0) if "cuda" in devices else "none"
+    mps = "mps" in devices
     st.markdown(f"- Python {platform.python_version()}, torch {torch.__version__}\n- CUDA GPU: {gpu}\n"
                 f"- Apple MPS: {mps}")
     st.subheader("Serving")
