@@ -38,6 +38,13 @@ def _choose() -> None:
         state.refuse_model(str(e))
 
 
+def _retry_load() -> None:
+    """Select the server's model again: that clears its load error, so the page's rerun loads it again."""
+    server = get_server()
+    if server.choice is not None:
+        server.select(server.choice, by=state.session_id())
+
+
 def sidebar() -> None:
     found = checkpoints()
     server = get_server()
@@ -150,8 +157,9 @@ def require_sampler():
         else:
             with st.spinner(f"Loading {info.name}… (a 9.56 GB checkpoint takes a minute)"):
                 sampler = server.sampler()
-    except (SVDError, ValueError) as e:
+    except SVDError as e:  # one line, whatever went wrong (the traceback is in the server's log)
         st.error(f"Cannot load {info.name}: {e}", icon=":material/error:")
+        st.button("Try loading again", on_click=_retry_load)
         st.stop()
     sync_knobs(info)
     return sampler

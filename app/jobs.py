@@ -5,13 +5,14 @@ the callbacks below handed to svd_core, and records how it ended. Runs go throug
 (app/server.py), which calls `run(sampler)`; a download runs on a thread of its own (`start_thread()`). No
 Streamlit here: the pages poll a Job (app/widgets/progress.py). Cancel sets an event that the core checks between
 steps, before each decode call and just before the run folder is renamed into place (`should_stop`); a job
-cancelled while queued never runs.
+cancelled while queued ends at once and never runs. `end()` is the one place a job ends.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 from svd_core import Cancelled, SVDError
@@ -28,6 +29,7 @@ class Job:
         self._work = work  # work(job, *args of run()) -> the result dict
         self.kind, self.owner, self.label = kind, owner, label
         self.model = model  # the model choice the page was drawn for (None: not a model run, e.g. a download)
+        self._lock = threading.RLock()  # status changes: run, end, cancel
         self.cancel_event = threading.Event()
         self.done_event = threading.Event()  # set when the job has finished, whichever way
         self.status = "queued"  # queued -> running -> done | cancelled | error
@@ -47,30 +49,30 @@ class Job:
 
     # the job's life ---------------------------------------------------------------------------------------
     def run(self, *args) -> None:
-        """Run the work now, on this thread, unless the job was cancelled while queued; record how it ended."""
-        try:
-            if self.cancel_event.is_set():
-                raise Cancelled("cancelled while queued")
+        """Run the work now, on this thread, unless the job has already ended (cancelled while queued); record
+        how it ended."""
+        with self._lock:
+            if self.status != "queued":
+                return
             self.status = "running"
+        try:
             self.result = self._work(self, *args)
-            self.status = "done"
+            self.end("done")
         except Cancelled:
-            self.status = "cancelled"
+            self.end("cancelled")
         except (SVDError, ValueError) as e:
-            self.error, self.status = str(e), "error"
+            self.end("error", str(e))
         except Exception as e:  # unexpected: still one line in the UI; the traceback goes to the server log
-            import traceback
-
             traceback.print_exc()
-            self.error, self.status = f"{type(e).__name__}: {e}", "error"
-        finally:
-            self.preview = None
-            self.done_event.set()
+            self.end("error", f"{type(e).__name__}: {e}")
 
-    def refuse(self, reason: str) -> None:
-        """End a job that did not run: an error with `reason`."""
-        self.error, self.status = reason, "error"
-        self.done_event.set()
+    def end(self, status: str, error: str = "") -> None:
+        """The one place a job ends: done, cancelled or error (with its line); a job ends once."""
+        with self._lock:
+            if self.finished:
+                return
+            self.status, self.error, self.preview = status, error, None
+            self.done_event.set()
 
     def start_thread(self) -> Job:
         """Run on a thread of its own (a download: not a model run, so not the model server's worker)."""
@@ -115,7 +117,11 @@ class Job:
         self.on_step(i, n)
 
     def cancel(self) -> None:
+        """A queued job ends now and never runs; a running one stops at the core's next check."""
         self.cancel_event.set()
+        with self._lock:
+            if self.status == "queued":
+                self.end("cancelled")
 
     # ------------------------------------------------------------------------------------------------------
     @property

@@ -4,18 +4,21 @@ queued on it. No Streamlit here (resources.py caches one ModelServer per process
 - The model's settings (checkpoint, device, memory mode) belong to the server, not to whichever session reran
   last: a session asks to change them with `select`, which is refused while any job is queued or running, and
   the old pipeline is released before the new one loads, so two never sit on one device.
-- One worker thread runs every job of every session, one at a time, in the order they were submitted (a
-  `queue.Queue`); `jobs()` lists them for every session to see. A job carries the model its page was drawn for:
-  one submitted for another model than the server's (the model changed in another tab) is refused, at `submit`
-  and again when its turn comes. A job whose tab was closed runs to the end and its result stays in History.
+- One worker thread runs every job of every session, one at a time, in the order they were submitted (a deque
+  whose head the worker takes, woken by a Condition); `jobs()` lists them for every session to see. A job
+  carries the model its page was drawn for: one submitted for another model than the server's (the model
+  changed in another tab) is refused, at `submit` and again when its turn comes. A job whose tab was closed runs
+  to the end and its result stays in History. Whatever goes wrong with one job (its model cannot load, an
+  unexpected error) ends that job with one line, and the worker goes on.
 """
 
 from __future__ import annotations
 
 import gc
-import queue
 import threading
 import time
+import traceback
+from collections import deque
 
 from svd_core import ModelSpec, SVDError
 
@@ -33,10 +36,19 @@ def model_changed(choice: ModelSpec | None) -> str:
             "and press again.")
 
 
+def one_line(e: Exception) -> str:
+    """An exception as one line for the page: our errors say it in their message; anything else (torch's out of
+    memory, a CUDA error) is named by its type, with the first line of its message."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if isinstance(e, (SVDError, ValueError)) else f"{type(e).__name__}: {text}"
+
+
 class ModelServer:
     def __init__(self, make_sampler):
         self._make_sampler = make_sampler  # ModelSpec -> Sampler
         self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)  # a job was queued
         self._load_lock = threading.Lock()
         self.choice: ModelSpec | None = None
         self.changed_by = ""  # the session that chose the current model
@@ -44,16 +56,19 @@ class ModelServer:
         self._sampler = None
         self._loaded_for: ModelSpec | None = None
         self.load_error = ""
-        self._jobs: list = []  # queued and running, in submission order: the worker's order
-        self._queue: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._running = None  # the job the worker runs now
+        self._queue: deque = deque()  # the jobs waiting, in submission order: the worker takes the head
         self.decode_seconds_per_megapixel_frame: float | None = None  # learnt from finished runs, for estimates
+        threading.Thread(target=self._serve, name="svd-worker", daemon=True).start()
 
     # ---------------------------------------------------------------------------------------------- model
     def select(self, choice: ModelSpec, by: str = "") -> None:
-        """Make `choice` the server's model (it loads on first use). Raises Busy while jobs are active."""
+        """Make `choice` the server's model (it loads on first use). Raises Busy while jobs are active. The same
+        choice again, after it failed to load, clears the error: the next use tries to load it again."""
         with self._lock:
             if choice == self.choice:
+                if not self.loaded:
+                    self.load_error = ""
                 return
             active = self.jobs()
             if active and self.choice is not None:
@@ -81,8 +96,9 @@ class ModelServer:
         return self._sampler is not None and self._loaded_for == self.choice
 
     def sampler(self):
-        """The loaded Sampler for the current choice; loads it once (other callers wait). Raises SVDError /
-        ValueError with the reason when it cannot load (kept in load_error until the choice changes)."""
+        """The loaded Sampler for the current choice; loads it once (other callers wait). Raises SVDError with
+        the reason, in one line, when it cannot load, whatever went wrong (kept in load_error until the choice is
+        selected again; an unexpected error's traceback goes to the server's log)."""
         with self._load_lock:
             with self._lock:
                 choice = self.choice
@@ -95,11 +111,14 @@ class ModelServer:
                 self._release()
             try:
                 sampler = self._make_sampler(choice)
-            except (SVDError, ValueError) as e:
+            except Exception as e:
+                if not isinstance(e, (SVDError, ValueError)):
+                    traceback.print_exc()
+                line = one_line(e)
                 with self._lock:
                     if self.choice == choice:
-                        self.load_error = str(e)
-                raise
+                        self.load_error = line
+                raise SVDError(line) from e
             with self._lock:
                 if self.choice != choice:  # changed while loading: drop it rather than hold two
                     del sampler
@@ -115,64 +134,55 @@ class ModelServer:
         with self._lock:
             if job.model != self.choice:
                 raise ModelChanged(model_changed(self.choice))
-            self._jobs.append(job)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._serve, name="svd-worker", daemon=True)
-                self._worker.start()
-            self._queue.put(job)
+            self._queue.append(job)
+            self._wake.notify()
 
     def _serve(self) -> None:
-        """The worker: one job at a time, in submission order, each on the model it was submitted for."""
+        """The worker: one job at a time, in submission order, each on the model it was submitted for. Whatever
+        goes wrong with one job ends that job (one line; the traceback to the server's log), not the worker."""
         while True:
-            job = self._queue.get()
+            with self._lock:
+                while not self._queue:
+                    self._wake.wait()
+                job = self._running = self._queue.popleft()
             try:
                 self._run(job)
+            except Exception as e:
+                traceback.print_exc()
+                job.end("error", one_line(e))
             finally:
                 with self._lock:
-                    if job in self._jobs:
-                        self._jobs.remove(job)
+                    self._running = None
 
     def _run(self, job) -> None:
-        with self._lock:
-            if job.finished:  # cancelled while queued
-                return
-            if job.model != self.choice:  # select refuses while jobs are queued: checked again all the same
-                job.refuse(model_changed(self.choice))
-                return
-            job.status = "running"
+        if job.finished:  # cancelled while queued
+            return
+        if job.model != self.choice:  # select refuses while jobs are queued: checked again all the same
+            job.end("error", model_changed(self.choice))
+            return
         try:
             sampler = self.sampler()
-        except (SVDError, ValueError) as e:
-            job.refuse(f"Cannot load {job.model.name}: {e}")
+        except SVDError as e:
+            job.end("error", f"Cannot load {job.model.name}: {e}")
             return
         job.run(sampler)
         if job.decode_rate:
             self.decode_seconds_per_megapixel_frame = job.decode_rate
 
     def cancel(self, job) -> None:
-        """Cancel a job: a queued one leaves the queue at once and never runs; a running one stops at its next
-        check."""
+        """Cancel a job: a queued one ends at once and leaves the queue (it never runs); a running one stops at
+        its next check."""
         job.cancel()
         with self._lock:
-            if job.status == "queued" and job in self._jobs:
-                self._jobs.remove(job)
-                job.status = "cancelled"
-                job.done_event.set()
+            if job.finished and job in self._queue:
+                self._queue.remove(job)
 
     def jobs(self) -> list:
         """Queued and running jobs in submission order: the running one first, then the queue."""
         with self._lock:
-            return [j for j in self._jobs if not j.finished]
+            return [j for j in ([self._running] if self._running else []) + list(self._queue) if not j.finished]
 
     def position(self, job) -> int:
         """How many jobs run before `job` (0: it runs now, or next)."""
-        with self._lock:
-            return self._jobs.index(job) if job in self._jobs else 0
-
-    def device_type(self) -> str:
-        """'cpu', 'cuda', 'mps' of the loaded model, or of the chosen device; '' while unknown (best available,
-        not loaded yet)."""
-        sampler = self._sampler
-        if sampler is not None:
-            return sampler.device.type
-        return self.choice.device.split(":")[0] if self.choice is not None else ""
+        jobs = self.jobs()
+        return jobs.index(job) if job in jobs else 0

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.jobs import Job
 from app.server import Busy, ModelChanged, ModelServer
-from svd_core import ModelSpec
+from svd_core import ModelSpec, SVDError
 
 from .conftest import FIXTURES
 
@@ -164,3 +164,63 @@ def test_a_tab_drawn_before_another_tab_changed_the_model_cannot_run(tmp_path, m
         assert resources.get_server().sampler() is loaded[-1]()  # the server holds B's pipeline only
     finally:
         resources.get_server.clear()
+
+
+def test_a_model_that_cannot_load_ends_its_job_and_the_worker_goes_on(tiny_checkpoint):
+    """Loading can raise anything (torch's out of memory, a CUDA RuntimeError): the job ends with one line, the
+    worker lives on, and the same model selected again loads and runs the next job."""
+    from app.resources import _make_sampler
+
+    fail = [True]
+
+    def make(choice):
+        if fail[0]:
+            raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
+        return _make_sampler(choice)
+    server = ModelServer(make)
+    server.select(ModelSpec(str(tiny_checkpoint), device="cpu"))
+    first = Job("generate", lambda job, sampler: {"ran": 1}, model=server.choice)
+    server.submit(first)
+    assert first.done_event.wait(30)
+    assert first.status == "error" and first.error == (
+        "Cannot load tiny.safetensors: RuntimeError: CUDA error: out of memory")
+    assert server.load_error == "RuntimeError: CUDA error: out of memory" and server.jobs() == []
+    with pytest.raises(SVDError, match=r"^RuntimeError: CUDA error: out of memory$"):  # kept: no reload per rerun
+        server.sampler()
+    fail[0] = False
+    server.select(server.choice)  # "Try loading again": the same model clears the error
+    assert server.load_error == ""
+    second = Job("generate", lambda job, sampler: {"ran": 2}, model=server.choice)
+    server.submit(second)
+    assert second.done_event.wait(30) and second.status == "done" and second.result == {"ran": 2}
+
+
+def test_a_job_that_breaks_the_worker_ends_with_one_line_and_the_next_runs(server):
+    """Whatever escapes a job's own handling ends that job, not the worker."""
+    class Broken(Job):
+        def run(self, *args):
+            raise KeyError("oops")
+    broken = Broken("generate", lambda job, sampler: {}, model=server.choice)
+    after = Job("generate", lambda job, sampler: {"ok": 1}, model=server.choice)
+    server.submit(broken)
+    server.submit(after)
+    assert broken.done_event.wait(30) and broken.status == "error" and broken.error == "KeyError: 'oops'"
+    assert after.done_event.wait(30) and after.status == "done"
+
+
+def test_a_job_cancelled_while_queued_ends_at_once_even_without_the_server(server):
+    """job.cancel() (a download's Cancel, a closed test) ends a queued job itself; the worker skips it."""
+    gate, ran = threading.Event(), []
+    first = Job("generate", lambda job, sampler: gate.wait(30) and {}, model=server.choice)
+    queued = Job("generate", lambda job, sampler: ran.append(1) or {}, model=server.choice)
+    server.submit(first)
+    server.submit(queued)
+    wait_until(lambda: first.status == "running")
+    queued.cancel()
+    assert queued.status == "cancelled" and queued.done_event.is_set() and server.jobs() == [first]
+    queued.end("error", "late")  # a job ends once
+    assert queued.status == "cancelled" and queued.error == ""
+    gate.set()
+    assert first.done_event.wait(30) and first.status == "done"
+    wait_until(lambda: server.jobs() == [])
+    assert ran == []

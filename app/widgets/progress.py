@@ -72,7 +72,7 @@ def job_panel(job: Job, cancel_label: str = "Cancel") -> None:
         st.progress(job.fraction, text=job.progress_text(ahead))
         if job.watch and job.preview is not None:
             st.image(job.preview, caption="The model's current estimate of the video", width=PREVIEW_WIDTH)
-        st.button(cancel_label, key=f"cancel-{id(job)}", on_click=server.cancel, args=(job,),
+        st.button(cancel_label, key=f"cancel-{id(job)}", on_click=job.cancel,
                   disabled=job.cancel_event.is_set())
 
     panel()
