@@ -21,7 +21,7 @@ def _path_title(name: str) -> str:
 
 
 def reset(params) -> None:
-    """The Camera section's widgets from params (SV3D_p; state.set_params): explicit azimuths become the custom
+    """The Camera section's widgets from params (SV3D_p; controls.load_settings): explicit azimuths become the custom
     per-frame path; one elevation with the default orbit stays the orbit."""
     state.new_camera_table()
     elevations = params.elevations_deg

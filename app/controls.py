@@ -7,7 +7,8 @@ import time
 
 import streamlit as st
 
-from app import charts, state
+from app import camera, charts, guidance, state
+from app.download import download_panel
 from app.resources import checkpoints, get_server, make_demo_model
 from app.server import Busy
 from svd_core import (
@@ -170,13 +171,20 @@ def sync_knobs(info) -> None:
     made_for = state.knobs_for()
     if made_for == str(info.path):
         return
-    state.set_params(SamplingParams.for_variant(info.variant), str(info.path))
+    load_settings(SamplingParams.for_variant(info.variant), str(info.path))
     if made_for is not None:
         state.notify("generate", f"The model is now {info.name}: settings reset to its defaults.")
 
 
+def load_settings(params: SamplingParams, made_for: str | None) -> None:
+    """Every knob from `params` (before the widgets are drawn, or from a callback), the camera's and guiders'
+    own widgets with them. `made_for`: the checkpoint these values belong to, so a change of model is noticed."""
+    state.set_params(params, made_for)
+    camera.reset(params)
+    guidance.reset(params)
+
+
 def first_run_screen() -> None:
-    from app.download import download_panel
 
     st.title("Welcome to SVD Studio")
     st.markdown("No checkpoint found in `checkpoints/` or in your Hugging Face cache. Download one here (a "
@@ -254,7 +262,7 @@ def _new_seed() -> None:
 
 
 def _reset(info) -> None:
-    state.set_params(SamplingParams.for_variant(info.variant), str(info.path))
+    load_settings(SamplingParams.for_variant(info.variant), str(info.path))
 
 
 FPS_HELP = ("Three numbers are called fps. Conditioning fps (this knob) is diffusers' and ComfyUI's `fps`; the "
@@ -289,9 +297,8 @@ def knob_widgets(multiple: int = 64) -> SamplingParams | None:
                    f"{info.variant.defaults['motion_bucket_id']}.")
     sv3d = info is not None and info.variant.is_sv3d
     if sv3d:  # SV3D has no fps or motion inputs: the camera instead
-        from app.camera import camera_section
 
-        camera_section(info.variant, state.knob("num_frames") or info.variant.num_frames)
+        camera.camera_section(info.variant, state.knob("num_frames") or info.variant.num_frames)
     else:
         ranged("motion_bucket_id", state.knob_key("motion_bucket_id"))
         warning_captions(warnings, "motion_bucket_id")
@@ -365,9 +372,8 @@ def sampler_panel() -> None:
                             format="%d" if isinstance(RANGES[name][0], int) else "%g")
     elif guider not in ("triangle", "custom"):
         st.caption("This combination has no further knobs.")
-    from app.guidance import guider_knobs
 
-    guider_knobs(guider)
+    guidance.guider_knobs(guider)
     _widget("num_videos", st.number_input, step=1)
     draft = _draft()  # with the guider's lists just written
     if draft is not None:

@@ -16,7 +16,7 @@ def _fmt(values) -> str:
 
 
 def reset(params) -> None:
-    """The widgets from params (state.set_params): the period text and a fresh per-frame table."""
+    """The widgets from params (controls.load_settings): the period text and a fresh per-frame table."""
     state.put(state.GUIDER_PERIOD, _fmt(params.period))
     state.set_guider_custom(None if params.guidance_scales is None else [float(v) for v in params.guidance_scales])
     state.new_guider_table()

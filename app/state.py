@@ -133,15 +133,12 @@ def set_knob(name: str, value) -> None:
 
 
 def set_params(params: SamplingParams, made_for: str | None) -> None:
-    """Write every knob (before the widgets are drawn, or from a callback), and the camera's and guiders' own
-    widgets from them. `made_for`: the checkpoint these values belong to, so a change of model is noticed."""
-    from app import camera, guidance
-
+    """Write every knob (before the widgets are drawn, or from a callback); controls.load_settings also redraws
+    the camera's and guiders' own widgets from them. `made_for`: the checkpoint these values belong to, so a
+    change of model is noticed."""
     for name, value in params.to_dict().items():
         set_knob(name, 0 if name == "output_fps" and value is None else value)  # 0: the conditioning fps
     _store()["knobs_for"] = made_for
-    camera.reset(params)
-    guidance.reset(params)
 
 
 def knobs_for() -> str | None:

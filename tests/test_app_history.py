@@ -210,3 +210,50 @@ def test_use_these_settings_restores_background_removal(with_tiny, tiny_sampler,
     goto(at, "history").run()
     next(b for b in at.button if b.key == f"use_{plain.name}").click().run()
     assert at.session_state["remove_bg"] is False and at.session_state["knob_seed"] == 4
+
+
+def test_use_these_settings_changes_only_the_checkpoint(with_tiny, tiny_sampler, input_png):
+    """The run's checkpoint is loaded with the server's device, memory mode and compile as they are."""
+    from app.resources import get_server
+    from svd_core import ModelSpec
+
+    ck, _ = with_tiny
+    (ck / "other.safetensors").symlink_to(ck / "tiny.safetensors")
+    path = saved_run(tiny_sampler, input_png, seed=5)  # made with tiny.safetensors
+    server = get_server()
+    server.select(ModelSpec(str(ck / "other.safetensors"), device="cpu", memory_mode="low", compile=True))
+    at = app("history")
+    next(b for b in at.button if b.key == f"use_{path.name}").click().run()
+    assert server.choice == ModelSpec(str(ck / "tiny.safetensors"), device="cpu", memory_mode="low", compile=True)
+    assert at.session_state["knob_seed"] == 5
+
+
+def test_use_these_settings_loads_nothing_while_the_model_cannot_change(with_tiny, tiny_sampler, input_png):
+    """Runs active on another model: the run's settings belong to its own model (maybe another variant's), so
+    they are not loaded as if made for the current one, and History says why."""
+    import threading
+
+    from app.jobs import Job
+    from app.resources import get_server
+    from svd_core import ModelSpec
+
+    ck, _ = with_tiny
+    (ck / "other.safetensors").symlink_to(ck / "tiny.safetensors")
+    path = saved_run(tiny_sampler, input_png, seed=5, motion_bucket_id=33)
+    server = get_server()
+    server.select(ModelSpec(str(ck / "other.safetensors"), device="cpu"))
+    at = app("history")
+    seed, bucket = at.session_state["knob_seed"], at.session_state["knob_motion_bucket_id"]
+    gate = threading.Event()
+    busy = Job("generate", lambda job, sampler: gate.wait(30) and {}, model=server.choice)
+    server.submit(busy)
+    try:
+        next(b for b in at.button if b.key == f"use_{path.name}").click().run()
+        assert not at.exception and at.title[0].value == "History"
+        assert server.choice.name == "other.safetensors"
+        assert at.session_state["knob_seed"] == seed and at.session_state["knob_motion_bucket_id"] == bucket
+        assert any(f"Run {path.name} was made with tiny.safetensors, which cannot be loaded now" in i.value
+                   and "Nothing loaded" in i.value for i in at.info)
+    finally:
+        gate.set()
+        busy.done_event.wait(30)

@@ -3,13 +3,16 @@ original image, or delete it (a comparison with or without its cells)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from app import navigation, state
-from app.resources import checkpoints
+from app.controls import current_checkpoint, load_settings
+from app.resources import checkpoints, get_server
+from app.server import Busy
 from app.widgets.result import picture, trajectory_steps, trajectory_view
 from svd_core import (
-    ModelSpec,
     SVDError,
     background_removal_available,
     delete_run,
@@ -37,10 +40,9 @@ def load_from_video(runs) -> None:
         st.error(f"{up.name}: {e}", icon=":material/error:")
         return
     grid = record.kind == "sweep"  # a comparison's grid.mp4: its first cell's settings
-    from app.controls import current_checkpoint
 
     info = current_checkpoint()
-    state.set_params(params, str(info.path) if info else None)
+    load_settings(params, str(info.path) if info else None)
     state.set_remove_bg(record.request.remove_bg)
     state.set_save_trajectory(record.request.save_trajectory)
     same = next((r for r in runs if r.record.input_pixels_sha256 == record.input_pixels_sha256), None)
@@ -67,11 +69,8 @@ def load_from_video(runs) -> None:
 
 def use_settings(run_id: str, path) -> bool:
     """Load the run's request (its settings, background removal and denoising-record option), original image and
-    (when it is still here) checkpoint into Generate; False (and a note) when the run is gone."""
-    from app.controls import current_checkpoint
-    from app.resources import get_server
-    from app.server import Busy
-
+    (when it is still here) checkpoint into Generate; False (and a note) when the run is gone, or when its
+    checkpoint is here but cannot be loaded now (runs are active)."""
     try:
         run = load_run(path)
         image = run.original_input or run.file("input.png")
@@ -86,16 +85,18 @@ def use_settings(run_id: str, path) -> bool:
     same_file = [c for c in checkpoints() if c.name == run.record.checkpoint]
     note = ""
     if same_file and server.choice is not None and str(same_file[0].path) != server.choice.checkpoint:
-        try:
-            server.select(ModelSpec(str(same_file[0].path), server.choice.device,
-                                                  server.choice.memory_mode), by=state.session_id())
-        except Busy as e:
-            note = f" Its checkpoint {same_file[0].name} is not loaded: {e}."
+        try:  # only the checkpoint changes: the device, memory mode and compile stay the server's
+            server.select(dataclasses.replace(server.choice, checkpoint=str(same_file[0].path)),
+                          by=state.session_id())
+        except Busy as e:  # its settings belong to its model (maybe another variant's): not loaded for this one
+            state.notify("history", f"Run {run_id} was made with {same_file[0].name}, which cannot be loaded now: "
+                                    f"{e}. Nothing loaded: try again then.")
+            return False
     elif not same_file:
         note = f" Its checkpoint {run.record.checkpoint or '?'} is not in checkpoints/."
     info = current_checkpoint()
     request = run.record.request
-    state.set_params(request.params, str(info.path) if info else None)
+    load_settings(request.params, str(info.path) if info else None)
     state.set_remove_bg(request.remove_bg)
     state.set_save_trajectory(request.save_trajectory)
     if request.remove_bg and not background_removal_available():
