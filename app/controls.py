@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -29,10 +30,13 @@ def _size(info) -> str:
     return f"{info.size_gb:.2f} GB" if info.size_gb >= 0.1 else f"{info.size_bytes / 1e6:.0f} MB"
 
 
-def _choose() -> None:
-    """on_change of the sidebar's model widgets: ask the server; refused while runs are active."""
+def _choose(field: str) -> None:
+    """on_change of the sidebar's model widget of `field` (a ModelSpec field): ask the server for its model with
+    that one field changed, so a sidebar drawn before another tab's change keeps the rest of it; refused while
+    runs are active."""
     server = get_server()
-    choice = ModelSpec(*state.model_widgets())
+    widgets = ModelSpec(*state.model_widgets())
+    choice = dataclasses.replace(server.choice or widgets, **{field: getattr(widgets, field)})
     try:
         server.select(choice, by=state.session_id())
     except Busy as e:
@@ -92,7 +96,7 @@ def model_panel(by_path: dict) -> None:
             return
         # the widgets show the server's model, whoever chose it
         state.show_model(choice)
-        st.selectbox("Checkpoint", list(by_path), key=state.MODEL_CHECKPOINT, on_change=_choose,
+        st.selectbox("Checkpoint", list(by_path), key=state.MODEL_CHECKPOINT, on_change=_choose, args=("checkpoint",),
                      format_func=lambda p: by_path[p].repo_id.split("/")[-1] if by_path[p].repo_id
                      else by_path[p].path.stem,  # short enough for the sidebar
                      help="One model for every open tab: it can change while no run is queued or running.")
@@ -108,12 +112,13 @@ def model_panel(by_path: dict) -> None:
         if devices == ["cpu"]:
             st.caption("Device: CPU (no GPU found). Memory modes apply to GPUs only.")
         else:
-            st.selectbox("Device", ["", *devices], key=state.MODEL_DEVICE, on_change=_choose,
+            st.selectbox("Device", ["", *devices], key=state.MODEL_DEVICE, on_change=_choose, args=("device",),
                          format_func=lambda d: d or f"best ({devices[0]})", help="CUDA GPU, Apple MPS or CPU (slow)")
             st.selectbox("Memory mode", MEMORY_MODES, key=state.MODEL_MEMORY_MODE, on_change=_choose,
+                         args=("memory_mode",),
                          help="fast: all on the GPU · balanced: model CPU offload · low: offload + chunked UNet + "
                               "decode chunks of 2 (< 8 GB for SVD-XT) · auto: by free GPU memory")
-            st.checkbox("Compile (torch.compile)", key=state.MODEL_COMPILE, on_change=_choose,
+            st.checkbox("Compile (torch.compile)", key=state.MODEL_COMPILE, on_change=_choose, args=("compile",),
                         help="Compiles the UNet and VAE decoder: the first run with a new size, frame count or "
                              "guider compiles (minutes), later runs are faster.")
         st.caption(f"Chosen by {who(server.changed_by)} at "

@@ -80,3 +80,19 @@ def test_two_sessions_one_model(with_tiny, reference_checkpoints):
     assert get_server().choice.checkpoint == xt and not b.sidebar.warning
     a.run()
     assert a.sidebar.selectbox(key="model_ckpt").value == xt
+
+
+def test_a_stale_sidebar_changes_only_the_setting_it_changed(with_tiny, monkeypatch):
+    """Tab A's sidebar was drawn before tab B turned compile on: A's change of memory mode keeps B's compile."""
+    from app import controls
+    from app.resources import get_server
+    from svd_core import ModelSpec
+
+    monkeypatch.setattr(controls, "available_devices", lambda: ["cuda", "cpu"])  # the GPU widgets are drawn
+    a, b = app("history"), app("history")  # History loads no model
+    tiny = str(with_tiny[0] / "tiny.safetensors")
+    b.sidebar.checkbox(key="model_compile").check().run()
+    assert get_server().choice == ModelSpec(tiny, compile=True)
+    a.sidebar.selectbox(key="model_memory_mode").set_value("low").run()  # A still shows compile off
+    assert not a.exception
+    assert get_server().choice == ModelSpec(tiny, memory_mode="low", compile=True)
