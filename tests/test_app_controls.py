@@ -4,6 +4,8 @@ import time
 
 import pytest
 
+from svd_core import read_video
+
 from .apptest import (
     PNG,
     app,
@@ -44,7 +46,7 @@ def test_two_sessions_take_turns_on_one_pipeline(with_tiny):
     assert job_a.owner not in queue
     button(a, "Cancel").click().run()
     res = wait(b, "gen")
-    assert res["videos"][0].shape[0] == 4 and job_a.status == "cancelled"
+    assert read_video(res["path"] / "video.mp4")[0].shape[0] == 4 and job_a.status == "cancelled"
 
 
 def test_two_sessions_one_model(with_tiny, reference_checkpoints):

@@ -6,6 +6,7 @@ import time
 import pytest
 from streamlit.testing.v1.errors import AppTestError
 
+from svd_core import read_video
 from svd_core.runs import list_runs
 
 from .apptest import (
@@ -89,7 +90,8 @@ def test_generate_full_run_survives_reruns(with_tiny):
     assert all(f"{m} " in estimate for m in ("fast", "balanced", "low")) and "this server: auto → fast" in estimate
     button(at, "Generate video").click().run()
     res = wait(at, "gen")
-    assert (res["path"] / "video.mp4").is_file() and res["videos"][0].shape == (3, 64, 64, 3)
+    assert set(res) == {"path", "record"}  # no frames kept in the session: the downloads read the run's mp4
+    assert read_video(res["path"] / "video.mp4")[0].shape == (3, 64, 64, 3)
     assert at.get("video")
     metrics = res["record"].metrics  # each per-frame metric of the run is charted, frame by frame
     drawn = charts(at)
@@ -105,6 +107,22 @@ def test_generate_full_run_survives_reruns(with_tiny):
     assert at.get("video") and result(at, "gen")["path"] == res["path"]
     labels = [b.label for b in at.get("download_button")]
     assert labels[:4] == ["mp4", "GIF", "frames (zip)", "run.json"]
+
+
+def test_the_gif_and_zip_downloads_are_made_from_the_run_mp4(with_tiny, tiny_sampler, input_png):
+    import io
+    import zipfile
+
+    from app.widgets.result import export_video
+
+    from .apptest import saved_run
+
+    path = saved_run(tiny_sampler, input_png)
+    gif = export_video(path / "video.mp4", "gif", 7)
+    assert gif.startswith(b"GIF8") and read_video(gif)[0].shape == (3, 64, 64, 3)
+    with zipfile.ZipFile(io.BytesIO(export_video(path / "video.mp4", "zip", 7))) as z:
+        assert len([n for n in z.namelist() if n.endswith(".png")]) == 3
+    assert export_video(path / "gone.mp4", "gif", 7) == b""  # deleted meanwhile: an empty download, no traceback
 
 
 def test_generate_cancel(with_tiny):
@@ -165,7 +183,7 @@ def test_sampler_panel_shows_what_applies_and_runs_several_videos(with_tiny):
     button(at, "Generate video").click().run()
     res = wait(at, "gen")
     r = res["record"]
-    assert len(res["videos"]) == 2 and (res["path"] / "video-1.mp4").is_file()
+    assert r.params.num_videos == 2 and (res["path"] / "video-1.mp4").is_file()
     assert any(c.value == f"seed {r.params.seed + 1}" for c in at.caption)  # side by side, each with its seed
     rec = json.loads((res["path"] / "run.json").read_text())
     assert rec["params"]["sampler"] == "euler_ancestral" and rec["params"]["guider"] == "triangle"

@@ -66,7 +66,7 @@ def start(prepared, params, upload) -> None:
         record_decode_rate(job, result)
         job.on_phase("saving")
         path = save_run(result, sampler.info, source=(upload.name, upload.data), should_stop=job.should_stop)
-        return {"path": path, "videos": result.videos, "record": load_run(path).record}
+        return {"path": path, "record": load_run(path).record}
     start_job("gen", "generate", work,
               frame_megapixels=params.num_videos * params.num_frames * params.width * params.height / 1e6,
               watch=state.live_preview())
@@ -83,7 +83,7 @@ def result() -> None:
         return
     rec = res["record"]
     p = rec.params
-    n = len(res["videos"])
+    n = p.num_videos
     if n == 1:
         show_video(res["path"] / "video.mp4", frame_width=p.width)
     else:  # num_videos: side by side, each with its own seed
@@ -104,4 +104,4 @@ def result() -> None:
     variant = get_variant(rec.variant) if rec.variant in list_variants() else None
     metrics = (rec.video_metrics or (rec.metrics,))[k]
     show_metrics(metrics, variant is not None and variant.untrained, rec.is_sv3d, whose)
-    downloads(res["path"], res["videos"][k], p.video_fps, "gen", video=k)
+    downloads(res["path"], p.video_fps, "gen", video=k)

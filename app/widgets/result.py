@@ -164,8 +164,14 @@ def show_metrics(metrics: dict, untrained: bool, sv3d: bool = False, whose: str 
                    "flow: the mean optical flow between consecutive frames. See docs/metrics.md.")
 
 
-def _exporter(frames, fmt: str, fps: int):
-    return lambda: export_frames(frames, fmt, fps)
+def export_video(video: Path, fmt: str, fps: int) -> bytes:
+    """A run's video file as a GIF or frames zip (`fmt`), decoded from the file when the download is clicked (so
+    no session keeps a video's frames in memory); b"" when the file is gone or unreadable."""
+    try:
+        frames, _ = read_video(video)
+    except (SVDError, OSError):
+        return b""
+    return export_frames(frames, fmt, fps)
 
 
 def _read(path: Path) -> bytes:
@@ -175,16 +181,17 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def downloads(path, frames, fps: int, key: str, video: int = 0) -> None:
-    """mp4 and run.json from the run folder; GIF and frames zip made from the frames when clicked. `video`:
-    which of a run's videos (num_videos) the mp4, GIF and zip are; run.json describes them all."""
+def downloads(path, fps: int, key: str, video: int = 0) -> None:
+    """mp4 and run.json from the run folder; GIF and frames zip made from the mp4 when clicked. `video`: which of
+    a run's videos (num_videos) the mp4, GIF and zip are; run.json describes them all."""
     tail = f"-{video}" if video else ""
+    mp4 = path / f"video{tail}.mp4"
     cols = st.columns(4)
-    cols[0].download_button("mp4", _read(path / f"video{tail}.mp4"), file_name=f"{path.name}{tail}.mp4",
+    cols[0].download_button("mp4", _read(mp4), file_name=f"{path.name}{tail}.mp4",
                             mime="video/mp4", key=f"{key}-mp4{tail}", width="stretch")
-    cols[1].download_button("GIF", _exporter(frames, "gif", fps), file_name=f"{path.name}{tail}.gif",
+    cols[1].download_button("GIF", lambda: export_video(mp4, "gif", fps), file_name=f"{path.name}{tail}.gif",
                             mime="image/gif", key=f"{key}-gif{tail}", width="stretch")
-    cols[2].download_button("frames (zip)", _exporter(frames, "zip", fps), file_name=f"{path.name}{tail}.zip",
+    cols[2].download_button("frames (zip)", lambda: export_video(mp4, "zip", fps), file_name=f"{path.name}{tail}.zip",
                             mime="application/zip", key=f"{key}-zip{tail}", width="stretch")
     cols[3].download_button("run.json", _read(path / "run.json"), file_name=f"{path.name}.json",
                             mime="application/json", key=f"{key}-json", width="stretch")
