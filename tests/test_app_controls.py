@@ -98,3 +98,25 @@ def test_a_stale_sidebar_changes_only_the_setting_it_changed(with_tiny, monkeypa
     a.sidebar.selectbox(key="model_memory_mode").set_value("low").run()  # A still shows compile off
     assert not a.exception
     assert get_server().choice == ModelSpec(tiny, memory_mode="low", compile=True)
+
+
+def test_a_model_that_cannot_load_says_one_line_and_can_be_tried_again(with_tiny, monkeypatch):
+    """Loading can fail with anything (torch's out of memory, a CUDA error): the page shows one line, no
+    traceback, and "Try loading again" loads it once the cause is gone."""
+    from app import resources
+
+    make, fail = resources._make_sampler, [True]
+
+    def flaky(choice):
+        if fail[0]:
+            raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
+        return make(choice)
+    monkeypatch.setattr(resources, "_make_sampler", flaky)
+    at = app()
+    assert [e.value for e in at.error] == ["Cannot load tiny.safetensors: RuntimeError: CUDA error: out of memory"]
+    assert not at.exception and not at.title  # the page stops there
+    at.run()
+    assert len(at.error) == 1  # a rerun does not load again (each try of a large model takes a minute)
+    fail[0] = False
+    button(at, "Try loading again").click().run()
+    assert not at.error and at.title[0].value == "Generate"
