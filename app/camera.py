@@ -120,7 +120,8 @@ def plot(elevations, azimuths, caption: str = "camera path: dots are frames, cir
 @st.cache_data(max_entries=32, show_spinner=False)
 def _figure(elevations: tuple, azimuths: tuple) -> bytes:
     """A 3D plot of the path on the unit sphere like Stability's demo (plot_3D): frames as dots from cool to
-    warm, joined in order, the first and last circled; the object at the centre."""
+    warm, joined in order, the first and last circled; the object at the centre. matplotlib is imported here,
+    on the first SV3D_p plot: a heavy import that the other variants never need."""
     import matplotlib
 
     matplotlib.use("Agg")

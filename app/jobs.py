@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from svd_core import Cancelled, SVDError
+from svd_core import Cancelled, SVDError, preview_image
 
 PREVIEW_EVERY_S = 0.5  # the live preview's pace: nobody looks faster
 PHASES = {"queued": "waiting for the model", "encoding": "encoding the image", "denoising": "denoising",
@@ -103,8 +103,6 @@ class Job:
     def on_preview(self, step, steps, sigma, denoised, latents) -> None:
         """The model's current estimate as a small image (mapped on the run's device), kept for the page to show;
         at most one every PREVIEW_EVERY_S (a slower step gets one each)."""
-        from svd_core import preview_image
-
         now = time.monotonic()
         if self._preview_at is None or now - self._preview_at >= PREVIEW_EVERY_S:
             self._preview_at = now

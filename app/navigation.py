@@ -12,7 +12,8 @@ PAGES = {"generate": ("Generate", ":material/movie:"), "compare": ("Compare", ":
 
 def page(name: str) -> st.Page:
     """The page at URL path `name` (one of PAGES)."""
-    from app.views import compare, generate, history, setup
+    from app.views import compare, generate, history, setup  # here: History imports this module
+
 
     views = {"generate": generate.page, "compare": compare.page, "history": history.page, "setup": setup.page}
     if name not in PAGES:

@@ -20,6 +20,8 @@ import time
 import traceback
 from collections import deque
 
+import torch
+
 from svd_core import ModelSpec, SVDError
 
 
@@ -83,13 +85,8 @@ class ModelServer:
             return
         self._sampler, self._loaded_for = None, None
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     @property
     def loaded(self) -> bool:
