@@ -6,7 +6,7 @@ import time
 import pytest
 from streamlit.testing.v1.errors import AppTestError
 
-from svd_core import read_video
+from svd_core import read_video, timings_line
 from svd_core.runs import list_runs
 
 from .apptest import (
@@ -102,6 +102,7 @@ def test_generate_full_run_survives_reruns(with_tiny):
     assert "Motion score (SVD paper units)" in captions or metrics["motion"]["score"] is None
     caption = next(c.value for c in at.caption if c.value.startswith("seed "))
     assert "decode chunk 3" in caption and "guidance 1→2.5" in caption and "fps_id 6" in caption
+    assert timings_line(res["record"]) in caption and " s (encode " in caption and "on cpu" in caption
     assert (res["path"] / "input_original.png").read_bytes() == PNG  # the upload as given
     at.slider(key="knob_motion_bucket_id").set_value(40).run()  # any widget change keeps the result
     assert at.get("video") and result(at, "gen")["path"] == res["path"]
