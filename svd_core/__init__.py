@@ -23,9 +23,8 @@ from .images import background_removal_available, decode_image
 from .memory import MEMORY_MODES
 from .params import SamplingParams
 from .preview import preview_image
-from .provenance import read_video_record
 from .record import ModelSpec, RunRecord, RunRequest, summary_line, timings_line
-from .runs import clean_stale_temp, delete_run, load_run, save_run, scan_runs
+from .runs import clean_stale_temp, delete_run, load_run, read_video_record, save_run, scan_runs
 from .samplers import guidance_scales, list_discretizations, list_guiders, list_samplers
 from .sweep import grid_cells, response_table, run_sweep
 from .tiny import make_tiny

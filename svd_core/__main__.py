@@ -214,7 +214,7 @@ def _from_record(args):
     from pathlib import Path
 
     from .checkpoints import list_checkpoints
-    from .provenance import read_video_record
+    from .runs import read_video_record
 
     src = Path(args.from_file)
     if src.is_dir():
@@ -346,7 +346,7 @@ def _print_metrics(result, info) -> None:
 
 
 def _check_same_image(args, prepared) -> None:
-    from .provenance import image_sha256
+    from .images import image_sha256
 
     want = args.from_record.input_pixels_sha256
     if want and image_sha256(prepared.image) != want:
@@ -494,7 +494,7 @@ def cmd_measure(args) -> int:
         raise ValueError("likeness needs the conditioning image: add --image IMG")
     out = measure_frames(frames, fps, time_base, likeness)
     out["file"] = str(path)
-    from .runs import record_bytes
+    from .record import record_bytes
 
     print(record_bytes(out).decode())
     return 0

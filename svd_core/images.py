@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -172,3 +173,9 @@ def prepare_image(source, width: int, height: int, resize_mode: str = "crop", sp
         notes.append(f"the {img.width}x{img.height} image is upscaled {scale:.1f}x to {w}x{h}: expect softness")
     return PreparedImage(fit_to(img, w, h, resize_mode, spec.pad_color), (img.width, img.height), tuple(notes),
                          bool(remove_bg))
+
+
+def image_sha256(image) -> str:
+    """sha256 of an image's pixels (PIL or array) with its shape: the same sampled image, the same hash."""
+    a = np.ascontiguousarray(np.asarray(image))
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()

@@ -6,6 +6,8 @@ the record inside one of our mp4s. Only runs.py writes or reads run.json."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +60,7 @@ class RunRequest:
 
 def _request(data: dict, bad, checkpoint: str) -> RunRequest:
     """The request in a record's (or a request's) object; `checkpoint`: the model's file when it names none (a
-    record written before the request was recorded)."""
+    run.json without a model object)."""
     if not isinstance(data.get("params"), dict):
         raise bad("params is " + ("missing" if "params" not in data else f"a {type(data['params']).__name__}"))
     try:
@@ -89,13 +91,65 @@ _OPTIONAL = {"created": str, "kind": str, "label": str, "sweep": str, "seed": in
              "notes": list, "metrics": dict, "effective": dict, "timings_s": dict, "coords": dict, "cells": list,
              "input_pixels_sha256": str, "device": str, "dtype": str, "trajectory": dict, "video_metrics": list,
              "varied": list, "fps": dict, "versions": dict, "size": list,
-             "frames": int, "seeds": list, "process": dict, "memory_mode": str}
+             "frames": int, "seeds": list, "process": dict, "memory_mode": str, "grid_fps": int, "processes": int}
 _NULLABLE = {"created", "seed", "input_pixels_sha256", "device", "dtype", "fps"}
 _FLAGS = ("sweep_pending", "sweep_incomplete")
 
 
 def _plain_name(f) -> bool:
     return isinstance(f, str) and f == Path(f).name and not f.startswith(".")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _list_of(value, kind) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def _size(value) -> bool:
+    """(width, height) as JSON writes it: two positive integers."""
+    return _list_of(value, int) and len(value) == 2 and all(v > 0 for v in value)
+
+
+def _camera(value) -> bool:
+    """An SV3D run's effective camera: equally many elevations and azimuths, at least one, all numbers."""
+    if not isinstance(value, dict):
+        return False
+    el, az = value.get("elevations_deg"), value.get("azimuths_deg")
+    return (isinstance(el, list) and isinstance(az, list) and 0 < len(el) == len(az)
+            and all(map(_number, el)) and all(map(_number, az)))
+
+
+def parse_json(text, name: str):
+    """The JSON value in `text` (a record, a denoising record); RecordError, one line naming `name`, when it is
+    not JSON, nests too deep or holds a number too long to convert."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError and too-long ints are ValueErrors
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise RecordError(f"{name} is not readable JSON ({reason})") from None
+
+
+def finite(value):
+    """`value` with every NaN or infinity (a metric that could not be measured) replaced by None: a record is
+    strict JSON, which every parser reads."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def record_bytes(record) -> bytes:
+    """A run.json's bytes (a RunRecord, or a plain object such as the CLI's measurements): strict JSON
+    (non-finite numbers as null)."""
+    if isinstance(record, RunRecord):
+        record = record.to_json()
+    return json.dumps(finite(record), indent=2, allow_nan=False).encode()
 
 
 @dataclass(frozen=True)
@@ -227,6 +281,17 @@ class RunRecord:
         inp = data.get("input") or {}
         if not isinstance(inp.get("name", ""), str):
             raise bad("input name is not a string")
+        if inp.get("original_size") is not None and not _size(inp["original_size"]):
+            raise bad("input original_size is not two positive integers")
+        if data.get("size") is not None and not _size(data["size"]):
+            raise bad("size is not two positive integers")
+        for key, kind, what in (("varied", str, "knob names"), ("seeds", int, "integers"),
+                                ("notes", str, "strings")):
+            if data.get(key) is not None and not _list_of(data[key], kind):
+                raise bad(f"{key} is not a list of {what}")
+        camera = (data.get("effective") or {}).get("camera")
+        if camera is not None and not _camera(camera):
+            raise bad("effective camera is not equally many elevations_deg and azimuths_deg (numbers)")
         for cell in data.get("cells") or []:
             if not (isinstance(cell, dict) and isinstance(cell.get("run"), str)
                     and isinstance(cell.get("label", ""), str)):
@@ -245,7 +310,7 @@ class RunRecord:
             kind=data.get("kind", "run"), created=data.get("created"), device=data.get("device"),
             dtype=data.get("dtype"), memory_mode=data.get("memory_mode"), effective=data.get("effective") or {},
             timings=data.get("timings_s") or {}, frames=data.get("frames"), size=tuple(size) if size else None,
-            input_size=tuple(original) if isinstance(original, list) else None, input_name=inp.get("name"),
+            input_size=tuple(original) if original else None, input_name=inp.get("name"),
             input_pixels_sha256=data.get("input_pixels_sha256"), notes=tuple(data.get("notes") or ()),
             versions=data.get("versions") or {}, files=tuple(data.get("files") or ()), metrics=metrics,
             video_metrics=tuple(video_metrics), fps=data.get("fps"), trajectory=data.get("trajectory"),
@@ -366,8 +431,8 @@ def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | 
     place a run's record is made. `files`: the run folder's files; `fields`: more RunRecord fields (a sweep
     cell's sweep, label, coords, process, ...)."""
     from .checkpoints import file_sha256
+    from .images import image_sha256
     from .params import fps_vocabulary
-    from .provenance import image_sha256
 
     trajectories = result.trajectories or []
     trajectory = None

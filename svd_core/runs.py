@@ -9,7 +9,6 @@ failed run never leaves a folder that looks like a run; `list_runs` only sees co
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import shutil
@@ -24,8 +23,8 @@ import numpy as np
 from .checkpoints import CheckpointInfo
 from .errors import Cancelled, RecordError
 from .params import SamplingParams
-from .record import TRAJECTORY_FPS, RunRecord, trajectory_names
-from .video import export_frames, to_mp4, to_png
+from .record import RECORD_KEY, TRAJECTORY_FPS, RunRecord, parse_json, record_bytes, trajectory_names
+from .video import UPLOADED, VideoError, export_frames, read_tags, to_mp4, to_png
 
 
 def output_dir() -> Path:
@@ -104,7 +103,8 @@ def _writer_alive(tmp: Path) -> bool | None:
 
 def clean_stale_temp(out_dir=None, max_age_s: float = 24 * 3600) -> list[Path]:
     """Remove temporary folders left in `out_dir` by killed processes: those whose writer's pid is gone, and any
-    older than `max_age_s` (a recycled pid, or an old name without a pid). A live writer's folder is kept.
+    older than `max_age_s` (its pid recycled by another process, or a name without a pid, which SVD Studio does
+    not write). A live writer's folder is kept.
     The CLI and the app call this at start. Returns what was removed."""
     out_dir = Path(out_dir or output_dir())
     if not out_dir.is_dir():
@@ -126,18 +126,17 @@ def clean_stale_temp(out_dir=None, max_age_s: float = 24 * 3600) -> list[Path]:
     return removed + repair_sweeps(out_dir)
 
 
-SWEEP_PENDING = "sweep_pending"  # run.json of a sweep's cell until its sweep folder is in place
-
-
 def _writing(out_dir: Path, name: str) -> bool:
     """Whether a live process holds a temporary folder for `name` (it is between its renames)."""
     return any(p.name.startswith(TMP_PREFIX) and p.name.endswith(f"-{name}") and _writer_alive(p)
                for p in out_dir.iterdir())
 
 
-def write_record(folder: Path, record: dict) -> None:
+def write_record(folder: Path, record: RunRecord) -> None:
     """Replace `folder`'s run.json by `record` atomically: written beside the folder under a temporary name
     (removed by `clean_stale_temp` if a kill leaves it), then renamed into place."""
+    if not isinstance(record, RunRecord):
+        raise TypeError(f"write_record writes a RunRecord, not a {type(record).__name__}")
     tmp = folder.parent / _tmp_name(f"{folder.name}.{RUN_FILE}")
     try:
         tmp.write_bytes(record_bytes(record))
@@ -147,19 +146,17 @@ def write_record(folder: Path, record: dict) -> None:
 
 
 def settle_cells(cells: list[Path]) -> None:
-    """The sweep folder is in place: its cells become ordinary runs (their SWEEP_PENDING mark goes)."""
+    """The sweep folder is in place: its cells become ordinary runs (their sweep_pending mark goes)."""
     for folder in cells:
         try:
-            record = json.loads((folder / RUN_FILE).read_text())
-            record.pop(SWEEP_PENDING, None)
-            write_record(folder, record)
-        except (OSError, ValueError, AttributeError):
-            pass  # repaired at the next start (repair_sweeps)
+            write_record(folder, read_record(folder / RUN_FILE).replace(sweep_pending=False))
+        except (OSError, RecordError):
+            pass  # settled at the next start (repair_sweeps); a cell made unreadable stays listed as unreadable
 
 
 def repair_sweeps(out_dir=None) -> list[Path]:
     """A sweep lands as its cells' folders, then its own: a kill between those renames leaves cells marked
-    SWEEP_PENDING without a sweep. Those are removed (a sweep is all or nothing); cells whose sweep did land are
+    sweep_pending without a sweep. Those are removed (a sweep is all or nothing); cells whose sweep did land are
     settled. Runs at start with `clean_stale_temp`. Returns what was removed."""
     out_dir = Path(out_dir or output_dir())
     removed = []
@@ -167,10 +164,10 @@ def repair_sweeps(out_dir=None) -> list[Path]:
         if p.name.startswith((".", TMP_PREFIX)) or p.is_symlink() or not (p / RUN_FILE).is_file():
             continue
         try:
-            record = json.loads((p / RUN_FILE).read_text())
-            sweep = record.get(SWEEP_PENDING) and str(record.get("sweep"))
-        except (OSError, ValueError, AttributeError):
-            continue
+            record = read_record(p / RUN_FILE)
+        except (OSError, RecordError):
+            continue  # unreadable: not a cell this can settle; History lists it as unreadable
+        sweep = record.sweep_pending and record.sweep
         if not sweep or sweep != Path(sweep).name:
             continue
         if _writing(out_dir, sweep):  # its writer settles it once the sweep lands; after a kill, the next start
@@ -184,25 +181,6 @@ def repair_sweeps(out_dir=None) -> list[Path]:
             continue
         removed.append(p)
     return removed
-
-
-def finite(value):
-    """`value` with every NaN or infinity (a metric that could not be measured) replaced by None: a record is
-    strict JSON, which every parser reads."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def record_bytes(record) -> bytes:
-    """A run.json's bytes (a RunRecord or a plain object): strict JSON (non-finite numbers as null)."""
-    if isinstance(record, RunRecord):
-        record = record.to_json()
-    return json.dumps(finite(record), indent=2, allow_nan=False).encode()
 
 
 ORIGINAL_INPUT = "input_original"  # + the upload's own suffix: the user's image as given, before resizing
@@ -301,9 +279,10 @@ class RunInfo:
             return []
         where = f"{self.id}/{stats.name}"
         try:
-            return validate_trajectory_stats(json.loads(stats.read_text()), where)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RecordError(f"{where} is not JSON ({e})") from None
+            text = stats.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RecordError(f"{where} is not readable ({e})") from None
+        return validate_trajectory_stats(parse_json(text, where), where)
 
     def file(self, name: str) -> Path | None:
         """The run's file `name` when it is a regular file in the run's folder itself (not a symlink, which could
@@ -324,22 +303,37 @@ def read_record(path, name: str | None = None) -> RunRecord:
     """The record in the run.json file `path`; RecordError (a ValueError) naming it (`name`, default the path)
     when it is unreadable or not a record of ours."""
     path = Path(path)
+    name = name or str(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RecordError(f"{name or path} is not a readable run.json ({e})") from None
-    return RunRecord.from_json(data, name or str(path))
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecordError(f"{name} is not a readable run.json ({e})") from None
+    return RunRecord.from_json(parse_json(text, name), name)
 
 
 def load_run(path) -> RunInfo:
     """The run in folder `path`; RecordError (a ValueError) naming it when its run.json is unreadable or not a
     record of ours."""
     path = Path(path)
+    return RunInfo(path, read_record(path / RUN_FILE, f"{path.name}/{RUN_FILE}"))
+
+
+def read_video_record(source) -> RunRecord:
+    """The run record embedded in one of our mp4s (a path or the file's bytes; RunRecord.for_video wrote it).
+    Raises VideoError naming the file when it is unreadable or carries no record, RecordError when the record is
+    malformed."""
+    tags = read_tags(source)
+    name = UPLOADED if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name
+    comment = tags.get("comment", "")
     try:
-        data = json.loads((path / RUN_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RecordError(f"{path} is not a complete run folder ({e})") from None
-    return RunInfo(path, RunRecord.from_json(data, f"{path.name}/{RUN_FILE}"))
+        record = parse_json(comment, name)
+    except RecordError:
+        if RECORD_KEY in comment:  # ours, but unreadable
+            raise
+        record = None  # another program's comment
+    if not isinstance(record, dict) or RECORD_KEY not in record:
+        raise VideoError(f"{name} carries no SVD Studio record (only mp4s written by SVD Studio do)")
+    return RunRecord.from_json(record, name)
 
 
 def scan_runs(out_dir=None) -> tuple[list[RunInfo], list[tuple[Path, str]]]:

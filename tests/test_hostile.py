@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from svd_core.checkpoints import file_sha256, inspect_checkpoint, read_safetensors_header, scan_checkpoints
-from svd_core.errors import CheckpointError, ImageError
+from svd_core.errors import CheckpointError, ImageError, RecordError
 from svd_core.images import ImageSpec, prepare_image
 
 pytestmark = pytest.mark.usefixtures("fresh_server")  # a fresh model server per test
@@ -391,7 +391,29 @@ BROKEN = {
     "trajectory string": lambda r: _with(r, trajectory="denoising.mp4"),
     "trajectory outside": lambda r: _with(r, trajectory={"videos": ["../../etc/hostname"]}),
     "save_trajectory string": lambda r: _with(r, save_trajectory="yes"),
+    # records that would load and then crash the summary line, History's cards or the sweep table
+    "varied a list of lists": lambda r: _with(r, kind="sweep", varied=[[1]]),
+    "seeds strings": lambda r: _with(r, kind="sweep", seeds=["a"]),
+    "notes not strings": lambda r: _with(r, notes=[{"x": 1}]),
+    "camera a number": lambda r: _with(r, effective={**r["effective"], "camera": 5}),
+    "camera empty": lambda r: _with(r, effective={**r["effective"], "camera": {}}),
+    "camera empty lists": lambda r: _with(r, effective={**r["effective"], "camera": {
+        "elevations_deg": [], "azimuths_deg": []}}),
+    "camera unequal lists": lambda r: _with(r, effective={**r["effective"], "camera": {
+        "elevations_deg": [10.0, 10.0], "azimuths_deg": [0.0]}}),
+    "camera strings": lambda r: _with(r, effective={**r["effective"], "camera": {
+        "elevations_deg": ["a"], "azimuths_deg": ["b"]}}),
+    "grid_fps a string": lambda r: _with(r, kind="sweep", grid_fps="x"),
+    "processes a string": lambda r: _with(r, kind="sweep", processes="x"),
+    "size three strings": lambda r: _with(r, size=["a", "b", "c"]),
+    "size not positive": lambda r: _with(r, size=[0, 64]),
+    "original_size a string": lambda r: _with(r, input={**r["input"], "original_size": "ab"}),
+    "original_size floats": lambda r: _with(r, input={**r["input"], "original_size": [1.5, 2]}),
 }
+
+DEEP = "[" * 100_000 + "]" * 100_000  # the parser's recursion limit
+LONG_INT = '{"params": {}, "checkpoint": {}, "seed": ' + "9" * 5000 + "}"  # over Python's int-conversion limit
+HOSTILE_JSON = {"deep": DEEP, "deep object": '{"params": ' + DEEP + "}", "long int": LONG_INT}
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
@@ -400,17 +422,58 @@ def test_malformed_records_are_refused_in_one_line(tmp_path, good_run, case, tin
     from svd_core.errors import RecordError
 
     record = BROKEN[case](json.loads((good_run / "run.json").read_text()))
-    with pytest.raises(RecordError, match="^x is not a run record of SVD Studio"):
+    with pytest.raises(RecordError, match="^x is not a run record of SVD Studio") as e:
         RunRecord.from_json(record, "x")
+    assert "\n" not in str(e.value)
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps(record))
-    with pytest.raises(ValueError, match="run/run.json is not a run record"):
+    with pytest.raises(RecordError, match="^run/run.json is not a run record"):
         load_run(folder)
     if case in ("params list", "checkpoint null", "params huge int"):  # the CLI: one line, exit 2
         r = _cli("sample", "--from", str(folder / "run.json"), "-c", str(tiny_checkpoint), "--out",
                  str(tmp_path / "out"))
         assert r.returncode == 2 and "is not a run record of SVD Studio" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_JSON))
+def test_hostile_json_is_one_record_error_naming_the_file(tmp_path, case):
+    """Too deep to parse, or an integer too long to convert: RecordError naming the file wherever a run.json or
+    a denoising record is read, and a start-up (clean_stale_temp) or History's listing (scan_runs) goes on."""
+    from svd_core.runs import RunInfo, clean_stale_temp, load_run, read_record, scan_runs
+
+    out = tmp_path / "outputs"
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "run.json").write_text(HOSTILE_JSON[case])
+    for read in (lambda: read_record(out / "run" / "run.json", "run/run.json"), lambda: load_run(out / "run")):
+        with pytest.raises(RecordError, match="^run/run.json is not readable JSON") as e:
+            read()
+        assert "\n" not in str(e.value)
+    assert clean_stale_temp(out) == [] and (out / "run").is_dir()  # an unreadable folder is not a cell to settle
+    runs, problems = scan_runs(out)
+    assert runs == [] and [(p.name, why.startswith("run/run.json is not readable JSON")) for p, why in problems] == [
+        ("run", True)]
+    (out / "run" / "denoising.json").write_text(HOSTILE_JSON[case])
+    info = RunInfo(out / "run", None)
+    with pytest.raises(RecordError, match="^run/denoising.json is not readable JSON"):
+        info.trajectory_stats("denoising.mp4")
+
+
+def test_an_mp4_whose_record_is_hostile_json_is_one_line(tmp_path, monkeypatch):
+    import numpy as np
+
+    from svd_core import read_video_record
+    from svd_core import video as svd_video
+
+    hostile = '{"svd_studio":1,"x":' + "[" * 3000 + "]" * 3000 + "}"
+    monkeypatch.setattr(svd_video, "_comment", lambda metadata: hostile)  # a comment no record of ours makes
+    mp4 = tmp_path / "deep.mp4"
+    mp4.write_bytes(svd_video.to_mp4(np.zeros((2, 16, 16, 3), np.uint8), 8, metadata={"svd_studio": 1}))
+    assert svd_video.read_tags(mp4)["comment"] == hostile
+    with pytest.raises(RecordError, match="^deep.mp4 is not readable JSON"):
+        read_video_record(mp4)
+    with pytest.raises(RecordError, match="^the uploaded video is not readable JSON"):
+        read_video_record(mp4.read_bytes())
 
 
 def test_malformed_mp4_record_is_refused_in_one_line(tmp_path, tiny_checkpoint):
@@ -462,14 +525,21 @@ def test_history_survives_broken_records_and_hostile_posters(dirs, good_run, tin
     (out / "calib2" / "calibration.png").write_bytes((good_run / "poster.png").read_bytes())
     (out / "huge").mkdir()  # a huge int in a record
     (out / "huge" / "run.json").write_text(json.dumps({**record, "params": {**record["params"], "seed": 10**400}}))
-    for i, text in enumerate(["[]", "{}", json.dumps({"created": 5, "params": {}, "checkpoint": {}}), "{nope"]):
+    sv3d = {**record, "checkpoint": {**record["checkpoint"], "variant": "sv3d_p"}}
+    hostile = [  # records that would load and then break the summary line of a card, and JSON too hostile to parse
+        json.dumps({**record, "kind": "sweep", "varied": [[1]], "cells": [{"run": "gone", "label": "a"}]}),
+        *(json.dumps({**sv3d, "effective": {"camera": camera}}) for camera in (5, {}, {
+            "elevations_deg": [], "azimuths_deg": []})),
+        json.dumps({**record, "size": ["a", "b", "c"]}), DEEP, LONG_INT]
+    for i, text in enumerate(["[]", "{}", json.dumps({"created": 5, "params": {}, "checkpoint": {}}), "{nope",
+                              *hostile]):
         (out / f"bad{i}").mkdir()
         (out / f"bad{i}" / "run.json").write_text(text)
     (out / "link").symlink_to(good_run)
     at = app("history")
     assert not at.exception, [e.value for e in at.exception]
     captions = [c.value for c in at.caption]
-    assert sum("Unreadable run" in c for c in captions) == 5
+    assert sum("Unreadable run" in c for c in captions) == 5 + len(hostile)
     assert sum("found 42" in c for c in captions) == 2  # the calibration runs are shown, the EPS plot is not
     assert len(at.get("image")) == 3  # the posters of calib and calib2, calib2's plot
     assert any(good_run.name in m.value for m in at.markdown) and not any("`link`" in m.value for m in at.markdown)
@@ -670,7 +740,8 @@ def test_a_landed_sweep_keeps_its_cells_and_export_scratch_stays_in_the_run(tmp_
 
 
 def test_repair_sweeps_leaves_a_live_writers_cells_alone(tmp_path):
-    from svd_core.runs import SWEEP_PENDING, clean_stale_temp, repair_sweeps
+    from svd_core import ModelSpec, RunRecord, RunRequest, SamplingParams
+    from svd_core.runs import clean_stale_temp, repair_sweeps, write_record
 
     out = tmp_path / "outputs"
     out.mkdir()
@@ -680,7 +751,8 @@ def test_repair_sweeps_leaves_a_live_writers_cells_alone(tmp_path):
     try:
         def cell(name, sweep):
             (out / name).mkdir()
-            (out / name / "run.json").write_text(json.dumps({"sweep": sweep, SWEEP_PENDING: True}))
+            write_record(out / name, RunRecord(RunRequest(SamplingParams(), ModelSpec("tiny.safetensors")),
+                                               "tiny.safetensors", "tiny", sweep=sweep, sweep_pending=True))
             return out / name
         (out / f".tmp-{live.pid}-sweep-live").mkdir()  # its writer is between its renames
         (out / f".tmp-{dead.pid}-sweep-dead").mkdir()  # its writer was killed
@@ -689,15 +761,20 @@ def test_repair_sweeps_leaves_a_live_writers_cells_alone(tmp_path):
                  "dead": cell("c-dead", "sweep-dead"), "none": cell("c-none", "sweep-none"),
                  "not a name": cell("c-path", "x/../sweep-landed")}
         assert sorted(p.name for p in repair_sweeps(out)) == ["c-dead", "c-none"]
-        pending = {k: json.loads((p / "run.json").read_text()).get(SWEEP_PENDING) for k, p in cells.items()
+        pending = {k: json.loads((p / "run.json").read_text()).get("sweep_pending") for k, p in cells.items()
                    if p.is_dir()}
         assert pending == {"live": True, "landed": None, "not a name": True}
+        (out / "c-unreadable").mkdir()  # an unreadable cell is skipped: listed as unreadable, never a crash
+        (out / "c-unreadable" / "run.json").write_text('{"sweep": "sweep-none", "sweep_pending": true, "x": '
+                                                       + "[" * 100_000 + "}")
+        with pytest.raises(TypeError, match="writes a RunRecord, not a dict"):  # written through the type alone
+            write_record(out / "c-landed", {"sweep": "sweep-landed"})
         assert not any(".run.json" in p.name for p in out.iterdir())  # settling left no temporary record
         (out / f".tmp-{dead.pid}-c-landed.run.json").write_text("{")  # as a kill while settling would leave
         assert sorted(clean_stale_temp(out)) == [out / f".tmp-{dead.pid}-c-landed.run.json",
                                                  out / f".tmp-{dead.pid}-sweep-dead"]  # the live writer's stays
         assert sorted(p.name for p in out.iterdir()) == [f".tmp-{live.pid}-sweep-live", "c-landed", "c-live",
-                                                         "c-path", "sweep-landed"]
+                                                         "c-path", "c-unreadable", "sweep-landed"]
     finally:
         live.kill()
         live.wait()

@@ -74,3 +74,20 @@ def test_killed_run_leaves_no_complete_folder(tmp_path):
     os.utime(old, (0, 0))
     assert set(clean_stale_temp(tmp_path)) == {leftover, old}
     assert list(tmp_path.iterdir()) == [live]
+
+
+def test_video_io_does_not_import_the_run_folders():
+    """video.py writes the record it is given (record.finite) and reads tags; runs.py uses video.py, not the other
+    way round. The mp4's record is read beside run.json (runs.read_video_record); image_sha256 is in images."""
+    import ast
+
+    import svd_core
+
+    package = Path(svd_core.__file__).parent
+    tree = ast.parse((package / "video.py").read_text())
+    assert not [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "runs"]
+    assert not (package / "provenance.py").exists()
+    from svd_core.images import image_sha256  # noqa: F401
+    from svd_core.runs import read_video_record
+
+    assert svd_core.read_video_record is read_video_record
