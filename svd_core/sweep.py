@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from . import video
-from .errors import Cancelled, ProcessLost, SweepFailed
+from .errors import Cancelled, ProcessLost, RecordError, SweepFailed
 from .grid import contact_sheet, grid_frames
 from .params import METRIC_LABELS, SamplingParams, parse_values
 from .params import format_value as _fmt
-from .record import RunRecord, RunRequest, utc_now
+from .record import RunRecord, RunRequest, record_bytes, utc_now
 from .runs import (
+    RUN_FILE,
     commit_staged,
     discard_staged,
     new_run_id,
     output_dir,
-    record_bytes,
     settle_cells,
     stage_folder,
     stage_run,
@@ -250,21 +250,44 @@ def _rows_and_knobs(sweep) -> tuple[list[dict], list[str]]:
     if isinstance(sweep, SweepResult):
         rows = metric_rows(sweep.cells, sweep.coords)
     elif isinstance(sweep, (str, Path)):  # a sweep folder: checked as one (its run.json) before its table is read
-        from .runs import RUN_FILE, read_record
+        from .runs import read_record
 
         record = read_record(Path(sweep) / RUN_FILE, f"{Path(sweep).name}/{RUN_FILE}")
         if record.kind != "sweep":
-            from .errors import RecordError
-
             raise RecordError(f"{Path(sweep).name} is a run, not a sweep: it has no response table")
-        with open(Path(sweep) / "metrics.csv", newline="") as f:
-            rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = _read_metrics(Path(sweep) / "metrics.csv", f"{Path(sweep).name}/metrics.csv")
     else:
         rows = list(sweep)
     if not rows:
         return [], []
     knobs = [k for k in rows[0] if k not in ("label", "seed", *METRICS)]
     return rows, knobs or ["seed"]  # a sweep over seeds alone: the seed is the knob
+
+
+def _read_metrics(path: Path, name: str) -> list[dict]:
+    """The rows of a sweep's metrics.csv (`to_csv`) if it is one: a header of distinct names with label, every
+    row as long as the header, the metric columns numbers or empty; else RecordError, one line naming `name`."""
+    def bad(what: str):
+        return RecordError(f"{name} is not a sweep's metrics table ({what}): run the sweep again")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header, raw = reader.fieldnames or [], list(reader)
+    except FileNotFoundError:
+        raise bad("it is missing") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise bad(str(e)) from None
+    if "label" not in header or len(set(header)) != len(header):
+        raise bad("its header does not name distinct columns with label")
+    rows = []
+    for i, r in enumerate(raw, 2):
+        if None in r or None in r.values():
+            raise bad(f"line {i} has {'more' if None in r else 'fewer'} values than the header")
+        row = {k: _num(v) for k, v in r.items()}
+        if not all(row.get(m) is None or isinstance(row[m], (int, float)) for m in METRICS):
+            raise bad(f"line {i} has a metric that is not a number")
+        rows.append(row)
+    return rows
 
 
 def _num(v: str):
@@ -405,7 +428,7 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
         def contents(tmp: Path) -> dict[str, bytes]:
             return {"grid.mp4": video.to_mp4(grid, first.params.video_fps, workdir=tmp,
                                               metadata=record.for_video()), **files,
-                    "run.json": record_bytes(record)}
+                    RUN_FILE: record_bytes(record)}
         staged.append((stage_folder(out_dir / sweep_id, contents), out_dir / sweep_id))
         paths = commit_staged(staged, should_stop)  # the sweep folder last: its cells are marked until it lands
     except BaseException:

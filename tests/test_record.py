@@ -175,6 +175,28 @@ def test_sweep_folder_record_and_its_grid(tiny_sampler, input_png, tmp_path):
     assert {r["motion_bucket_id"] for r in response_table(res.path)} == {3, 9}
     with pytest.raises(RecordError, match="is a run, not a sweep"):
         response_table(res.run_paths[0])
+    table = (res.path / "metrics.csv").read_text()
+    header, first, *rest = table.splitlines()
+    metric = header.split(",").index("motion.score")
+    broken = {
+        "an extra column": "\n".join([header, first + ",9", *rest]),
+        "a short row": "\n".join([header, first.rsplit(",", 1)[0], *rest]),
+        "a metric that is not a number": "\n".join([header, ",".join(
+            v if i != metric else "fast" for i, v in enumerate(first.split(","))), *rest]),
+        "no label column": table.replace("label,", "name,", 1),
+        "not text": b"\xff\xfe\x00",
+        None: None,  # missing
+    }
+    for what, text in broken.items():
+        if text is None:
+            (res.path / "metrics.csv").unlink()
+        elif isinstance(text, bytes):
+            (res.path / "metrics.csv").write_bytes(text)
+        else:
+            (res.path / "metrics.csv").write_text(text)
+        with pytest.raises(RecordError, match=f"^{res.path.name}/metrics.csv is not a sweep's metrics table") as e:
+            response_table(res.path)
+        assert "\n" not in str(e.value), what
 
 
 def test_a_sweep_records_its_background_removal(tiny_sampler, input_png, tmp_path, fake_rembg):
