@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import SVDError
+from .record import finite
 
 MAX_SIDE = 8192  # the largest frame H.264 has a level for (8K); a header that claims more is refused unread
 MAX_BYTES = 4 << 30  # decoded frames held in memory at most (a 25-frame 4K clip is 0.6 GB)
@@ -51,8 +52,6 @@ def _even(a: np.ndarray) -> np.ndarray:
 
 def _comment(metadata: dict) -> str:
     """The comment tag's text: the record as strict JSON (a NaN metric is null, as in run.json)."""
-    from .runs import finite
-
     return json.dumps(finite(metadata), separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
@@ -287,6 +286,8 @@ def read_frames_zip(path) -> np.ndarray:
                 with Image.open(io.BytesIO(z.read(info)), formats=["PNG"]) as img:
                     _check_size(f"{path} ({info.filename})", *img.size)
                     _add_frame(frames, np.asarray(img.convert("RGB")), str(path))
-    except (zipfile.BadZipFile, Image.DecompressionBombError, OSError, ValueError, EOFError) as e:
+    # RuntimeError: an encrypted entry; NotImplementedError: an unknown compression method
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, Image.DecompressionBombError, OSError, ValueError, EOFError,
+            RuntimeError, NotImplementedError) as e:
         raise _unreadable(str(path), e, "frames zip") from None
     return _enough(frames, str(path))

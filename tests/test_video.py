@@ -207,6 +207,34 @@ def test_broken_frames_zips(tmp_path, no_subprocess):
     assert calls == []
 
 
+def _patched_zip(data: bytes, flags: int = 0, method: int | None = None) -> bytes:
+    """`data` (a zip) with `flags` set in every entry's general-purpose bits and, given, its compression method
+    replaced: in each local header (flags at +6, method at +8) and central directory entry (+8, +10)."""
+    out = bytearray(data)
+    for signature, at in ((b"PK\3\4", 6), (b"PK\1\2", 8)):
+        i = out.find(signature)
+        while i >= 0:
+            bits = struct.unpack_from("<H", out, i + at)[0] | flags
+            struct.pack_into("<H", out, i + at, bits)
+            if method is not None:
+                struct.pack_into("<H", out, i + at + 2, method)
+            i = out.find(signature, i + 4)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("case", ["encrypted", "unknown compression"])
+def test_frames_zip_with_an_entry_zipfile_cannot_read_is_one_video_error(tmp_path, case, no_subprocess):
+    """An encrypted entry (zipfile: RuntimeError) or an unknown compression method (NotImplementedError)."""
+    good = to_frames_zip(_frames(2, 16, 16))
+    path = tmp_path / "frames.zip"
+    path.write_bytes(_patched_zip(good, flags=1) if case == "encrypted" else _patched_zip(good, method=99))
+    with zipfile.ZipFile(path) as z:  # the zip itself opens: only reading an entry fails
+        assert len(z.infolist()) == 2
+    with pytest.raises(VideoError) as e:
+        read_frames_zip(path)
+    assert str(e.value).startswith(f"{path} is not a readable frames zip (") and "\n" not in str(e.value)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["garbage.mp4", "empty.webm", "text.gif", "one_frame.gif", "truncated.mp4",
                                   "bomb.gif", "playlist.mp4"])
