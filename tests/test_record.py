@@ -95,6 +95,9 @@ def test_summary_line_says_the_camera_for_sv3d_and_motion_for_svd():
     assert "camera: elevation 10.0°, azimuth 15.0° → 200.0°" in line
     assert "motion bucket" not in line and "fps" not in line
     assert "orbit (no camera input)" in summary_line(sv3d.replace(effective={}))
+    orbit = sv3d.replace(effective={"camera": {"elevations_deg": [10.0] * params.num_frames,
+                                               "azimuths_deg": [15.0 * k for k in range(params.num_frames)]}})
+    assert RunRecord.from_json(orbit.to_json()) == orbit  # the camera a run records passes the record's check
     sweep = RunRecord.from_json({**OLD_RUN, "kind": "sweep", "varied": ["motion_bucket_id"], "seeds": [1, 2],
                                  "cells": [{"run": "a", "label": "m=3", "coords": {"motion_bucket_id": 3}},
                                            {"run": "b", "label": "m=9", "params": {"motion_bucket_id": 9}}]})
