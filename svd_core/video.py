@@ -15,9 +15,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import subprocess
 import tempfile
 import zipfile
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -55,27 +58,47 @@ def _comment(metadata: dict) -> str:
     return json.dumps(finite(metadata), separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
+def _ffmetadata(text: str) -> str:
+    """`text` as a value in FFmpeg's ffmetadata file: '=', ';', '#', '\\' and newlines behind a backslash."""
+    return re.sub(r"([=;#\\\n])", r"\\\1", text)
+
+
 def to_mp4(frames, fps: float, crf: int = 18, metadata: dict | None = None, workdir=None) -> bytes:
-    """`metadata`: a run record to embed as the file's comment tag (`read_tags` reads it back).
-    `workdir`: where ffmpeg's scratch file goes (a run's own temporary folder, removed with it after a kill);
+    """`metadata`: a run record to embed as the file's comment tag (`read_tags` reads it back); it reaches ffmpeg
+    as an ffmetadata file, so its size is not bounded by the system's limit on one command-line argument.
+    `workdir`: where ffmpeg's scratch files go (a run's own temporary folder, removed with it after a kill);
     default the system's temporary folder."""
     a = _even(check_frames(frames))
-    fd, path = tempfile.mkstemp(suffix=".mp4", dir=workdir)
-    os.close(fd)
-    try:
-        writer = imageio_ffmpeg.write_frames(
-            path, (a.shape[2], a.shape[1]), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-            macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(crf), "-movflags", "+faststart", "-preset", "medium",
-                           *(["-metadata", "comment=" + _comment(metadata)] if metadata else [])])
-        writer.send(None)
-        for frame in a:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path, tags = os.path.join(tmp, "video.mp4"), []
+        if metadata:
+            tags_path = os.path.join(tmp, "tags.txt")
+            with open(tags_path, "w", encoding="utf-8") as f:
+                f.write(";FFMETADATA1\ncomment=" + _ffmetadata(_comment(metadata)) + "\n")
+            tags = ["-f", "ffmetadata", "-i", tags_path, "-map", "0:v", "-map_metadata", "1"]
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo",
+               "-s", f"{a.shape[2]}x{a.shape[1]}", "-pix_fmt", "rgb24", "-r", str(Fraction(fps).limit_denominator()),
+               "-i", "-", *tags, "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-v", "error",
+               "-crf", str(crf), "-movflags", "+faststart", "-preset", "medium", path]
+        with open(os.path.join(tmp, "ffmpeg.log"), "w+b") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                for frame in a:
+                    proc.stdin.write(np.ascontiguousarray(frame).data)
+            except BrokenPipeError:
+                pass  # ffmpeg stopped: its log says why
+            finally:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                rc = proc.wait()
+            if rc != 0:
+                log.seek(0)
+                lines = log.read().decode(errors="replace").strip().splitlines()
+                raise OSError(f"ffmpeg could not write the mp4 ({lines[-1] if lines else f'exit status {rc}'})")
         with open(path, "rb") as f:
             return f.read()
-    finally:
-        os.unlink(path)
 
 
 def to_gif(frames, fps: float) -> bytes:

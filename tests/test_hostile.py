@@ -717,17 +717,16 @@ def test_sweep_killed_between_its_renames_leaves_no_run(tmp_path, tiny_checkpoin
 
 def test_a_landed_sweep_keeps_its_cells_and_export_scratch_stays_in_the_run(tmp_path, tiny_sampler, input_png,
                                                                              monkeypatch):
-    import imageio_ffmpeg
-
-    from svd_core import grid_cells, run_sweep
+    from svd_core import grid_cells, run_sweep, video
     from svd_core.runs import clean_stale_temp, list_runs
 
-    written, real = [], imageio_ffmpeg.write_frames
+    written, real = [], video.subprocess.Popen
 
-    def write_frames(path, *args, **kwargs):
-        written.append(Path(path))
-        return real(path, *args, **kwargs)
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
+    def popen(cmd, *args, **kwargs):
+        if str(cmd[-1]).endswith(".mp4"):
+            written.append(Path(cmd[-1]).parent)  # ffmpeg's scratch folder: the mp4 it writes and its tags file
+        return real(cmd, *args, **kwargs)
+    monkeypatch.setattr(video.subprocess, "Popen", popen)
     out = tmp_path / "outputs"
     res = run_sweep(tiny_sampler, input_png, grid_cells(_small(tiny_sampler), {"motion_bucket_id": [1, 2]}),
                     out_dir=out)

@@ -298,3 +298,19 @@ def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path
     r = cli("sample", "--from", str(first / "video.mp4"), str(other), "-c", str(tiny_checkpoint), "--out",
             str(out), "--format", "zip")
     assert r.returncode == 0 and "not the image this run was sampled from" in r.stderr
+
+
+def test_a_record_larger_than_one_command_line_argument_round_trips(tmp_path):
+    """Linux limits one argument to 128 KiB: a sweep's record of many cells is larger, and still written."""
+    from svd_core import SamplingParams
+    from svd_core.provenance import read_video_record
+
+    cells = [{"run": f"cell-{i:03d}", "label": f"max_guidance_scale={i} = ; # \\ x",
+              "params": SamplingParams(seed=i).to_dict(), "pad": "x" * 600} for i in range(200)]
+    record = {"svd_studio": 1, "kind": "sweep", "params": SamplingParams().to_dict(), "seed": 0,
+              "checkpoint": {"file": "svd.safetensors"}, "varied": ["max_guidance_scale"], "cells": cells}
+    assert len(json.dumps(record)) > 140_000
+    path = tmp_path / "grid.mp4"
+    path.write_bytes(to_mp4(_frames(2, 16, 16), 8, metadata=record))
+    assert json.loads(read_tags(path)["comment"]) == record
+    assert [c["run"] for c in read_video_record(path).cells] == [c["run"] for c in cells]
