@@ -167,7 +167,7 @@ class RunRecord:
     device: str | None = None
     dtype: str | None = None  # the dtype the run computed in
     memory_mode: str | None = None  # the mode applied (the request's may be auto)
-    effective: dict = field(default_factory=dict)  # what the run really used (decode chunk, fps_id, camera, ...)
+    effective: dict = field(default_factory=dict)  # what else the run really used (decode chunk, camera, ...)
     timings: dict = field(default_factory=dict)  # seconds per phase
     frames: int | None = None
     size: tuple | None = None  # (width, height)
@@ -179,7 +179,7 @@ class RunRecord:
     files: tuple = ()
     metrics: dict = field(default_factory=dict)
     video_metrics: tuple = ()  # num_videos > 1: each video's metrics, in file order
-    fps: dict | None = None  # params.fps_vocabulary
+    fps: dict | None = None  # params.fps_vocabulary; None: the model has no fps input (SV3D)
     trajectory: dict | None = None  # the denoising record's files, when saved
     # a sweep's cell
     sweep: str | None = None
@@ -425,6 +425,11 @@ def trajectory_names(k: int) -> tuple[str, str, str]:
     return f"denoising{tail}.mp4", f"denoising{tail}.json", f"denoising{tail}.csv"
 
 
+# What a record keeps in its own fields (device, dtype, memory_mode, fps: fps_id is in fps) rather than in
+# `effective`; records that carry both still load.
+_OWN_FIELDS = ("memory_mode", "device", "dtype", "fps_id")
+
+
 def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | None = None,
               **fields) -> RunRecord:
     """The record of what ran in `result` (a session.SampleResult) with `checkpoint` (CheckpointInfo): the one
@@ -445,10 +450,11 @@ def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | 
     return RunRecord(
         request, checkpoint.name, checkpoint.variant.name, file_sha256(checkpoint.path), checkpoint.dtype,
         created=utc_now(), device=result.device, dtype=result.dtype, memory_mode=result.memory_mode,
-        effective=dict(result.effective), timings={k: round(v, 4) for k, v in result.timings.items()},
+        effective={k: v for k, v in result.effective.items() if k not in _OWN_FIELDS}, timings={k: round(v, 4) for k, v in result.timings.items()},
         frames=int(result.frames.shape[0]), size=(int(result.frames.shape[2]), int(result.frames.shape[1])),
         input_size=tuple(result.image.original_size), input_name=input_name,
         input_pixels_sha256=image_sha256(result.image.image), notes=tuple(result.notes),
         versions=library_versions(), files=tuple(sorted(files)), metrics=dict(result.metrics or {}),
         video_metrics=tuple(dict(m) for m in result.video_metrics) if len(result.video_metrics) > 1 else (),
-        fps=fps_vocabulary(result.params), trajectory=trajectory, **fields)
+        fps=None if result.effective.get("fps_id") is None else fps_vocabulary(result.params),
+        trajectory=trajectory, **fields)

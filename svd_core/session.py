@@ -97,11 +97,8 @@ class SampleResult:
     params: SamplingParams
     image: PreparedImage
     timings: dict[str, float]
-    memory_mode: str
-    device: str
-    dtype: str
     notes: list[str] = field(default_factory=list)
-    effective: dict = field(default_factory=dict)  # what the run really used (run.json's "effective")
+    effective: dict = field(default_factory=dict)  # what the run really used: memory mode, device, dtype, ...
     # num_videos: every video (seeds seed, seed+1, ...; videos[0] is `frames`), its final latents (float32
     # (F, 4, h, w), scaled space), and the UNet calls of the whole run
     videos: list[np.ndarray] = field(default_factory=list)
@@ -112,6 +109,18 @@ class SampleResult:
     video_metrics: list[dict] = field(default_factory=list)  # num_videos: each video's metrics ([0] is `metrics`)
     model: ModelSpec = ModelSpec("")  # the model it ran on, as asked for
     remove_bg: bool = False  # the input's background was removed
+
+    @property
+    def memory_mode(self) -> str:
+        return self.effective["memory_mode"]
+
+    @property
+    def device(self) -> str:
+        return self.effective["device"]
+
+    @property
+    def dtype(self) -> str:
+        return self.effective["dtype"]
 
     def record(self, checkpoint: CheckpointInfo, files=(), formats=("mp4",), input_name: str | None = None,
                **fields) -> RunRecord:
@@ -129,7 +138,7 @@ class Sampler:
         self.compute = ComputeOptions(compile, fuse_qkv, attention, pin_memory)
         self.device_setting = "" if device is None else str(device)
         self.info: CheckpointInfo = inspect_checkpoint(checkpoint)
-        # run.json records the checkpoint's sha256: hash a 9.56 GB file while the model loads and samples
+        # run.json records the checkpoint's sha256: hash the file (gigabytes) while the model loads and samples
         threading.Thread(target=file_sha256, args=(self.info.path,), name="sha256", daemon=True).start()
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.memory_setting = memory_mode  # "auto" plans each run (_auto_plan); memory_mode is the one applied
@@ -160,8 +169,9 @@ class Sampler:
 
     @property
     def spec(self) -> ModelSpec:
-        """The model as asked for (the memory mode as set: auto stays auto)."""
-        return ModelSpec(str(self.info.path), self.device_setting, self.memory_setting, bool(self.compute.compile))
+        """The model as asked for (the memory mode as set: auto stays auto); its checkpoint is the file's name,
+        as a record keeps it (the server's folders stay out of run.json)."""
+        return ModelSpec(self.info.path.name, self.device_setting, self.memory_setting, bool(self.compute.compile))
 
     def default_params(self, **overrides) -> SamplingParams:
         return SamplingParams.for_variant(self.info.variant, **overrides)
@@ -204,8 +214,7 @@ class Sampler:
                          for k, v in enumerate(videos)]
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
-        return SampleResult(videos[0], params, prepared, timings, effective["memory_mode"], effective["device"],
-                            effective["dtype"], notes, effective, videos, [o.latents for o in outputs],
+        return SampleResult(videos[0], params, prepared, timings, notes, effective, videos, [o.latents for o in outputs],
                             sum(o.model_calls for o in outputs), video_metrics[0], trajectories, video_metrics,
                             self.spec, prepared.background_removed)
 

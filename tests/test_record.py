@@ -110,13 +110,23 @@ def test_the_saved_record_is_the_one_record(tiny_sampler, input_png, tmp_path):
     params = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1, seed=5,
                                          num_videos=2)
     result = tiny_sampler.generate(input_png, params)
-    assert result.model == tiny_sampler.spec and result.model.checkpoint == str(tiny_sampler.info.path)
+    assert result.model == tiny_sampler.spec and result.model.checkpoint == tiny_sampler.info.path.name
+    assert (result.memory_mode, result.device, result.dtype) == tuple(
+        result.effective[k] for k in ("memory_mode", "device", "dtype"))
     path = save_run(result, tiny_sampler.info, tmp_path, formats=("mp4",), source=("cat.png", input_png.read_bytes()))
     rec = load_run(path).record
     assert rec == RunRecord.from_json(json.loads((path / "run.json").read_text()), "x")
     assert rec.request.formats == ("mp4",) and rec.request.remove_bg is False and rec.input_name == "cat.png"
     assert len(rec.sha256) == 64  # the checkpoint's hash
-    assert rec.effective == result.effective and rec.frames == 2 and rec.size == (64, 64)
+    assert rec.frames == 2 and rec.size == (64, 64)
+    # each fact once: device, dtype and memory mode in their fields, fps_id in fps, the rest in effective
+    assert rec.effective == {k: v for k, v in result.effective.items()
+                             if k not in ("memory_mode", "device", "dtype", "fps_id")}
+    assert (rec.memory_mode, rec.device, rec.dtype) == (result.memory_mode, result.device, result.dtype)
+    assert rec.fps["fps_id"] == result.effective["fps_id"] == params.fps - 1
+    saved = json.loads((path / "run.json").read_text())
+    assert saved["model"]["checkpoint"] == tiny_sampler.info.path.name  # the file, not the server's folders
+    assert str(tiny_sampler.info.path.parent) not in (path / "run.json").read_text()
     assert len(rec.video_metrics) == 2 and {"video.mp4", "video-1.mp4"} <= set(rec.files)
     second = read_video_record(path / "video-1.mp4")
     assert second == RunRecord.from_json(rec.for_video(1), "v")
