@@ -10,7 +10,7 @@ import sys
 
 from .calibrate import COARSE, KNOBS
 from .memory import MEMORY_MODES
-from .params import CHOICES, GUIDER_LISTS, RANGES, describe_fps, parse_seeds, parse_values
+from .params import CHOICES, GUIDER_LISTS, RANGES, parse_seeds, parse_values
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 DTYPES = ("float16", "bfloat16", "float32")
@@ -322,27 +322,26 @@ def cmd_sample(args) -> int:
     if unused:
         print(f"note: {sampler.info.variant.name} has no input for {', '.join(unused)}: ignored", file=sys.stderr)
     path = save_run(result, sampler.info, args.out, formats=formats)
-    from .record import summary_line
+    from .record import summary_line, timings_line
     from .runs import load_run
 
     record = load_run(path).record
-    t = record.timings
-    where = f"{record.memory_mode} mode on {record.device}" if record.device.startswith("cuda") else \
-        f"on {record.device}"  # memory modes apply to GPUs only
-    print(f"{path}  ({t['total']:.1f} s: encode {t['image_encode']:.1f}, denoise {t['denoise']:.1f}, "
-          f"decode {t['decode']:.1f}; {where})")
+    print(path)
     print(summary_line(record))
+    print(timings_line(record))
     _print_metrics(result, sampler.info)
     return 0
 
 
 def _print_metrics(result, info) -> None:
+    """The metrics line; SV3D's playback fps (its summary line has no fps: the model has no fps input)."""
     from .metrics import metrics_line
 
-    print(metrics_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s")
-    fps = f"playback fps {result.params.video_fps} (SV3D has no fps input)" if info.variant.is_sv3d else \
-        describe_fps(result.params)
-    print(fps + (" · untrained demo model: these metrics are meaningless" if info.variant.untrained else ""))
+    extra = [f"playback fps {result.params.video_fps} (SV3D has no fps input)"] if info.variant.is_sv3d else []
+    if info.variant.untrained:
+        extra.append("untrained demo model: these metrics are meaningless")
+    print(" · ".join([metrics_line(result.metrics) + f" · measured in {result.timings.get('measure', 0):.2f} s",
+                      *extra]))
 
 
 def _check_same_image(args, prepared) -> None:

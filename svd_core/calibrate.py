@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .params import CALIBRATION_VALUES as COARSE
-from .params import RANGES, SamplingParams
+from .params import RANGES, SamplingParams, format_value
 
 KNOBS = tuple(COARSE)  # the knobs a calibration can find a value of
 METRIC = "motion.score"
@@ -81,10 +81,6 @@ class Fit:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def _fmt(x) -> str:
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def _crossing(xs, gs, level: float, first: bool) -> float:
@@ -155,7 +151,7 @@ def fit_response(knob: str, target: float, responses: dict) -> Fit:
     direction = "increasing" if sse["increasing"] <= sse["decreasing"] else "decreasing"
     fitted = [float(v) for v in fits[direction]]
     increasing = direction == "increasing"
-    where = f"values {_fmt(xs[0])}-{_fmt(xs[-1])}, {min(counts)} seed(s) each"
+    where = f"values {format_value(xs[0], 3)}-{format_value(xs[-1], 3)}, {min(counts)} seed(s) each"
 
     # a reversal: i before j with the means in the wrong order by more than Z_REVERSAL standard errors
     worst, pair = 0.0, None
@@ -169,8 +165,9 @@ def fit_response(knob: str, target: float, responses: dict) -> Fit:
         i, j = pair
         return done("non_monotone",
                     f"no value: motion is not monotone in {knob} ({where}): it {'falls' if increasing else 'rises'} "
-                    f"from {means[i]:.3g} at {_fmt(xs[i])} to {means[j]:.3g} at {_fmt(xs[j])}, more than the spread "
-                    f"over seeds explains (std {spread:.2g})", fitted, direction)
+                    f"from {means[i]:.3g} at {format_value(xs[i], 3)} to {means[j]:.3g} at "
+                    f"{format_value(xs[j], 3)}, more than the spread over seeds explains (std {spread:.2g})",
+                    fitted, direction)
     rise = abs(fitted[-1] - fitted[0])
     if rise <= Z_FLAT * spread:
         return done("flat", f"no value: motion hardly follows {knob} ({where}): the fitted motion changes by "
@@ -179,7 +176,8 @@ def fit_response(knob: str, target: float, responses: dict) -> Fit:
     lo_m, hi_m = min(fitted), max(fitted)
     if not lo_m <= target <= hi_m:
         return done("out_of_range", f"no value: target motion {target:g} is outside what {knob} "
-                                    f"{_fmt(xs[0])}-{_fmt(xs[-1])} gives (fitted {lo_m:.3g} to {hi_m:.3g})",
+                                    f"{format_value(xs[0], 3)}-{format_value(xs[-1], 3)} gives (fitted {lo_m:.3g} to "
+                                    f"{hi_m:.3g})",
                     fitted, direction)
     x = invert(xs, fitted, target, increasing)
     a, b = _band(xs, fitted, target - spread, target + spread, increasing)
@@ -187,8 +185,9 @@ def fit_response(knob: str, target: float, responses: dict) -> Fit:
         x, a, b = int(round(x)), int(math.floor(a)), int(math.ceil(b))
     else:
         x, a, b = round(float(x), 4), round(float(a), 4), round(float(b), 4)
-    return done("ok", f"{knob} {_fmt(x)} is expected to give motion {target:g} ({direction} fit {where}); "
-                      f"{knob} {_fmt(a)} to {_fmt(b)} give {target:g} ± {spread:.2g} (one seed's spread)",
+    return done("ok", f"{knob} {format_value(x, 3)} is expected to give motion {target:g} ({direction} fit {where}); "
+                      f"{knob} {format_value(a, 3)} to {format_value(b, 3)} give {target:g} ± {spread:.2g} (one "
+                      "seed's spread)",
                 fitted, direction, x, (a, b))
 
 
@@ -213,7 +212,7 @@ def calibration_png(fit: Fit, per_seed: dict | None = None, confirm: tuple | Non
     ax.axhline(fit.target, color="C3", ls="--", label=f"target {fit.target:g}")
     if fit.value is not None:
         ax.axvspan(*fit.interval, color="C2", alpha=0.15, label="interval")
-        ax.axvline(fit.value, color="C2", label=f"{fit.knob} {_fmt(fit.value)}")
+        ax.axvline(fit.value, color="C2", label=f"{fit.knob} {format_value(fit.value, 3)}")
     if confirm is not None and confirm[1] is not None:
         ax.plot([confirm[0]], [confirm[1]], "*", ms=14, color="C2", mec="k", label=f"confirm: {confirm[1]:.3g}")
     ax.set_xlabel(fit.knob)
@@ -257,7 +256,7 @@ def summarize(fit: Fit, steps: int, full_steps: int, confirm_motion: float | Non
                      + ("; the confirming run uses the full steps" if fit.value is not None else ""))
     if fit.value is not None:
         got = "no motion score" if confirm_motion is None else f"motion {confirm_motion:.3g}"
-        lines.append(f"confirming run at {fit.knob} {_fmt(fit.value)} ({full_steps} steps): {got} "
+        lines.append(f"confirming run at {fit.knob} {format_value(fit.value, 3)} ({full_steps} steps): {got} "
                      f"(target {fit.target:g})")
     return "\n".join(lines)
 
@@ -319,7 +318,7 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
         result = sampler.generate(sampler.prepare(image, confirmed, remove_bg), confirmed,
                                   on_step=lambda i, s: progress(len(cells), total, i, s), should_stop=should_stop)
         confirm_motion = scalar_metrics(result.metrics or {}).get(METRIC)
-        confirm = [(f"confirm {knob}={_fmt(fit.value)}", result)]
+        confirm = [(f"confirm {knob}={format_value(fit.value, 3)}", result)]
     steps_run = cells[0][1].num_inference_steps
     title = sampler.info.name + (" (untrained demo model: meaningless)" if variant.untrained else "")
     record = {"calibration": {**fit.to_dict(), "metric": METRIC, "seeds": seeds, "steps": steps_run,

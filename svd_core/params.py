@@ -351,9 +351,12 @@ def parse_values(name: str, text: str) -> list:
     return out
 
 
-def format_value(v) -> str:
-    """A knob's value as people read it: floats as %g (0.1, 1e-05), the rest as str."""
-    return f"{v:g}" if isinstance(v, float) else str(v)
+def format_value(v, digits: int = 6) -> str:
+    """A knob's value as people read it: floats to `digits` significant digits as %g (0.1, 1e-05), a
+    one-value list as its value, the rest as str."""
+    if isinstance(v, (list, tuple)) and len(v) == 1:
+        v = v[0]
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
 def fps_vocabulary(params: SamplingParams) -> dict[str, int]:

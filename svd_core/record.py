@@ -339,12 +339,6 @@ class RunRecord:
                 "dtype": self.dtype, "save_trajectory": r.save_trajectory, "remove_bg": r.remove_bg}
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (list, tuple)) and len(v) == 1:
-        v = v[0]
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def camera_words(camera: dict) -> str:
     """A run's camera (the effective "camera") in a few words, angles to a tenth of a degree."""
     el, az = camera["elevations_deg"], camera["azimuths_deg"]
@@ -356,35 +350,49 @@ def camera_words(camera: dict) -> str:
 def summary_line(record: RunRecord, label=str) -> str:
     """A run in one line: its seed(s), what a comparison varied, the sampler, what the model was conditioned on
     (SV3D: the camera; SVD: motion bucket and fps), noise augmentation, guidance, frames, steps, size and when.
-    `label(knob)`: a knob's name as the reader knows it."""
+    Each part names the knobs it shows; a sweep leaves out the parts of the knobs it varied (its first cell's
+    values would mislead). `label(knob)`: a knob's name as the reader knows it."""
+    from .params import describe_fps, format_value
+
     p = record.params
     n = p.num_videos
-    parts = [f"seed {p.seed}" if n == 1 else f"{n} videos, seeds {p.seed}-{p.seed + n - 1}"]
+    parts = [(("seed", "num_videos"), f"seed {p.seed}" if n == 1 else f"{n} videos, seeds {p.seed}-{p.seed + n - 1}")]
     varied = set(record.varied or ()) if record.kind == "sweep" else set()
     if record.kind == "sweep":
-        for k in record.varied or ():
-            values = list(dict.fromkeys(_fmt((c.get("coords") if isinstance(c.get("coords"), dict) else {}).get(
-                k, (c.get("params") if isinstance(c.get("params"), dict) else {}).get(k))) for c in record.cells))
-            parts.append(f"varies {label(k)}: {', '.join(values)}")
         if len(record.seeds) > 1:
-            parts[0] = f"seeds {', '.join(map(str, record.seeds))}"
-    parts.append(f"{p.sampler}/{p.discretization}/{p.guider}")
+            parts = [((), f"seeds {', '.join(map(str, record.seeds))}")]
+        for k in record.varied or ():
+            values = list(dict.fromkeys(format_value((c.get("coords") if isinstance(c.get("coords"), dict) else {}).get(
+                k, (c.get("params") if isinstance(c.get("params"), dict) else {}).get(k))) for c in record.cells))
+            parts.append(((), f"varies {label(k)}: {', '.join(values)}"))
+    parts.append((("sampler", "discretization", "guider"), f"{p.sampler}/{p.discretization}/{p.guider}"))
     if record.is_sv3d:
-        if "elevations_deg" not in varied:
-            camera = record.effective.get("camera")
-            parts.append(camera_words(camera) if camera else "orbit (no camera input)")
+        camera = record.effective.get("camera")
+        parts.append((("elevations_deg", "azimuths_deg"),
+                      camera_words(camera) if camera else "orbit (no camera input)"))
     else:
-        parts += [text for name, text in (("motion_bucket_id", f"motion bucket {p.motion_bucket_id}"),
-                                          ("fps", f"conditioning fps {p.fps} (fps_id {p.fps - 1}) · playback fps "
-                                                  f"{p.video_fps}")) if name not in varied]
-    knobs = [("noise_aug_strength", f"noise augmentation {p.noise_aug_strength:g}"),
-             ("guidance", f"guidance {p.min_guidance_scale:g}→{p.max_guidance_scale:g}"),
-             ("num_frames", f"{p.num_frames} frames"), ("num_inference_steps", f"{p.num_inference_steps} steps")]
-    parts += [text for name, text in knobs if name not in varied]
-    parts.append(f"{p.width}x{p.height}")
+        parts += [(("motion_bucket_id",), f"motion bucket {p.motion_bucket_id}"),
+                  (("fps", "output_fps"), describe_fps(p))]
+    parts += [(("noise_aug_strength",), f"noise augmentation {format_value(p.noise_aug_strength)}"),
+              (("min_guidance_scale", "max_guidance_scale"),
+               f"guidance {format_value(p.min_guidance_scale)}→{format_value(p.max_guidance_scale)}"),
+              (("num_frames",), f"{p.num_frames} frames"), (("num_inference_steps",), f"{p.num_inference_steps} steps"),
+              (("width", "height"), f"{p.width}x{p.height}")]
     if record.created:
-        parts.append(f"{record.created[:16].replace('T', ' ')} UTC")
-    return " · ".join(parts)
+        parts.append(((), f"{record.created[:16].replace('T', ' ')} UTC"))
+    return " · ".join(text for fields, text in parts if varied.isdisjoint(fields))
+
+
+def timings_line(record: RunRecord) -> str:
+    """How a run ran, in one line beside its summary_line: the decode chunk it used, the time of each phase and
+    where it ran (the memory mode on a GPU: the modes apply to GPUs only)."""
+    p, t = record.params, record.timings
+    chunk = record.effective.get("decode_chunk_size", p.decode_chunk)
+    chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size else "")
+    device = record.device or "?"
+    where = f"{record.memory_mode} mode on {device}" if device.startswith("cuda") else f"on {device}"
+    return (f"{chunk_text} · {t.get('total', 0):.1f} s (encode {t.get('image_encode', 0):.1f}, denoise "
+            f"{t.get('denoise', 0):.1f}, decode {t.get('decode', 0):.1f}) · {where}")
 
 
 
@@ -450,7 +458,8 @@ def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | 
     return RunRecord(
         request, checkpoint.name, checkpoint.variant.name, file_sha256(checkpoint.path), checkpoint.dtype,
         created=utc_now(), device=result.device, dtype=result.dtype, memory_mode=result.memory_mode,
-        effective={k: v for k, v in result.effective.items() if k not in _OWN_FIELDS}, timings={k: round(v, 4) for k, v in result.timings.items()},
+        effective={k: v for k, v in result.effective.items() if k not in _OWN_FIELDS},
+        timings={k: round(v, 4) for k, v in result.timings.items()},
         frames=int(result.frames.shape[0]), size=(int(result.frames.shape[2]), int(result.frames.shape[1])),
         input_size=tuple(result.image.original_size), input_name=input_name,
         input_pixels_sha256=image_sha256(result.image.image), notes=tuple(result.notes),

@@ -214,9 +214,9 @@ class Sampler:
                          for k, v in enumerate(videos)]
         if should_stop is not None and should_stop():
             raise Cancelled("run cancelled")
-        return SampleResult(videos[0], params, prepared, timings, notes, effective, videos, [o.latents for o in outputs],
-                            sum(o.model_calls for o in outputs), video_metrics[0], trajectories, video_metrics,
-                            self.spec, prepared.background_removed)
+        return SampleResult(videos[0], params, prepared, timings, notes, effective, videos,
+                            [o.latents for o in outputs], sum(o.model_calls for o in outputs), video_metrics[0],
+                            trajectories, video_metrics, self.spec, prepared.background_removed)
 
     def ignored_knobs(self, params: SamplingParams) -> list[str]:
         """Knobs set away from their defaults that this run does not read: those the sampler, discretization

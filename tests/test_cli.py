@@ -66,7 +66,8 @@ def test_cli_speaks_to_a_newcomer(tiny_checkpoint, input_png, tmp_path):
             "--num-frames", "3", "--num-inference-steps", "1", env=env)
     assert r.returncode == 0, r.stderr
     assert "note: checkpoint tiny.safetensors" in r.stderr and "-c" in r.stderr
-    assert "; on cpu)" in r.stdout and "mode on cpu" not in r.stdout
+    assert " s (encode " in r.stdout and " · on cpu" in r.stdout and "mode on cpu" not in r.stdout
+    assert r.stdout.count("fps_id") == 1  # one fps wording: the summary line's
     r = cli("list", env=env)
     lines = r.stdout.splitlines()
     assert r.returncode == 0 and lines[0].split()[:2] == ["model", "variant"] and lines[1].startswith("tiny")

@@ -17,6 +17,7 @@ from svd_core import (
     summary_line,
 )
 from svd_core.errors import RecordError
+from svd_core.record import timings_line
 
 # A run.json as SVD Studio wrote it before the record had a type: no model, remove_bg or formats.
 OLD_RUN = {
@@ -103,6 +104,34 @@ def test_summary_line_says_the_camera_for_sv3d_and_motion_for_svd():
                                            {"run": "b", "label": "m=9", "params": {"motion_bucket_id": 9}}]})
     line = summary_line(sweep, str.upper)
     assert line.startswith("seeds 1, 2 · varies MOTION_BUCKET_ID: 3, 9") and "motion bucket 127" not in line
+
+
+def _sweep_over(knob, values):
+    cells = [{"run": f"r{i}", "label": f"{knob}={v}", "coords": {knob: v},
+              "params": {**OLD_RUN["params"], knob: v}} for i, v in enumerate(values)]
+    return RunRecord.from_json({**OLD_RUN, "kind": "sweep", "varied": [knob], "cells": cells}, "sweep")
+
+
+def test_a_sweep_summary_leaves_out_what_it_varied():
+    """The first cell's value of a varied knob would mislead: each part names the knobs it shows."""
+    line = summary_line(_sweep_over("max_guidance_scale", [1.0, 3.0]))
+    assert "varies max_guidance_scale: 1, 3" in line and "guidance 1→" not in line and "guidance 1" not in line
+    assert "motion bucket 127" in line and "euler" in line  # the rest stays
+    line = summary_line(_sweep_over("sampler", ["euler", "heun"]))
+    assert "varies sampler: euler, heun" in line and "/karras" not in line and "guidance" in line
+    line = summary_line(_sweep_over("output_fps", [7, 12]))
+    assert "playback fps" not in line and "conditioning fps" not in line
+    line = summary_line(_sweep_over("width", [512, 1024]))
+    assert "varies width: 512, 1024" in line and "x576" not in line
+    line = summary_line(_sweep_over("period", [[1.5], [2.0]]))
+    assert "varies period: 1.5, 2" in line  # a one-value list reads as its value
+
+
+def test_timings_line_says_where_a_run_ran():
+    rec = RunRecord.from_json(OLD_RUN)
+    assert timings_line(rec) == ("decode chunk 8 (set 14) · 31.5 s (encode 0.4, denoise 25.0, decode 6.1) · "
+                                 "balanced mode on cuda:0")
+    assert timings_line(rec.replace(device="cpu")).endswith(" · on cpu")  # memory modes apply to GPUs only
 
 
 def test_the_saved_record_is_the_one_record(tiny_sampler, input_png, tmp_path):
