@@ -321,14 +321,14 @@ def run_calibration(sampler, image, base: SamplingParams, knob: str, target: flo
         confirm = [(f"confirm {knob}={format_value(fit.value, 3)}", result)]
     steps_run = cells[0][1].num_inference_steps
     title = sampler.info.name + (" (untrained demo model: meaningless)" if variant.untrained else "")
-    record = {"calibration": {**fit.to_dict(), "metric": METRIC, "seeds": seeds, "steps": steps_run,
-                              "full_steps": base.num_inference_steps,
-                              "confirm": ({"label": confirm[0][0], "seed": base.seed, "motion": confirm_motion}
-                                          if confirm else None),
-                              "summary": summarize(fit, steps_run, base.num_inference_steps, confirm_motion)}}
+    calibration = {**fit.to_dict(), "metric": METRIC, "seeds": seeds, "steps": steps_run,
+                   "full_steps": base.num_inference_steps,
+                   "confirm": ({"label": confirm[0][0], "seed": base.seed, "motion": confirm_motion}
+                               if confirm else None),
+                   "summary": summarize(fit, steps_run, base.num_inference_steps, confirm_motion)}
     png = calibration_png(fit, per_seed, (fit.value, confirm_motion) if confirm else None, title)
     saved = save_sweep(sweep.cells, sweep.grid, sampler.info, out_dir, coords=sweep.coords, should_stop=should_stop,
-                       processes=sweep.processes, extra=record, extra_files={"calibration.png": png},
+                       processes=sweep.processes, calibration=calibration, extra_files={"calibration.png": png},
                        extra_runs=confirm)
     n = len(sweep.cells)
     return Calibration(fit, saved.path, tuple(saved.run_paths[:n]), steps_run, base.num_inference_steps,

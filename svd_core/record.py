@@ -194,7 +194,8 @@ class RunRecord:
     grid_fps: int | None = None
     processes: int | None = None
     cells: tuple = ()
-    extra: dict = field(default_factory=dict)  # other keys (a calibration's), kept as written
+    calibration: dict | None = None  # a calibration's sweep: its fit and answer (calibrate.Calibration), "summary"
+    extra: dict = field(default_factory=dict)  # other keys, kept as written
 
     @property
     def params(self) -> SamplingParams:
@@ -243,6 +244,7 @@ class RunRecord:
             "sweep_pending": self.sweep_pending or None, "sweep_incomplete": self.sweep_incomplete or None,
             "seeds": list(self.seeds) or None, "varied": None if self.varied is None else list(self.varied),
             "grid_fps": self.grid_fps, "processes": self.processes, "cells": [dict(c) for c in self.cells] or None,
+            "calibration": self.calibration,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         out["files"] = list(self.files)
@@ -296,6 +298,10 @@ class RunRecord:
             if not (isinstance(cell, dict) and isinstance(cell.get("run"), str)
                     and isinstance(cell.get("label", ""), str)):
                 raise bad("a cell is not {run, label}")
+        calibration = data.get("calibration")
+        if calibration is not None and not (isinstance(calibration, dict)
+                                            and isinstance(calibration.get("summary"), str)):
+            raise bad("calibration is not an object with a summary")
         metrics, video_metrics = data.get("metrics") or {}, data.get("video_metrics") or []
         if not all(isinstance(m, dict) for m in video_metrics):
             raise bad("video_metrics is not a list of objects")
@@ -304,7 +310,7 @@ class RunRecord:
                  "kind", "device", "dtype", "memory_mode", "effective", "timings_s", "frames", "size", "input",
                  "notes", "versions", "metrics", "fps", "input_pixels_sha256", "video_metrics", "trajectory",
                  "sweep", "label", "coords", "process", "sweep_pending", "sweep_incomplete", "seeds", "varied",
-                 "grid_fps", "processes", "cells", "files", RECORD_KEY}
+                 "grid_fps", "processes", "cells", "calibration", "files", RECORD_KEY}
         return cls(
             request, ck.get("file"), ck.get("variant"), ck.get("sha256"), ck.get("dtype"),
             kind=data.get("kind", "run"), created=data.get("created"), device=data.get("device"),
@@ -318,7 +324,7 @@ class RunRecord:
             process=data.get("process"), sweep_pending=data.get("sweep_pending", False),
             sweep_incomplete=data.get("sweep_incomplete", False), seeds=tuple(data.get("seeds") or ()),
             varied=None if data.get("varied") is None else tuple(data["varied"]), grid_fps=data.get("grid_fps"),
-            processes=data.get("processes"), cells=tuple(data.get("cells") or ()),
+            processes=data.get("processes"), cells=tuple(data.get("cells") or ()), calibration=calibration,
             extra={k: v for k, v in data.items() if k not in known})
 
     def for_video(self, k: int = 0) -> dict:
@@ -384,19 +390,6 @@ def summary_line(record: RunRecord, label=str) -> str:
 
 
 def timings_line(record: RunRecord) -> str:
-    """How a run ran, in one line beside its summary_line: the decode chunk it used, the time of each phase and
-    where it ran (the memory mode on a GPU: the modes apply to GPUs only)."""
-    p, t = record.params, record.timings
-    chunk = record.effective.get("decode_chunk_size", p.decode_chunk)
-    chunk_text = f"decode chunk {chunk}" + (f" (set {p.decode_chunk_size})" if chunk != p.decode_chunk_size else "")
-    device = record.device or "?"
-    where = f"{record.memory_mode} mode on {device}" if device.startswith("cuda") else f"on {device}"
-    return (f"{chunk_text} · {t.get('total', 0):.1f} s (encode {t.get('image_encode', 0):.1f}, denoise "
-            f"{t.get('denoise', 0):.1f}, decode {t.get('decode', 0):.1f}) · {where}")
-
-
-
-def timings_line(record: RunRecord) -> str:
     """How long a run took and where: '31.5 s (encode 0.4, denoise 28.0, decode 3.1) · balanced mode on cuda'
     (memory modes apply to GPUs only)."""
     t = record.timings
@@ -404,6 +397,7 @@ def timings_line(record: RunRecord) -> str:
     where = f"{record.memory_mode} mode on {device}" if device.startswith("cuda") else f"on {device}"
     return (f"{t.get('total', 0):.1f} s (encode {t.get('image_encode', 0):.1f}, denoise {t.get('denoise', 0):.1f}, "
             f"decode {t.get('decode', 0):.1f}) · {where}")
+
 
 def utc_now() -> str:
     from datetime import datetime, timezone
@@ -438,6 +432,27 @@ def trajectory_names(k: int) -> tuple[str, str, str]:
 _OWN_FIELDS = ("memory_mode", "device", "dtype", "fps_id")
 
 
+def _request_of(result, formats) -> RunRequest:
+    """The request a result (session.SampleResult) ran, saved in `formats`."""
+    return RunRequest(result.params, result.model, result.remove_bg, tuple(formats), bool(result.trajectories))
+
+
+def sweep_record(results, checkpoint, sweep: str, cells, files=(), processes=(), calibration: dict | None = None,
+                 formats=("mp4",)) -> RunRecord:
+    """The record of a sweep's own folder: the one place it is made. `results`: its cells' (label,
+    SampleResult), which ran with `checkpoint` (CheckpointInfo) and were saved in `formats`; its request is
+    the first cell's (background removal, formats and the denoising record as the cells had them). `cells`:
+    run.json's {run, label, params, coords, process} per cell; `processes`: the cells' process records;
+    `calibration`: a calibration's fit and answer."""
+    first = results[0][1]
+    return RunRecord(
+        _request_of(first, formats), checkpoint.name, checkpoint.variant.name, kind="sweep", created=utc_now(),
+        sweep=sweep, seeds=tuple(sorted({r.params.seed for _, r in results})),
+        varied=tuple(k for k in (cells[0].get("coords") or {}) if k != "seed"), grid_fps=first.params.video_fps,
+        processes=max((p.get("processes", 1) for p in processes), default=1), cells=tuple(cells),
+        files=tuple(sorted(files)), calibration=calibration)
+
+
 def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | None = None,
               **fields) -> RunRecord:
     """The record of what ran in `result` (a session.SampleResult) with `checkpoint` (CheckpointInfo): the one
@@ -454,7 +469,7 @@ def record_of(result, checkpoint, files=(), formats=("mp4",), input_name: str | 
         trajectory = {"videos": [n[0] for n in names], "stats": [n[1] for n in names],
                       "tables": [n[2] for n in names], "steps": len(trajectories[0]), "fps": TRAJECTORY_FPS,
                       "decoder": "latent_rgb"}
-    request = RunRequest(result.params, result.model, result.remove_bg, tuple(formats), bool(trajectories))
+    request = _request_of(result, formats)
     return RunRecord(
         request, checkpoint.name, checkpoint.variant.name, file_sha256(checkpoint.path), checkpoint.dtype,
         created=utc_now(), device=result.device, dtype=result.dtype, memory_mode=result.memory_mode,

@@ -19,7 +19,7 @@ from .errors import Cancelled, ProcessLost, RecordError, SweepFailed
 from .grid import contact_sheet, grid_frames
 from .params import METRIC_LABELS, SamplingParams, parse_values
 from .params import format_value as _fmt
-from .record import RunRecord, RunRequest, record_bytes, utc_now
+from .record import record_bytes, sweep_record
 from .runs import (
     RUN_FILE,
     commit_staged,
@@ -381,13 +381,14 @@ def save_cells(results, checkpoint, out_dir=None, coords: list[dict] | None = No
 
 def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | None = None,
                should_stop: Callable[[], bool] | None = None, processes: list[dict] | None = None,
-               extra: dict | None = None, extra_files: dict[str, bytes] | None = None,
+               calibration: dict | None = None, extra_files: dict[str, bytes] | None = None,
                extra_runs: list[tuple[str, object]] | None = None) -> SweepResult:
     """Every cell's run folder and the sweep folder, staged as temporary folders and renamed into place
     together: all or nothing (a cancel up to the first rename leaves nothing). `processes`: per cell, the
-    process that made it (run.json's "process"). `extra`, `extra_files`: more entries for the sweep's run.json
-    and more files in its folder; `extra_runs`: (label, SampleResult) saved with it, listed after the cells in
-    its "cells" (no coords; not in the grid or metrics.csv), their paths after the cells' in run_paths."""
+    process that made it (run.json's "process"). `calibration`: a calibration's fit and answer (the record's
+    `calibration`); `extra_files`: more files in its folder; `extra_runs`: (label, SampleResult) saved with it,
+    listed after the cells in its "cells" (no coords; not in the grid or metrics.csv), their paths after the
+    cells' in run_paths."""
 
     out_dir = Path(out_dir or output_dir())
     sweep_id = new_run_id("sweep-")
@@ -411,19 +412,13 @@ def save_sweep(results, grid, checkpoint, out_dir=None, coords: list[dict] | Non
             "metrics.csv": to_csv(rows),
             "response.png": response_png(rows, title),
         }
-        knobs = [k for k in (coords[0] if coords else {}) if k != "seed"]
         cells = [{"label": label, "run": folder.name, "params": r.params.to_dict(),
                   **({"coords": coords[i]} if coords else {}), **({"process": processes[i]} if processes else {})}
                  for i, ((label, r), (_, folder)) in enumerate(zip(results, staged))]
         cells += [{"label": label, "run": folder.name, "params": r.params.to_dict()}
                   for (label, r), (_, folder) in zip(extra_runs or [], staged[len(results):])]
         files.update(extra_files or {})
-        record = RunRecord(
-            RunRequest(first.params, first.model, first.remove_bg), checkpoint.name, checkpoint.variant.name,
-            kind="sweep", created=utc_now(), sweep=sweep_id, seeds=tuple(sorted({r.params.seed for _, r in results})),
-            varied=tuple(knobs), grid_fps=first.params.video_fps,
-            processes=max((p.get("processes", 1) for p in processes), default=1), cells=tuple(cells),
-            files=tuple(sorted([*files, "grid.mp4"])), extra=dict(extra or {}))
+        record = sweep_record(results, checkpoint, sweep_id, cells, [*files, "grid.mp4"], processes, calibration)
 
         def contents(tmp: Path) -> dict[str, bytes]:
             return {"grid.mp4": video.to_mp4(grid, first.params.video_fps, workdir=tmp,

@@ -66,10 +66,17 @@ OLD_SWEEP = {
 def test_a_sweep_json_in_the_earlier_format_loads():
     rec = RunRecord.from_json(OLD_SWEEP, "sweep/run.json")
     assert rec.kind == "sweep" and rec.seeds == (42, 43) and rec.varied == ("motion_bucket_id",)
-    assert rec.cells[0]["run"] == "20261130-101213-abcdef" and rec.extra["calibration"]["value"] == 42
+    assert rec.cells[0]["run"] == "20261130-101213-abcdef" and rec.calibration["value"] == 42 and not rec.extra
     again = rec.to_json()
     assert {k: again[k] for k in OLD_SWEEP} == OLD_SWEEP
     assert RunRecord.from_json(again, "x") == rec
+
+
+def test_a_malformed_calibration_is_one_line():
+    for bad in ("found 42", {"value": 42}, {"summary": 42}):
+        with pytest.raises(RecordError, match=r"^s/run.json is not a run record of SVD Studio \(calibration is not an "
+                                              r"object with a summary\)$"):
+            RunRecord.from_json({**OLD_SWEEP, "calibration": bad}, "s/run.json")
 
 
 def test_request_round_trip_and_its_checks():
@@ -129,8 +136,7 @@ def test_a_sweep_summary_leaves_out_what_it_varied():
 
 def test_timings_line_says_where_a_run_ran():
     rec = RunRecord.from_json(OLD_RUN)
-    assert timings_line(rec) == ("decode chunk 8 (set 14) · 31.5 s (encode 0.4, denoise 25.0, decode 6.1) · "
-                                 "balanced mode on cuda:0")
+    assert timings_line(rec) == "31.5 s (encode 0.4, denoise 25.0, decode 6.1) · balanced mode on cuda:0"
     assert timings_line(rec.replace(device="cpu")).endswith(" · on cpu")  # memory modes apply to GPUs only
 
 
@@ -239,6 +245,20 @@ def test_sweep_folder_record_and_its_grid(tiny_sampler, input_png, tmp_path):
         with pytest.raises(RecordError, match=f"^{res.path.name}/metrics.csv is not a sweep's metrics table") as e:
             response_table(res.path)
         assert "\n" not in str(e.value), what
+
+
+def test_a_sweep_records_its_cells_request(tiny_sampler, input_png, tmp_path):
+    """The sweep folder's request is its cells' (save_trajectory and formats included): "Use these settings" on
+    a comparison keeps them."""
+    from svd_core import grid_cells, run_sweep
+
+    base = tiny_sampler.default_params(width=64, height=64, num_frames=2, num_inference_steps=1)
+    res = run_sweep(tiny_sampler, input_png, grid_cells(base, {"motion_bucket_id": [3, 9]}), out_dir=tmp_path,
+                    trajectory=True)
+    rec, cell = load_run(res.path).record, load_run(res.run_paths[0]).record
+    assert rec.request.save_trajectory and cell.request.save_trajectory
+    assert rec.request == cell.request  # the first cell's: formats, remove_bg, model and save_trajectory
+    assert rec.calibration is None and "calibration" not in json.loads((res.path / "run.json").read_text())
 
 
 def test_a_sweep_records_its_background_removal(tiny_sampler, input_png, tmp_path, fake_rembg):
