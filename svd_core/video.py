@@ -206,9 +206,15 @@ def _add_frame(frames: list, frame: np.ndarray, name: str) -> None:
 
 
 def _enough(frames: list, name: str) -> np.ndarray:
+    """The frames as one array, moved out of `frames` one at a time: each frame is freed once copied and the
+    array's memory is committed by the OS as it is written, so reading holds about one copy of the video (up to
+    MAX_BYTES), not the list and the array at once."""
     if len(frames) < 2:
         raise VideoError(f"{name} has {len(frames)} frame(s): a video needs at least 2")
-    return np.stack(frames)
+    out = np.empty((len(frames), *frames[0].shape), frames[0].dtype)
+    for i in range(len(frames)):
+        out[i], frames[i] = frames[i], None
+    return out
 
 
 def read_video(source) -> tuple[np.ndarray, float]:

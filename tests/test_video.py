@@ -314,3 +314,19 @@ def test_a_record_larger_than_one_command_line_argument_round_trips(tmp_path):
     path.write_bytes(to_mp4(_frames(2, 16, 16), 8, metadata=record))
     assert json.loads(read_tags(path)["comment"]) == record
     assert [c["run"] for c in read_video_record(path).cells] == [c["run"] for c in cells]
+
+
+def test_decoded_frames_are_freed_as_they_are_gathered():
+    """Reading never holds the decoded frames twice (a list and the stacked array): each frame is released as
+    it is copied into the video's array."""
+    import weakref
+
+    from svd_core.video import _enough
+
+    frames = list(_frames(4, 8, 8))
+    frames = [f.copy() for f in frames]  # each its own buffer, referenced only by the list
+    alive = [weakref.ref(f) for f in frames]
+    expected = np.stack(frames)
+    out = _enough(frames, "v.mp4")
+    assert np.array_equal(out, expected)
+    assert all(r() is None for r in alive) and frames == [None] * 4
