@@ -302,8 +302,7 @@ def test_mp4_round_trip_to_identical_frames(tiny_checkpoint, input_png, tmp_path
 
 def test_a_record_larger_than_one_command_line_argument_round_trips(tmp_path):
     """Linux limits one argument to 128 KiB: a sweep's record of many cells is larger, and still written."""
-    from svd_core import SamplingParams
-    from svd_core.provenance import read_video_record
+    from svd_core import SamplingParams, read_video_record
 
     cells = [{"run": f"cell-{i:03d}", "label": f"max_guidance_scale={i} = ; # \\ x",
               "params": SamplingParams(seed=i).to_dict(), "pad": "x" * 600} for i in range(200)]
