@@ -396,6 +396,8 @@ def cmd_sweep(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if state is not None:  # each process closes its process group: gloo's threads end before the interpreter
+            state.destroy_process_group()
     if res is None:  # not the main process: it sent its cells there
         return 0
     from .metrics import metrics_line

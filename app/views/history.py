@@ -128,7 +128,7 @@ def card(run, cells_of: dict, nested: bool = False) -> None:
             if not picture(run.file("poster.png"), width="stretch"):
                 st.caption("no poster")
         with c2:
-            calibration = rec.extra.get("calibration") if isinstance(rec.extra.get("calibration"), dict) else None
+            calibration = rec.calibration
             kind = ("Calibration" if calibration else "Comparison" if run.kind == "sweep" else
                     "Cell" if nested else "Run")
             named = f" · {rec.label}" if rec.label is not None else ""
