@@ -23,32 +23,32 @@ def _path_title(name: str) -> str:
 def reset(params) -> None:
     """The Camera section's widgets from params (SV3D_p; controls.load_settings): explicit azimuths become the custom
     per-frame path; one elevation with the default orbit stays the orbit."""
-    state.new_camera_table()
+    state.CAMERA_TABLE.renew()
     elevations = params.elevations_deg
     state.put(state.CAMERA_ELEVATION, float(elevations[0]) if elevations else DEFAULT_ELEVATION)
     if params.azimuths_deg is None:
         state.put(state.CAMERA_PATH, "orbit")
         return
-    state.set_camera_custom(tuple(list(v) for v in resolve(params.num_frames, elevations, params.azimuths_deg)))
+    state.CAMERA_TABLE.set_values(tuple(list(v) for v in resolve(params.num_frames, elevations, params.azimuths_deg)))
     state.put(state.CAMERA_PATH, CUSTOM)
 
 
 def _reset_table(leave_custom: bool = True) -> None:
     """on_change of elevation, path and seed: a fresh per-frame table (its edits belonged to the old path)."""
-    state.new_camera_table()
+    state.CAMERA_TABLE.renew()
     if leave_custom and state.get(state.CAMERA_PATH) == CUSTOM:
         state.put(state.CAMERA_PATH, "orbit")
 
 
 def _edited(elevations, azimuths) -> None:
     """on_change of the per-frame table: its edits become the custom path."""
-    edits = (state.get(state.camera_table_key()) or {}).get("edited_rows") or {}
+    edits = state.CAMERA_TABLE.edits()
     columns = {"elevation": list(elevations), "azimuth": list(azimuths)}
     for row, changes in edits.items():
         for col, value in changes.items():
             if col in columns and value is not None:
                 columns[col][int(row)] = float(value)
-    state.set_camera_custom((columns["elevation"], columns["azimuth"]))
+    state.CAMERA_TABLE.set_values((columns["elevation"], columns["azimuth"]))
     state.put(state.CAMERA_PATH, CUSTOM)
     _reset_table(leave_custom=False)
 
@@ -92,7 +92,7 @@ def camera_section(variant, num_frames: int) -> None:
         elevations, azimuths = resolve(num_frames, (elevation,))
     with st.expander("Per frame (edit a cell to set your own path)"):
         st.data_editor({"elevation": list(elevations), "azimuth": list(azimuths)},
-                       key=state.camera_table_key(), num_rows="fixed", width="stretch",
+                       key=state.CAMERA_TABLE.key(), num_rows="fixed", width="stretch",
                        on_change=_edited, args=(tuple(elevations), tuple(azimuths)),
                        column_config={"elevation": st.column_config.NumberColumn(min_value=lo, max_value=hi),
                                       "azimuth": st.column_config.NumberColumn(min_value=ANGLES["azimuths_deg"][0],
@@ -106,7 +106,7 @@ def camera_section(variant, num_frames: int) -> None:
 
 
 def _from_table(num_frames: int):
-    elevations, azimuths = state.camera_custom() or resolve(num_frames)
+    elevations, azimuths = state.CAMERA_TABLE.values() or resolve(num_frames)
     if len(elevations) != num_frames:  # the frame count changed: the custom path no longer fits
         raise ValueError(f"the edited path has {len(elevations)} frames, the run {num_frames}: choose a path again")
     return elevations, azimuths

@@ -11,31 +11,32 @@ from app import state
 from svd_core.params import CHOICES, GUIDER_LISTS, format_value, help_text, parse_values
 
 
-def _fmt(values) -> str:
+def _csv(values) -> str:
     return ", ".join(format_value(float(v)) for v in values)
 
 
 def reset(params) -> None:
     """The widgets from params (controls.load_settings): the period text and a fresh per-frame table."""
-    state.put(state.GUIDER_PERIOD, _fmt(params.period))
-    state.set_guider_custom(None if params.guidance_scales is None else [float(v) for v in params.guidance_scales])
-    state.new_guider_table()
+    state.put(state.GUIDER_PERIOD, _csv(params.period))
+    scales = params.guidance_scales
+    state.GUIDER_TABLE.set_values(None if scales is None else [float(v) for v in scales])
+    state.GUIDER_TABLE.renew()
 
 
 def _edited(current) -> None:
     """on_change of the per-frame table: its edits become the custom curve."""
-    edits = (state.get(state.guider_table_key()) or {}).get("edited_rows") or {}
+    edits = state.GUIDER_TABLE.edits()
     values = list(current)
     for row, changes in edits.items():
         if changes.get("scale") is not None:
             values[int(row)] = float(changes["scale"])
-    state.set_guider_custom(values)
-    state.new_guider_table()
+    state.GUIDER_TABLE.set_values(values)
+    state.GUIDER_TABLE.renew()
 
 
 def _start_custom() -> None:
-    state.set_guider_custom(None)
-    state.new_guider_table()
+    state.GUIDER_TABLE.set_values(None)
+    state.GUIDER_TABLE.renew()
 
 
 def guider_knobs(guider: str) -> None:
@@ -43,7 +44,7 @@ def guider_knobs(guider: str) -> None:
     if guider == "triangle":
         if not state.has(state.GUIDER_PERIOD):
             current = state.knob("period")
-            state.put(state.GUIDER_PERIOD, _fmt(current) if isinstance(current, (list, tuple)) else str(current or 1))
+            state.put(state.GUIDER_PERIOD, _csv(current) if isinstance(current, (list, tuple)) else str(current or 1))
         c1, c2 = st.columns(2)
         with c1:
             text = st.text_input("Period(s)", key=state.GUIDER_PERIOD, persist_state="session",
@@ -64,17 +65,17 @@ def guider_knobs(guider: str) -> None:
     if guider != "custom":
         state.set_knob("guidance_scales", None)
         return
-    values = state.guider_custom()
+    values = state.GUIDER_TABLE.values()
     if values is None or len(values) != frames:  # a new table: the linear guider's curve, to edit
         if values is not None:
             st.caption(f"The frame count changed ({len(values)} → {frames}): the table starts again from the "
                        "linear curve.")
         lo, hi = (float(state.knob(k, d)) for k, d in (("min_guidance_scale", 1.0), ("max_guidance_scale", 2.5)))
         values = [round(float(v), 4) for v in np.linspace(lo, hi, frames)]
-        state.set_guider_custom(values)
+        state.GUIDER_TABLE.set_values(values)
     lo, hi, _ = GUIDER_LISTS["guidance_scales"]
     with st.expander("Guidance per frame (edit a cell)", expanded=True):
-        st.data_editor({"scale": list(values)}, key=state.guider_table_key(), num_rows="fixed",
+        st.data_editor({"scale": list(values)}, key=state.GUIDER_TABLE.key(), num_rows="fixed",
                        width="stretch", on_change=_edited, args=(tuple(values),),
                        column_config={"scale": st.column_config.NumberColumn(min_value=lo, max_value=hi,
                                                                              step=0.05)})

@@ -158,30 +158,38 @@ def params() -> SamplingParams:
     return SamplingParams.from_dict(values)
 
 
+@dataclass(frozen=True)
+class EditedTable:
+    """A per-frame table the user edits (st.data_editor) beside its values: the widget's key takes a new version
+    when the values are replaced from outside, so the widget starts afresh from them."""
+
+    name: str
+
+    def key(self) -> str:
+        return f"{self.name}_table_{_store().get(self.name + '_ver', 0)}"
+
+    def renew(self) -> None:
+        _store()[self.name + "_ver"] = _store().get(self.name + "_ver", 0) + 1
+
+    def edits(self) -> dict:
+        """The widget's edited rows ({row: {column: value}})."""
+        return (_store().get(self.key()) or {}).get("edited_rows") or {}
+
+    def values(self):
+        """The values being edited, or None."""
+        return _store().get(self.name + "_custom")
+
+    def set_values(self, values) -> None:
+        _store()[self.name + "_custom"] = values
+
+
 # ------------------------------------------------------------------------------------ the camera (SV3D_p)
 # Written by app/camera.py only.
 
 CAMERA_ELEVATION = "cam_elevation"
 CAMERA_PATH = "cam_path"
 CAMERA_SEED = "cam_seed"
-
-
-def camera_table_key() -> str:
-    """The per-frame table's key: a new version is a fresh table."""
-    return f"cam_table_{_store().get('cam_ver', 0)}"
-
-
-def new_camera_table() -> None:
-    _store()["cam_ver"] = _store().get("cam_ver", 0) + 1
-
-
-def camera_custom():
-    """The edited per-frame path (elevations, azimuths), or None."""
-    return _store().get("cam_custom")
-
-
-def set_camera_custom(path) -> None:
-    _store()["cam_custom"] = path
+CAMERA_TABLE = EditedTable("cam")  # the custom path: (elevations, azimuths)
 
 
 # ---------------------------------------------------------------------------------------- the guiders' lists
@@ -189,23 +197,7 @@ def set_camera_custom(path) -> None:
 
 GUIDER_PERIOD = "gd_period"  # the triangle's period(s), as typed
 GUIDER_RESTART = "gd_restart"
-
-
-def guider_table_key() -> str:
-    return f"gd_table_{_store().get('gd_ver', 0)}"
-
-
-def new_guider_table() -> None:
-    _store()["gd_ver"] = _store().get("gd_ver", 0) + 1
-
-
-def guider_custom():
-    """The custom guider's per-frame scales being edited, or None."""
-    return _store().get("gd_custom")
-
-
-def set_guider_custom(values) -> None:
-    _store()["gd_custom"] = values
+GUIDER_TABLE = EditedTable("gd")  # the custom guider's per-frame scales
 
 
 # ------------------------------------------------------------------------------------ widgets of a result
