@@ -398,8 +398,13 @@ def cmd_sweep(args) -> int:
             bar.close()
         if state is not None:  # each process closes its process group: gloo's threads end before the interpreter
             state.destroy_process_group()
-    if res is None:  # not the main process: it sent its cells there
-        return 0
+    if res is None:  # not the main process: it sent its cells there, and its work is done
+        # It leaves without the interpreter's teardown, as multiprocessing's children do: torch and gloo threads
+        # still alive at teardown can abort the process ("terminate called without an active exception"),
+        # which the launcher would report as a dead process and the main process as a lost sweep.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     from .metrics import metrics_line
 
     for note in dict.fromkeys(n for _, r in res.cells for n in r.notes):
